@@ -1,0 +1,1 @@
+"""symopt service: REST API, SQL store, scheduler and sweep controller (built on symopt_core)."""

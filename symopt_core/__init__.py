@@ -1,0 +1,34 @@
+"""symopt_core: the symmetry-compatible optimizer stack, as a plain torch library.
+
+    import symopt_core
+    opt = symopt_core.build_optimizer(model, preset="symmetric", lr=0.02)
+
+No database, no Ray, no HTTP: the service and the workers build on this package.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError, ModeError, SymoptError
+from .linalg import inverse_sqrt, polar
+from .optim import RULES, SymOpt, get_rule
+from .optim.schedule_free import ScheduleFree
+from .params import ParamClass, classify, describe_params
+from .presets import PRESETS, build_optimizer, param_groups
+
+__all__ = [
+    "PRESETS",
+    "RULES",
+    "ConfigError",
+    "ModeError",
+    "ParamClass",
+    "ScheduleFree",
+    "SymOpt",
+    "SymoptError",
+    "build_optimizer",
+    "classify",
+    "describe_params",
+    "get_rule",
+    "inverse_sqrt",
+    "param_groups",
+    "polar",
+]

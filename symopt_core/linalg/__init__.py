@@ -1,0 +1,21 @@
+"""Batched orthogonalization and Gram-matrix functions used by the update rules."""
+
+from __future__ import annotations
+
+from .coefficients import NEWTON_SCHULZ_QUINTIC, POLAR_EXPRESS_5, POLAR_EXPRESS_8, POLAR_EXPRESS_8_UNSAFE
+from .invsqrt import INVSQRT_METHODS, gram_dtype, inverse_sqrt
+from .polar import POLAR_METHODS, default_compute_dtype, nuclear_norm, polar
+
+__all__ = [
+    "INVSQRT_METHODS",
+    "NEWTON_SCHULZ_QUINTIC",
+    "POLAR_EXPRESS_5",
+    "POLAR_EXPRESS_8",
+    "POLAR_EXPRESS_8_UNSAFE",
+    "POLAR_METHODS",
+    "default_compute_dtype",
+    "gram_dtype",
+    "inverse_sqrt",
+    "nuclear_norm",
+    "polar",
+]

@@ -1,0 +1,166 @@
+"""Update directions D(M) of the symmetry-compatible rules, one small pure function each.
+
+Every function takes a stack M[B, m, n] of momentum matrices in their logical (out, in)
+orientation (rows are output units: tokens for embeddings, vocabulary for LM heads, neurons for
+gate/up, experts for routers) and returns the direction for each matrix; the optimizer applies
+lr, shape scale and weight decay. Formulas and sources: ALGORITHMS.md sections 1-9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..linalg import gram_dtype, inverse_sqrt, nuclear_norm, polar
+
+__all__ = [
+    "DirectionOptions",
+    "center_rows",
+    "centered_hybrid",
+    "centered_one_sided_spectral",
+    "centered_row_norm",
+    "col_hybrid",
+    "col_norm",
+    "hybrid",
+    "hybrid_polar_then_row",
+    "identity",
+    "neuron_normalize",
+    "one_sided_spectral",
+    "polar_direction",
+    "row_norm",
+]
+
+
+@dataclass(frozen=True)
+class DirectionOptions:
+    """Hyperparameters a direction may read; the optimizer builds one per parameter group."""
+
+    alpha: float = 0.0  # PolarGrad exponent: D = ‖M‖_*^α · polar(M); 0 is Muon
+    eps: float = 1e-8  # row-norm ε: rownorm(X)_i = X_i / (‖X_i‖ + ε), EO's "inverse_eps"
+    polar_method: str = "polar_express"
+    polar_steps: int = 5
+    polar_dtype: torch.dtype | None = None  # None: bf16 on CUDA, fp32 on CPU
+    invsqrt_method: str = "polar_express"
+    invsqrt_steps: int = 5
+    gram_eps: float = 1e-8  # damping of Gram matrices, relative: they are built from M / ‖M‖_F
+
+
+def _at_least_fp32(M: Tensor) -> Tensor:
+    return M.to(torch.promote_types(M.dtype, torch.float32))
+
+
+def identity(M: Tensor, options: DirectionOptions) -> Tensor:
+    """D(M) = M: momentum SGD."""
+    return M
+
+
+def _nuclear_scaled(M: Tensor, P: Tensor, alpha: float, eps: float) -> Tensor:
+    # ‖M‖_*^α · P with ‖M‖_* = ⟨M, P⟩ (exact when P = polar(M)), clamped as EO does.
+    if alpha == 0.0:
+        return P
+    return nuclear_norm(_at_least_fp32(M), _at_least_fp32(P)).clamp_min(eps).pow(alpha).to(P.dtype) * P
+
+
+def polar_direction(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Rule A: D(M) = ‖M‖_*^α · polar(M); α = 0 is Muon, α = 1 is PolarGrad / spectral descent."""
+    P = polar(M, options.polar_method, options.polar_steps, options.polar_dtype)
+    return _nuclear_scaled(M, P, options.alpha, options.eps)
+
+
+def row_norm(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Rule B: D(M)_i = M_i / (‖M_i‖ + ε); a zero row stays zero."""
+    return M / (torch.linalg.vector_norm(M, dim=-1, keepdim=True) + options.eps)
+
+
+def col_norm(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Column-aware rule (SwiGLU down, whose columns are neurons): D(M) = rownorm(Mᵀ)ᵀ."""
+    return M / (torch.linalg.vector_norm(M, dim=-2, keepdim=True) + options.eps)
+
+
+def center_rows(M: Tensor) -> Tensor:
+    """Π M with Π = I - (1/m) 1 1ᵀ: subtract the mean row (removes the shared-shift direction)."""
+    return M - M.mean(dim=-2, keepdim=True)
+
+
+def _unit_frobenius(M: Tensor) -> Tensor:
+    # The one-sided rules are scale-invariant for α = 0; normalizing first keeps the Gram
+    # eigenvalues in (0, 1], so a relative ε means the same thing for any gradient scale.
+    return M / torch.linalg.matrix_norm(M, keepdim=True).clamp_min(1e-30)
+
+
+def one_sided_spectral(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Rule C and its left twin: D(M) = ‖M‖_*^α · M (MᵀM + εI)^(-1/2) = ‖M‖_*^α · (MMᵀ + εI)^(-1/2) M.
+
+    The two forms are the same map for every ε (push-through identity M f(MᵀM) = f(MMᵀ) M), so
+    only the smaller Gram matrix is inverted: a V×d embedding touches two GEMMs and a d×d
+    inverse root, a wide E×d router an E×E one. Inverting the larger, rank-deficient Gram
+    would amplify rounding noise in its null space.
+    """
+    return _one_sided(M, options, centered=False)
+
+
+def _one_sided(M: Tensor, options: DirectionOptions, *, centered: bool) -> Tensor:
+    N = _unit_frobenius(M.to(gram_dtype(options.invsqrt_method, M.dtype)))
+    m, n = N.shape[-2:]
+    method, steps, eps = options.invsqrt_method, options.invsqrt_steps, options.gram_eps
+    if m > n or (m == n and not centered):
+        P = N @ inverse_sqrt(N.mT @ N, method, steps, eps)
+    else:
+        gram = N @ N.mT
+        if centered:
+            # A centered block has no component along 1, so adding J = 11ᵀ/m (eigenvalue 1 along
+            # 1) changes nothing in (C + J)^(-1/2) N, and removes the Gram's null direction, where
+            # rounding would otherwise be amplified by ε^(-1/2).
+            gram = gram + 1.0 / m
+        P = inverse_sqrt(gram, method, steps, eps) @ N
+    return _nuclear_scaled(M, P.to(M.dtype), options.alpha, options.eps)
+
+
+def hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Rule D, row_then_polar: X = rownorm(M), D = ‖X‖_*^α · polar(X)."""
+    return polar_direction(row_norm(M, options), options)
+
+
+def hybrid_polar_then_row(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Rule D, polar_then_row: D = rownorm(polar(M)); the nuclear scalar cancels (up to ε)."""
+    return row_norm(polar(M, options.polar_method, options.polar_steps, options.polar_dtype), options)
+
+
+def col_hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
+    """Column-aware hybrid (SwiGLU down): polar(rownorm(Mᵀ))ᵀ = polar(colnorm(M)), times ‖·‖_*^α."""
+    return polar_direction(col_norm(M, options), options)
+
+
+def centered_row_norm(M: Tensor, options: DirectionOptions) -> Tensor:
+    """LM head / router: D = Π rownorm(Π M). Shift-invariant and horizontal (1ᵀD = 0)."""
+    return center_rows(row_norm(center_rows(M), options))
+
+
+def centered_one_sided_spectral(M: Tensor, options: DirectionOptions) -> Tensor:
+    """LM head (EO's centered right) and router (EO's centered left), one map:
+    D = Π(‖M_c‖_*^α (M_c M_cᵀ + εI)^(-1/2) M_c) with M_c = ΠM, equal to polar(ΠM) for α = 0 and
+    ε -> 0. M_c has rank ≤ m - 1 (its Gram is singular along 1); the outer Π removes the leakage.
+    """
+    return center_rows(_one_sided(center_rows(M), options, centered=True))
+
+
+def centered_hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
+    """LM head / router: X = Π rownorm(Π M), D = Π(‖X‖_*^α polar(X))."""
+    return center_rows(polar_direction(centered_row_norm(M, options), options))
+
+
+def neuron_normalize(D: Tensor, second_moment: Tensor, beta2: float, eps: float) -> Tensor:
+    """NorMuon: divide each row by the root of an EMA of its mean square, keeping ‖D‖_F.
+
+    v <- β₂ v + (1 - β₂) mean_cols(D ⊙ D);  D̂ = D / (√v + ε);  D̂ <- D̂ · ‖D‖_F / ‖D̂‖_F.
+    `second_moment` ([B, m, 1], fp32) is updated in place.
+    """
+    D32 = _at_least_fp32(D)
+    second_moment.lerp_(D32.square().mean(dim=-1, keepdim=True), 1 - beta2)
+    normalized = D32 / (second_moment.sqrt() + eps)
+    ratio = torch.linalg.matrix_norm(D32, keepdim=True) / torch.linalg.matrix_norm(
+        normalized, keepdim=True
+    ).clamp_min(1e-30)
+    return (normalized * ratio).to(D.dtype)

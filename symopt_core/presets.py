@@ -1,0 +1,257 @@
+"""Optimizer presets (DESIGN.md's table) and `build_optimizer`.
+
+A preset is a declarative table: parameter class -> cell (rule + group options), one base lr,
+and per-class lr multipliers derived from scaling rules rather than copied from one recipe:
+
+- Every matrix rule runs with scale "kj": its update has per-entry RMS lr/√fan_in, the RMS of
+  Keller Jordan's Muon, whatever the rule (polar, row-norm, one-sided spectral, hybrid).
+- Hidden matrices (attention, MLP, experts) take the base lr (0.02, the KJ Muon default).
+- AdamW parts take ADAMW_SHARE × lr (1e-3 at 0.02, the nanoGPT / Muon-aux recipe).
+- Embedding (matrix rule): η = ADAMW_SHARE·lr·√d, so its per-entry RMS (η/√d) equals an AdamW
+  step's (≈ lr_adamw). LM head and tied embedding: one fifth of that, HEAD_SHARE·lr·√d; both
+  EO's Qwen3 recipe (5e-3 at d=1024) and our d=128 runs (2e-3, ANCHORS.md) put the head's
+  per-entry RMS near 1.6e-4, about a sixth of the AdamW step.
+- Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule.
+These are priors for sweeps (`optimizer.overrides.<class>.lr`), not tuned values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .errors import ConfigError
+from .optim import SymOpt, get_rule
+from .optim.schedule_free import ScheduleFree
+from .params import CLASS_ALIASES, ParamClass, ParamInfo, describe_params
+from .params.classify import Mapped
+
+__all__ = ["OVERRIDE_KEYS", "PRESETS", "Preset", "build_optimizer", "param_groups"]
+
+ADAMW_SHARE = 0.05
+HEAD_SHARE = 0.01
+ROUTER_SHARE = 0.0375
+
+C = ParamClass
+_HIDDEN = (C.ATTN_QKV, C.ATTN_OUT, C.MLP_IN, C.MLP_OUT, C.HIDDEN, C.EXPERT_IN, C.EXPERT_OUT)
+_DECAYED_BY_DEFAULT = frozenset(_HIDDEN)
+
+# Group options an override may set, besides "rule", "lr" (absolute) and "lr_mult" (× base lr).
+OVERRIDE_KEYS = (
+    "momentum", "nesterov", "weight_decay", "scale", "rms_target", "alpha", "eps", "polar_method",
+    "polar_steps", "polar_dtype", "invsqrt_method", "invsqrt_steps", "gram_eps", "normuon", "beta2",
+    "normuon_eps", "betas", "adam_eps",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    rule: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    lr: float  # the base lr: hidden matrices (AdamW's own lr for the adamw preset)
+    weight_decay: float  # default decay of hidden matrices (all 2-D classes for adamw)
+    cells: Mapping[ParamClass, Cell]
+    matrix_options: Mapping[str, Any]  # options of a class switched to a matrix rule by an override
+    adamw_options: Mapping[str, Any]
+    adamw_share: float = ADAMW_SHARE
+    schedule_free: Mapping[str, Any] | None = None  # ScheduleFree(...) arguments, if wrapped
+
+
+_ADAMW = {"betas": (0.9, 0.95), "adam_eps": 1e-8}
+_MUON = {"momentum": 0.95, "nesterov": True, "scale": "kj", "polar_method": "newton_schulz"}
+_SYM_POLAR = {"momentum": 0.95, "nesterov": True, "scale": "kj", "polar_method": "polar_express"}
+_EO = {"momentum": 0.95, "nesterov": False, "scale": "kj", "polar_method": "polar_express"}
+# The router Gram is E×E: run the inverse square root to convergence, it costs nothing there.
+_ROUTER = {**_EO, "invsqrt_method": "polar_express_converged"}
+
+
+def _table(default: Cell, **cells: Cell) -> dict[ParamClass, Cell]:
+    return {c: cells.get(c.value, default) for c in ParamClass}
+
+
+def _symmetric_cells(
+    polar_options: Mapping[str, Any],
+    adamw_options: Mapping[str, Any],
+    eo_options: Mapping[str, Any],
+    router_options: Mapping[str, Any],
+    **changes: Cell,
+) -> dict[ParamClass, Cell]:
+    cells = {
+        "embedding": Cell("row_norm", eo_options),
+        "tied_embedding": Cell("row_norm", eo_options),  # uncentered: the input use breaks the shift symmetry
+        "lm_head": Cell("centered_row_norm", eo_options),
+        "router": Cell("centered_left_spectral", router_options),
+        "position": Cell("adamw", adamw_options),
+        "vector": Cell("adamw", adamw_options),
+    }
+    return _table(Cell("polar", polar_options), **{**cells, **changes})
+
+
+_SF_MATRIX = {**_EO, "momentum": 0.8}
+_SF_ADAMW = {"betas": (0.0, 0.95), "adam_eps": 1e-8}  # SF-AdamW: the interpolation is the momentum
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("adamw", "AdamW on every parameter", 1e-3, 0.1, _table(Cell("adamw", _ADAMW)), _MUON, _ADAMW,
+               adamw_share=1.0),
+        Preset("muon", "Muon (KJ scale, Nesterov) on hidden and expert matrices, AdamW elsewhere", 0.02, 0.0,
+               _table(Cell("adamw", _ADAMW), **{c.value: Cell("polar", _MUON) for c in _HIDDEN}),
+               _MUON, _ADAMW),
+        Preset("normuon", "NorMuon on hidden and expert matrices, AdamW elsewhere", 0.02, 0.0,
+               _table(Cell("adamw", _ADAMW), **{c.value: Cell("normuon", {**_MUON, "beta2": 0.95})
+                                                for c in _HIDDEN}),
+               _MUON, _ADAMW),
+        Preset("symmetric", "head-wise / per-expert polar, row-norm embedding, centered row-norm head, "
+               "centered left-spectral router", 0.02, 0.0,
+               _symmetric_cells(_SYM_POLAR, _ADAMW, _EO, _ROUTER), _SYM_POLAR, _ADAMW),
+        Preset("symmetric-hybrid", "symmetric, with row-/column-aware hybrid SwiGLU and experts and a "
+               "centered row-norm router", 0.02, 0.0,
+               _symmetric_cells(_SYM_POLAR, _ADAMW, _EO, _ROUTER,
+                                mlp_in=Cell("hybrid", _EO), mlp_out=Cell("col_hybrid", _EO),
+                                expert_in=Cell("hybrid", _EO), expert_out=Cell("col_hybrid", _EO),
+                                router=Cell("centered_row_norm", _EO)),
+               _SYM_POLAR, _ADAMW),
+        Preset("sf-normuon", "schedule-free NorMuon (decay at z) on matrices, SF-AdamW elsewhere", 0.01, 0.05,
+               _table(Cell("adamw", _SF_ADAMW), **{c.value: Cell("normuon", {
+                   **_SF_MATRIX, "polar_method": "newton_schulz", "scale": "rms", "rms_target": 0.2,
+                   "beta2": 0.95}) for c in _HIDDEN}),
+               _SF_MATRIX, _SF_ADAMW, adamw_share=0.25, schedule_free={"momentum": 0.9}),
+        Preset("sf-symmetric", "the schedule-free wrapper over symmetric", 0.02, 0.0,
+               _symmetric_cells(_SF_MATRIX, _SF_ADAMW, _SF_MATRIX, {**_ROUTER, "momentum": 0.8}),
+               _SF_MATRIX, _SF_ADAMW, schedule_free={"momentum": 0.9}),
+    )
+}  # fmt: skip
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"Invalid preset: {name!r}; valid presets: {', '.join(PRESETS)}") from None
+
+
+def default_lr_multiplier(
+    preset: Preset, param_class: ParamClass, rule: str, shape: tuple[int, ...]
+) -> float:
+    """The lr of `param_class` under `rule`, relative to the preset's base lr (module docstring)."""
+    if param_class == C.ROUTER and preset.name != "adamw":
+        return ROUTER_SHARE
+    if get_rule(rule).elementwise:
+        return preset.adamw_share
+    width = shape[-1]  # the row length d of [V, d] embeddings and heads
+    if param_class in (C.EMBEDDING, C.POSITION):
+        return preset.adamw_share * math.sqrt(width)
+    if param_class in (C.LM_HEAD, C.TIED_EMBEDDING):
+        return preset.adamw_share * HEAD_SHARE / ADAMW_SHARE * math.sqrt(width)
+    return 1.0
+
+
+def _expand_overrides(
+    overrides: Mapping[str, str | Mapping[str, Any]] | None,
+) -> dict[ParamClass, dict[str, Any]]:
+    expanded: dict[ParamClass, dict[str, Any]] = {}
+    valid_names = [c.value for c in ParamClass] + list(CLASS_ALIASES)
+    for key, value in (overrides or {}).items():
+        if key in CLASS_ALIASES:
+            classes = CLASS_ALIASES[key]
+        elif key in valid_names:
+            classes = (ParamClass(key),)
+        else:
+            raise ConfigError(f"Invalid override class: {key!r}; valid names: {', '.join(valid_names)}")
+        options = {"rule": value} if isinstance(value, str) else dict(value)
+        unknown = set(options) - {"rule", "lr", "lr_mult", *OVERRIDE_KEYS}
+        if unknown:
+            raise ConfigError(
+                f"Invalid override key(s) for {key!r}: {', '.join(sorted(unknown))}; valid keys: rule, lr, "
+                f"lr_mult, {', '.join(OVERRIDE_KEYS)}"
+            )
+        if "rule" in options:
+            get_rule(options["rule"])
+        for c in classes:
+            expanded.setdefault(c, {}).update(options)
+    return expanded
+
+
+def _group_for(
+    preset: Preset, info: ParamInfo, base_lr: float, weight_decay: float, override: Mapping[str, Any]
+) -> dict[str, Any]:
+    cell = preset.cells[info.param_class]
+    rule = override.get("rule", cell.rule)
+    if rule == cell.rule:
+        options = dict(cell.options)
+    else:  # a class moved to another rule family takes that family's options in this preset
+        options = dict(preset.adamw_options if get_rule(rule).elementwise else preset.matrix_options)
+    decayed = info.param_class in _DECAYED_BY_DEFAULT or (preset.name == "adamw" and info.layout != "vector")
+    options["weight_decay"] = weight_decay if decayed else 0.0
+    options.update({k: v for k, v in override.items() if k in OVERRIDE_KEYS})
+    if "lr" in override:
+        lr = float(override["lr"])
+    else:
+        lr = base_lr * override.get(
+            "lr_mult", default_lr_multiplier(preset, info.param_class, rule, info.shape)
+        )
+    return {"rule": rule, "layout": info.layout, "lr": lr, "param_class": info.param_class.value, **options}
+
+
+def param_groups(
+    model: nn.Module,
+    preset: str = "symmetric",
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    overrides: Mapping[str, str | Mapping[str, Any]] | None = None,
+    mapping: Mapping[str, Mapped] | None = None,
+) -> list[dict[str, Any]]:
+    """SymOpt param groups for `model` under `preset`: one group per class, layout and lr."""
+    chosen = get_preset(preset)
+    base_lr = chosen.lr if lr is None else lr
+    decay = chosen.weight_decay if weight_decay is None else weight_decay
+    expanded = _expand_overrides(overrides)
+    params = dict(model.named_parameters())
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for name, info in describe_params(model, mapping=mapping).items():
+        group = _group_for(chosen, info, base_lr, decay, expanded.get(info.param_class, {}))
+        key = tuple(sorted((k, repr(v)) for k, v in group.items()))
+        entry = groups.setdefault(key, {**group, "params": [], "param_names": []})
+        entry["params"].append(params[name])
+        entry["param_names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(
+    model: nn.Module,
+    preset: str = "symmetric",
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    overrides: Mapping[str, str | Mapping[str, Any]] | None = None,
+    mapping: Mapping[str, Mapped] | None = None,
+    batched: bool = True,
+) -> SymOpt | ScheduleFree:
+    """The optimizer of `preset` for `model`, as a user would build a torch.optim optimizer.
+
+    lr: the base lr (hidden matrices; AdamW's lr for "adamw"); every class scales with it.
+    weight_decay: decoupled decay of hidden matrices (of all 2-D parameters for "adamw").
+    overrides: {class or alias: rule name | {rule, lr, lr_mult, momentum, weight_decay, ...}}.
+    mapping: {fnmatch pattern of parameter names: class or (class, layout)} for parameters the
+        classifier does not know.
+    """
+    chosen = get_preset(preset)
+    groups = param_groups(
+        model, preset, lr=lr, weight_decay=weight_decay, overrides=overrides, mapping=mapping
+    )
+    optimizer = SymOpt(groups, lr=chosen.lr, batched=batched)
+    if chosen.schedule_free is not None:
+        return ScheduleFree(optimizer, **chosen.schedule_free)
+    return optimizer

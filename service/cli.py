@@ -1,15 +1,25 @@
-"""The `symopt` command line."""
+"""The `symopt` command line: one parser, one module per command group."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .commands import local
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="symopt", description="symmetry-compatible optimizer service")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local.register(commands)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="symopt", description="symmetry-compatible optimizer service")
-    parser.parse_args(argv)
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    return int(handler(args) or 0)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,11 @@ def _expand_overrides(
 ) -> dict[ParamClass, dict[str, Any]]:
     expanded: dict[ParamClass, dict[str, Any]] = {}
     valid_names = [c.value for c in ParamClass] + list(CLASS_ALIASES)
-    for key, value in (overrides or {}).items():
+
+    def specificity(key: str) -> int:  # "all", then group aliases, then single classes win
+        return 0 if key == "all" else 1 if key in CLASS_ALIASES else 2
+
+    for key, value in sorted((overrides or {}).items(), key=lambda item: specificity(item[0])):
         if key in CLASS_ALIASES:
             classes = CLASS_ALIASES[key]
         elif key in valid_names:

@@ -1,7 +1,8 @@
 """Elementwise rules (AdamW, momentum SGD) over lists of tensors.
 
-`foreach=True` uses torch's multi-tensor kernels; `foreach=False` is the readable per-tensor
-reference the parity tests compare against. AdamW follows torch.optim.AdamW exactly: decoupled
+`foreach=True` uses torch's fused AdamW kernel (the one `torch.optim.AdamW(fused=True)` runs,
+per device and dtype) and multi-tensor kernels for momentum; `foreach=False` is the readable
+per-tensor reference the parity tests compare against. AdamW follows torch.optim.AdamW exactly: decoupled
 decay p <- p(1 - lr·wd), bias-corrected moments, ε added after the bias-corrected root.
 """
 
@@ -62,6 +63,9 @@ def adamw_update(
             denominator = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
             p.addcdiv_(m, denominator, value=-lr / (1 - beta1**t))
         return
+    if hasattr(torch, "_fused_adamw_"):
+        _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, eps, weight_decay)
+        return
     params, grads, exp_avgs, exp_avg_sqs = list(params), list(grads), list(exp_avgs), list(exp_avg_sqs)
     torch._foreach_add_(list(steps), 1.0)
     if weight_decay != 0.0:
@@ -76,3 +80,38 @@ def adamw_update(
     torch._foreach_div_(denominators, root_corrections)
     torch._foreach_add_(denominators, eps)
     torch._foreach_addcdiv_(params, exp_avgs, denominators, step_sizes)
+
+
+def _fused_adamw(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None:
+    # The fused kernel takes one device and dtype per call, and increments nothing itself.
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for index, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(index)
+    for indices in groups.values():
+        step_list = [steps[i] for i in indices]
+        torch._foreach_add_(step_list, 1.0)
+        torch._fused_adamw_(
+            [params[i] for i in indices],
+            [grads[i] for i in indices],
+            [exp_avgs[i] for i in indices],
+            [exp_avg_sqs[i] for i in indices],
+            [],
+            step_list,
+            amsgrad=False,
+            lr=lr,
+            beta1=betas[0],
+            beta2=betas[1],
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=False,
+        )

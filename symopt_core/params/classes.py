@@ -29,6 +29,7 @@ CLASS_ALIASES: dict[str, tuple[ParamClass, ...]] = {
     "attention": (ParamClass.ATTN_QKV, ParamClass.ATTN_OUT),
     "mlp": (ParamClass.MLP_IN, ParamClass.MLP_OUT),
     "experts": (ParamClass.EXPERT_IN, ParamClass.EXPERT_OUT),
+    "all": tuple(ParamClass),
 }
 
 

@@ -1,0 +1,1 @@
+"""Subcommands of the `symopt` command line."""

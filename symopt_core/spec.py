@@ -1,0 +1,302 @@
+"""The job spec: what a user submits (YAML, JSON, or a dict), validated by pydantic.
+
+The API reuses these models, so a bad spec is a 422 with the message written here. Nothing in
+a spec names code to import or a path outside the data root: models, rules, presets and corpora
+are chosen from registries by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .models.registry import build_config
+from .optim.rules import RULES
+from .params.classes import CLASS_ALIASES, ParamClass
+from .presets import PRESETS
+
+__all__ = [
+    "BatchSpec",
+    "CheckpointSpec",
+    "DataSpec",
+    "EvalSpec",
+    "JobSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "OverrideSpec",
+    "RampSpec",
+    "ResourcesSpec",
+    "ScheduleSpec",
+    "describe_validation_error",
+    "load_spec",
+    "set_path",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(BaseModel):
+    """A family and a named size; any other key is a dim of that family (n_layers, d_model, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    family: str = Field(description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss")
+    size: str | None = Field(None, description="tiny | small | a paper shape; None: the family defaults")
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_family_size_and_dims(self) -> ModelSpec:
+        try:
+            build_config(self.family, self.size, **self.dims)
+        except (ConfigError, TypeError) as error:
+            raise ValueError(str(error)) from None
+        return self
+
+
+class DataSpec(_Strict):
+    corpus: str = Field(
+        "shakespeare", description="shakespeare | pystdlib | modular | file:<path under data root>"
+    )
+    tokenizer: Literal["char", "byte"] = "char"
+    seq_len: PositiveInt = 256
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    options: dict[str, int | float | bool] = Field(
+        default_factory=dict, description="corpus options (modular: p)"
+    )
+
+
+class OverrideSpec(_Strict):
+    """Per-class settings; `lr` is absolute, `lr_mult` multiplies the preset's base lr."""
+
+    rule: str | None = None
+    lr: PositiveFloat | None = None
+    lr_mult: PositiveFloat | None = None
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    nesterov: bool | None = None
+    weight_decay: float | None = Field(None, ge=0.0)
+    scale: Literal["kj", "match_rms_adamw", "rms", "none"] | None = None
+    rms_target: PositiveFloat | None = None
+    alpha: float | None = Field(None, ge=0.0)
+    eps: float | None = Field(None, ge=0.0)
+    polar_method: Literal["newton_schulz", "polar_express", "svd"] | None = None
+    polar_steps: int | None = Field(None, ge=1, lt=100)
+    polar_dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] | None = None
+    invsqrt_method: Literal["polar_express", "polar_express_converged", "newton_schulz", "eigh"] | None = None
+    invsqrt_steps: int | None = Field(None, ge=1, lt=100)
+    gram_eps: float | None = Field(None, ge=0.0)
+    normuon: bool | None = None
+    beta2: float | None = Field(None, ge=0.0, lt=1.0)
+    betas: tuple[float, float] | None = None
+    adam_eps: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="after")
+    def _known_rule(self) -> OverrideSpec:
+        if self.rule is not None and self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; valid rules: {', '.join(RULES)}")
+        if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas {self.betas} must each lie in [0, 1)")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+_OVERRIDE_NAMES = [c.value for c in ParamClass] + list(CLASS_ALIASES)
+
+
+class OptimizerSpec(_Strict):
+    preset: str = "symmetric"
+    lr: PositiveFloat | None = Field(None, description="base lr; None: the preset's default")
+    weight_decay: float | None = Field(
+        None, ge=0.0, description="decay of hidden matrices; None: preset default"
+    )
+    overrides: dict[str, str | OverrideSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_preset_and_classes(self) -> OptimizerSpec:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        for name, value in self.overrides.items():
+            if name not in _OVERRIDE_NAMES:
+                raise ValueError(
+                    f"unknown parameter class {name!r} in overrides; valid: {', '.join(_OVERRIDE_NAMES)}"
+                )
+            if isinstance(value, str) and value not in RULES:
+                raise ValueError(f"unknown rule {value!r} for {name!r}; valid rules: {', '.join(RULES)}")
+        return self
+
+    def override_options(self) -> dict[str, str | dict[str, Any]]:
+        return {k: v if isinstance(v, str) else v.options() for k, v in self.overrides.items()}
+
+    @property
+    def schedule_free(self) -> bool:
+        return PRESETS[self.preset].schedule_free is not None
+
+
+class ScheduleSpec(_Strict):
+    kind: Literal["constant", "cosine", "linear", "wsd", "schedule_free"] = "wsd"
+    warmup_steps: int = Field(0, ge=0)
+    decay_frac: float = Field(0.2, ge=0.0, le=1.0, description="wsd: fraction of steps spent decaying")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="final lr / base lr")
+
+
+class RampSpec(_Strict):
+    """Adaptive batch / sequence growth (ALGORITHMS.md 11.2): tokens per step double in stages."""
+
+    start_size: PositiveInt
+    start_seq_len: PositiveInt | None = Field(None, description="None: start at data.seq_len")
+    c: PositiveFloat | None = Field(
+        None, description="c in B·S = c·t^(2/3); None: reach the final batch mid-run"
+    )
+
+
+class BatchSpec(_Strict):
+    size: PositiveInt = 64
+    micro_size: PositiveInt | None = Field(
+        None, description="sequences per forward pass (gradient accumulation)"
+    )
+    ramp: RampSpec | None = None
+
+
+class EvalSpec(_Strict):
+    every: PositiveInt = 100
+    batches: PositiveInt = 20
+    batch_size: PositiveInt | None = Field(None, description="None: batch.size")
+
+
+class CheckpointSpec(_Strict):
+    every: int = Field(0, ge=0, description="steps between checkpoints; 0: only the final one")
+    keep: PositiveInt = 3
+
+
+class ResourcesSpec(_Strict):
+    gpus: int = Field(0, ge=0)
+    cpus: PositiveInt = 1
+
+
+class JobSpec(_Strict):
+    name: str = Field("", max_length=200)
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    batch: BatchSpec = BatchSpec()
+    steps: PositiveInt = 1000
+    grad_clip: float | None = Field(1.0, ge=0.0, description="max global grad norm; None or 0: no clipping")
+    eval: EvalSpec = EvalSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    seed: int = 0
+    log_every: PositiveInt = 10
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        sf_preset, sf_schedule = self.optimizer.schedule_free, self.schedule.kind == "schedule_free"
+        if sf_preset and self.schedule.kind not in ("schedule_free", "constant"):
+            raise ValueError(
+                f"preset {self.optimizer.preset!r} is schedule-free: use schedule.kind 'schedule_free' "
+                f"(warmup only), not {self.schedule.kind!r}"
+            )
+        if sf_schedule and not sf_preset:
+            raise ValueError(
+                f"schedule.kind 'schedule_free' needs a schedule-free preset (sf-normuon, sf-symmetric), "
+                f"not {self.optimizer.preset!r}"
+            )
+        micro = self.batch.micro_size
+        if micro is not None and self.batch.size % micro:
+            raise ValueError(
+                f"batch.size ({self.batch.size}) must be a multiple of batch.micro_size ({micro})"
+            )
+        ramp = self.batch.ramp
+        if ramp is not None:
+            if ramp.start_size > self.batch.size:
+                raise ValueError(
+                    f"batch.ramp.start_size ({ramp.start_size}) exceeds batch.size ({self.batch.size})"
+                )
+            if (ramp.start_seq_len or self.data.seq_len) > self.data.seq_len:
+                raise ValueError(f"batch.ramp.start_seq_len exceeds data.seq_len ({self.data.seq_len})")
+        max_seq_len = self.model.dims.get("max_seq_len")
+        if isinstance(max_seq_len, int) and max_seq_len < self.data.seq_len:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({max_seq_len})")
+        return self
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, `field.path: message`, without pydantic's links and echoed input."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "spec"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for path "a.b.c", creating the dicts on the way."""
+    keys = path.split(".")
+    if not all(keys):
+        raise ConfigError(f"Invalid setting path: {path!r} (expected dotted keys such as optimizer.lr)")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"Invalid setting path: {path!r}: {key!r} holds {child!r}, not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_spec(
+    source: str | Path | Mapping[str, Any] | JobSpec, overrides: Mapping[str, Any] | None = None
+) -> JobSpec:
+    """A JobSpec from a YAML/JSON path, a dict or a JobSpec, with dotted-path overrides applied.
+
+    Override values given as strings are parsed as YAML scalars ("0.01" -> 0.01, "true" -> True).
+    """
+    if isinstance(source, JobSpec):
+        tree: dict[str, Any] = source.model_dump(exclude_unset=True)
+    elif isinstance(source, Mapping):
+        tree = _plain(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"Job spec file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"Job spec {path} must hold a mapping at its top level, not {type(loaded).__name__}"
+            )
+        tree = loaded
+    for key, value in (overrides or {}).items():
+        set_path(tree, key, yaml.safe_load(value) if isinstance(value, str) else value)
+    return JobSpec.model_validate(tree)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,66 @@
+"""Checkpoints: written atomically (temp file + rename), the newest `keep` kept.
+
+A checkpoint holds everything a bit-identical resume needs: model, optimizer (schedule-free
+state and mode included), lr scheduler, data sampler position, RNG states, step, tokens and the
+spec. Files are read back with `torch.load(weights_only=True)`: plain tensors and containers only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+_NAME = re.compile(r"^step_(\d{9})\.pt$")
+
+
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write `payload` as `step_<step>.pt` atomically, then delete all but the newest `keep`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"step_{step:09d}.pt"
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".step_", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    for old in _checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(path for path in directory.iterdir() if _NAME.match(path.name))
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint in `directory` (temp files of interrupted writes are ignored)."""
+    found = _checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint file, or the newest one in a directory, onto the CPU."""
+    if path.is_dir():
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise ConfigError(f"No checkpoint found in {path}: expected files named step_<step>.pt")
+        path = newest
+    if not path.is_file():
+        raise ConfigError(f"Checkpoint not found: {path}")
+    checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint

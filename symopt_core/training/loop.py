@@ -1,0 +1,355 @@
+"""`train(spec, report=...)`: one training loop for every family, preset and schedule.
+
+Small functions around one loop: build (data, model, optimizer, schedule), step (gradient
+accumulation, clipping, optimizer), evaluate (schedule-free presets at x, in eval mode), report
+(metrics every `log_every` steps, evals, checkpoints), and resume bit-identically from a
+checkpoint on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import BatchSampler, TokenDataset, build_dataset
+from ..errors import ConfigError
+from ..models.output import RoutingStats
+from ..models.registry import build_model
+from ..optim.schedule_free import ScheduleFree
+from ..presets import build_optimizer
+from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
+from ..spec import JobSpec, load_spec
+from .checkpoint import load_checkpoint, save_checkpoint
+from .events import Event, Report, Result, Status
+from .metrics import class_of_params, grad_norms, moe_metrics, update_rms
+
+__all__ = ["Run", "build_run", "evaluate", "train"]
+
+
+@dataclass
+class Run:
+    """Everything a run holds between steps; `state()` is what a checkpoint stores."""
+
+    spec: JobSpec
+    device: torch.device
+    dataset: TokenDataset
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: BatchSampler
+    step: int = 0
+    tokens: int = 0
+    best_val_loss: float | None = None
+    best_val_step: int | None = None
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "step": self.step,
+            "tokens": self.tokens,
+            "best_val_loss": self.best_val_loss,
+            "best_val_step": self.best_val_step,
+            "evals": self.evals,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "data": self.dataset.meta(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+        }
+
+    def load_state(self, checkpoint: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.sampler.load_state_dict(checkpoint["sampler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if self.device.type == "cuda" and checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        self.step, self.tokens = int(checkpoint["step"]), int(checkpoint["tokens"])
+        self.best_val_loss, self.best_val_step = checkpoint["best_val_loss"], checkpoint["best_val_step"]
+        self.evals = list(checkpoint["evals"])
+
+
+def resolve_device(device: str | torch.device | None, gpus: int) -> torch.device:
+    """CUDA when the job asked for a GPU and one is visible, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | None = None) -> Run:
+    """Data, model, optimizer, lr schedule and sampler of `spec`, seeded by `spec.seed`."""
+    torch.manual_seed(spec.seed)
+    dataset = build_dataset(
+        spec.data.corpus,
+        spec.data.tokenizer,
+        data_root=data_root,
+        val_fraction=spec.data.val_fraction,
+        **dict[str, Any](spec.data.options),
+    )
+    dims = {"max_seq_len": spec.data.seq_len, **spec.model.dims}
+    # The tokenizer sets the vocabulary; a spec may pad it (nanoGPT's 50304) but not shrink it.
+    requested = dims.pop("vocab_size", None)
+    if requested is not None and requested < dataset.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={requested} is below the {dataset.vocab_size} symbols of the "
+            f"{spec.data.tokenizer} tokenizer on {spec.data.corpus}; remove it or raise it"
+        )
+    vocab_size = requested or dataset.vocab_size
+    model = build_model(spec.model.family, spec.model.size, vocab_size=vocab_size, **dims).to(device)
+    optimizer = build_optimizer(
+        model,
+        spec.optimizer.preset,
+        lr=spec.optimizer.lr,
+        weight_decay=spec.optimizer.weight_decay,
+        overrides=spec.optimizer.override_options(),
+    )
+    schedule = spec.schedule
+
+    def multiplier(step: int) -> float:
+        return lr_multiplier(
+            step,
+            kind=schedule.kind,
+            total_steps=spec.steps,
+            warmup_steps=schedule.warmup_steps,
+            decay_frac=schedule.decay_frac,
+            min_lr_ratio=schedule.min_lr_ratio,
+        )
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    return Run(spec, device, dataset, model, optimizer, scheduler, BatchSampler(dataset, seed=spec.seed))
+
+
+def batch_shape(spec: JobSpec, tokens_seen: int) -> BatchShape:
+    """This step's batch: the spec's, or the ramp's stage after `tokens_seen` tokens."""
+    ramp = spec.batch.ramp
+    if ramp is None:
+        return BatchShape(spec.batch.size, spec.data.seq_len, 0)
+    final = spec.batch.size * spec.data.seq_len
+    c = ramp.c if ramp.c is not None else default_ramp_constant(final, spec.steps)
+    return batch_at(
+        tokens_seen,
+        start_size=ramp.start_size,
+        start_seq_len=ramp.start_seq_len or spec.data.seq_len,
+        final_size=spec.batch.size,
+        final_seq_len=spec.data.seq_len,
+        c=c,
+    )
+
+
+def _autocast(run: Run) -> contextlib.AbstractContextManager[Any]:
+    precision = run.spec.precision
+    if precision == "bfloat16" or (precision == "auto" and run.device.type == "cuda"):
+        return torch.autocast(run.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _micro_batches(size: int, micro: int | None) -> Iterator[int]:
+    step = min(micro or size, size)
+    for start in range(0, size, step):
+        yield min(step, size - start)
+
+
+def _forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingStats]]:
+    # Gradient accumulation: each micro-batch's loss is weighted by its share of the batch.
+    total = torch.zeros((), device=run.device)
+    routing: list[RoutingStats] = []
+    for size in _micro_batches(shape.size, run.spec.batch.micro_size):
+        x, y = run.sampler.next("train", size, shape.seq_len)
+        with _autocast(run):
+            output = run.model(x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True))
+        assert output.loss is not None
+        (output.loss * (size / shape.size)).backward()
+        total += output.loss.detach().float() * (size / shape.size)
+        routing = output.routing
+    return float(total), routing
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> float:
+    """Mean validation cross-entropy over `eval.batches` batches, at x for schedule-free presets."""
+    spec = run.spec
+    schedule_free = isinstance(run.optimizer, ScheduleFree)
+    run.model.eval()
+    if schedule_free:
+        run.optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        losses = []
+        for _ in range(spec.eval.batches):
+            x, y = run.sampler.next("val", spec.eval.batch_size or spec.batch.size, spec.data.seq_len)
+            with _autocast(run):
+                output = run.model(x.to(run.device), y.to(run.device))
+            assert output.ce_loss is not None
+            losses.append(output.ce_loss.float())
+        return float(torch.stack(losses).mean())
+    finally:
+        run.model.train()
+        if schedule_free:
+            run.optimizer.train()  # type: ignore[attr-defined]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(
+    spec: JobSpec | Mapping[str, Any] | str | Path,
+    *,
+    report: Report | None = None,
+    run_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    device: str | torch.device | None = None,
+    data_root: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
+    """Train the model of `spec` and return its result; events go to `report` as they happen.
+
+    run_dir: where checkpoints go (`<run_dir>/checkpoints`); none are written without it.
+    resume_from: a checkpoint file, or a directory whose newest checkpoint is used.
+    should_stop: polled before each step; True stops the run as "cancelled" (with a checkpoint).
+    """
+    job = spec if isinstance(spec, JobSpec) else load_spec(spec)
+    emit = report or (lambda event: None)
+    run = build_run(job, device=resolve_device(device, job.resources.gpus), data_root=data_root)
+    checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
+    if resume_from is not None:
+        run.load_state(load_checkpoint(Path(resume_from)))
+    emit(
+        Event(
+            "status",
+            run.step,
+            {
+                "status": "resumed" if resume_from else "started",
+                "device": str(run.device),
+                "params": sum(p.numel() for p in run.model.parameters()),
+            },
+        )
+    )
+    if run.step == 0:
+        _evaluate_and_report(run, emit)
+    classes = class_of_params(run.optimizer)
+    started = time.perf_counter()
+    tokens_at_start, status, diverged_at, last_loss = run.tokens, "succeeded", None, None
+    interval_start, interval_tokens, interval_steps, newest = time.perf_counter(), 0, 0, None
+    while run.step < job.steps:
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            break
+        log_now = (run.step + 1) % job.log_every == 0 or run.step + 1 == job.steps
+        shape = batch_shape(job, run.tokens)
+        loss, routing = _forward_backward(run, shape)
+        if not math.isfinite(loss):
+            status, diverged_at = "diverged", run.step + 1
+            emit(Event("status", run.step + 1, {"status": "diverged", "train_loss": _json_float(loss)}))
+            break
+        metrics = grad_norms(classes) if log_now else {}
+        if job.grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), job.grad_clip)
+        before = (
+            {name: [p.detach().clone() for p in params] for name, params in classes.items()}
+            if log_now
+            else {}
+        )
+        _sync(run.device)
+        optimizer_started = time.perf_counter()
+        run.optimizer.step()
+        _sync(run.device)
+        optimizer_time = time.perf_counter() - optimizer_started
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        run.step += 1
+        run.tokens += shape.tokens
+        interval_tokens += shape.tokens
+        interval_steps += 1
+        last_loss = loss
+        if log_now:
+            elapsed = time.perf_counter() - interval_start
+            metrics |= update_rms(classes, before) | moe_metrics(routing)
+            metrics |= {
+                "train_loss": loss,
+                "tokens": run.tokens,
+                "batch_size": shape.size,
+                "seq_len": shape.seq_len,
+                "lr_scale": float(run.scheduler.get_last_lr()[0]) / float(run.scheduler.base_lrs[0]),
+                "tokens_per_s": interval_tokens / max(elapsed, 1e-9),
+                "step_time_s": elapsed / interval_steps,
+                "optimizer_time_s": optimizer_time,
+            }
+            metrics["optimizer_share"] = min(1.0, optimizer_time / max(metrics["step_time_s"], 1e-9))
+            emit(Event("metrics", run.step, metrics))
+            interval_start, interval_tokens, interval_steps = time.perf_counter(), 0, 0
+        if run.step % job.eval.every == 0 or run.step == job.steps:
+            _evaluate_and_report(run, emit)
+        if checkpoints is not None and job.checkpoint.every and run.step % job.checkpoint.every == 0:
+            newest = _checkpoint(run, checkpoints, emit)
+    if (
+        checkpoints is not None
+        and status != "diverged"
+        and (newest is None or newest.stem != f"step_{run.step:09d}")
+    ):
+        newest = _checkpoint(run, checkpoints, emit)
+    wall = time.perf_counter() - started
+    result = Result(
+        status=_status(status),
+        steps=run.step,
+        tokens=run.tokens,
+        train_loss=last_loss,
+        val_loss=run.evals[-1]["val_loss"] if run.evals else None,
+        best_val_loss=run.best_val_loss,
+        best_val_step=run.best_val_step,
+        wall_time_s=wall,
+        tokens_per_s=(run.tokens - tokens_at_start) / max(wall, 1e-9),
+        diverged_at=diverged_at,
+        checkpoint=str(newest) if newest is not None else None,
+        evals=list(run.evals),
+    )
+    emit(Event("result", run.step, result.to_dict()))
+    return result
+
+
+def _status(value: str) -> Status:
+    assert value in ("succeeded", "diverged", "cancelled")
+    return value  # type: ignore[return-value]
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def _evaluate_and_report(run: Run, emit: Report) -> None:
+    val_loss = evaluate(run)
+    run.evals.append({"step": run.step, "tokens": run.tokens, "val_loss": val_loss})
+    if math.isfinite(val_loss) and (run.best_val_loss is None or val_loss < run.best_val_loss):
+        run.best_val_loss, run.best_val_step = val_loss, run.step
+    emit(
+        Event(
+            "eval",
+            run.step,
+            {
+                "val_loss": _json_float(val_loss),
+                "tokens": run.tokens,
+                "best_val_loss": run.best_val_loss,
+                "best_val_step": run.best_val_step,
+            },
+        )
+    )
+
+
+def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
+    path = save_checkpoint(directory, run.step, run.state(), run.spec.checkpoint.keep)
+    emit(Event("checkpoint", run.step, {"path": str(path)}))
+    return path

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import local
+from .commands import local, server
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symopt", description="symmetry-compatible optimizer service")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.register(commands)
+    server.register(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .data import CORPORA
 from .errors import ConfigError
 from .models.registry import build_config
 from .optim.rules import RULES
@@ -46,6 +47,11 @@ __all__ = [
 ]
 
 
+# Bounds on sizes: anything larger is a typo, not a job.
+MAX_DIM = 1 << 20
+MAX_VOCAB = 1 << 22
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +70,10 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known_family_size_and_dims(self) -> ModelSpec:
+        for name, value in self.dims.items():
+            limit = MAX_VOCAB if name == "vocab_size" else MAX_DIM
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                raise ValueError(f"model.{name}={value} is beyond what symopt trains (at most {limit})")
         try:
             build_config(self.family, self.size, **self.dims)
         except (ConfigError, TypeError) as error:
@@ -73,14 +83,38 @@ class ModelSpec(BaseModel):
 
 class DataSpec(_Strict):
     corpus: str = Field(
-        "shakespeare", description="shakespeare | pystdlib | modular | file:<path under data root>"
+        "shakespeare", max_length=300, description="a registered corpus, or file:<path under the data root>"
     )
     tokenizer: Literal["char", "byte"] = "char"
-    seq_len: PositiveInt = 256
+    seq_len: PositiveInt = Field(256, le=131_072)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     options: dict[str, int | float | bool] = Field(
-        default_factory=dict, description="corpus options (modular: p)"
+        default_factory=dict, max_length=16, description="corpus options (modular: p, seed, n_examples)"
     )
+
+    @model_validator(mode="after")
+    def _known_corpus(self) -> DataSpec:
+        if self.corpus.startswith("file:"):
+            relative = self.corpus.removeprefix("file:")
+            parts = relative.replace("\\", "/").split("/")
+            outside = relative.startswith(("/", "\\", "~")) or ":" in relative or ".." in parts
+            if not relative or outside or "\x00" in relative:
+                raise ValueError(
+                    f"corpus {self.corpus!r}: a file corpus must be a relative path inside the data root, "
+                    "without '..', e.g. file:books/moby_dick.txt"
+                )
+            return self
+        if self.corpus not in CORPORA:
+            raise ValueError(
+                f"unknown corpus {self.corpus!r}; valid corpora: {', '.join(CORPORA)}, or file:<path>"
+            )
+        unknown = set(self.options) - set(CORPORA[self.corpus].defaults)
+        if unknown:
+            valid = ", ".join(CORPORA[self.corpus].defaults) or "none"
+            raise ValueError(
+                f"unknown option(s) {', '.join(sorted(unknown))} for corpus {self.corpus!r}; valid: {valid}"
+            )
+        return self
 
 
 class OverrideSpec(_Strict):
@@ -128,7 +162,7 @@ class OptimizerSpec(_Strict):
     weight_decay: float | None = Field(
         None, ge=0.0, description="decay of hidden matrices; None: preset default"
     )
-    overrides: dict[str, str | OverrideSpec] = Field(default_factory=dict)
+    overrides: dict[str, str | OverrideSpec] = Field(default_factory=dict, max_length=32)
 
     @model_validator(mode="after")
     def _known_preset_and_classes(self) -> OptimizerSpec:
@@ -169,7 +203,7 @@ class RampSpec(_Strict):
 
 
 class BatchSpec(_Strict):
-    size: PositiveInt = 64
+    size: PositiveInt = Field(64, le=65_536)
     micro_size: PositiveInt | None = Field(
         None, description="sequences per forward pass (gradient accumulation)"
     )
@@ -178,7 +212,7 @@ class BatchSpec(_Strict):
 
 class EvalSpec(_Strict):
     every: PositiveInt = 100
-    batches: PositiveInt = 20
+    batches: PositiveInt = Field(20, le=100_000)
     batch_size: PositiveInt | None = Field(None, description="None: batch.size")
 
 
@@ -188,8 +222,8 @@ class CheckpointSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    gpus: int = Field(0, ge=0)
-    cpus: PositiveInt = 1
+    gpus: int = Field(0, ge=0, le=4096)
+    cpus: PositiveInt = Field(1, le=4096)
 
 
 class JobSpec(_Strict):
@@ -199,7 +233,7 @@ class JobSpec(_Strict):
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     batch: BatchSpec = BatchSpec()
-    steps: PositiveInt = 1000
+    steps: PositiveInt = Field(1000, le=100_000_000)
     grad_clip: float | None = Field(1.0, ge=0.0, description="max global grad norm; None or 0: no clipping")
     eval: EvalSpec = EvalSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()

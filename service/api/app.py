@@ -1,0 +1,57 @@
+"""The FastAPI application: `create_app(settings)` builds it; `symopt serve` runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from ..settings import Settings
+from ..store import Store
+from ..store.migrate import ensure_schema
+from .errors import install_error_handlers
+from .limits import BodySizeLimit, RateLimiter
+from .observability import Metrics, RequestMetrics
+from .routes import catalog, health, jobs, sweeps
+
+__all__ = ["create_app"]
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Readable OpenAPI operation ids: the route functions' names without the suffix.
+    return route.name.removesuffix("_route")
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """The API. The embedded default migrates its SQLite file at start; a production database
+    must already be at head, or the service refuses to start and says how to upgrade it."""
+    settings = settings or Settings()
+    url = settings.resolved_database_url()
+    store = store or Store.connect(url)
+    metrics = Metrics(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_schema(url, migrate=settings.embedded)
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="symopt",
+        version="0.1.0",
+        summary="Optimizer-as-a-service: train and tune with the symmetry-compatible optimizer stack",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
+    for router in (jobs.router, sweeps.router, catalog.router, health.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

@@ -1,0 +1,48 @@
+"""Dependencies of the routes: the store, the settings, and the authenticated principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..settings import Settings
+from ..store import Store
+from ..store.keys import Principal, authenticate
+from .limits import RateLimiter
+
+__all__ = ["LimiterDep", "PrincipalDep", "SettingsDep", "StoreDep"]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `symopt keys create --tenant NAME`")
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+
+
+def get_principal(
+    store: StoreDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """Who is calling: a 401 for a missing, malformed, unknown or revoked key, alike."""
+    with store.transaction() as session:
+        return authenticate(session=session, presented=credentials.credentials if credentials else None)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,185 @@
+"""Jobs: submit, list, read, cancel, delete; metrics, logs and a live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from symopt_core.spec import JobSpec
+
+from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_events, request_cancel
+from ...store.metrics import read_metrics
+from ...store.status import JobStatus
+from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..params import csv, statuses
+from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=200, description="retrying a POST with the same key within 24 h returns the same job"),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def create_job_route(
+    spec: JobSpec,
+    principal: PrincipalDep,
+    store: StoreDep,
+    limiter: LimiterDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    """Queue a training job (201); a replayed Idempotency-Key returns the first job (200)."""
+    limiter.check(principal.key_id, "job submissions")
+    with store.transaction() as session:
+        job, created = create_job(
+            session=session, tenant_id=principal.tenant_id, spec=spec, idempotency_key=idempotency_key
+        )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobPublic.of(job)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs_route(
+    principal: PrincipalDep,
+    store: StoreDep,
+    status_: Annotated[str | None, Query(alias="status", description="comma-separated statuses")] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    sweep_id: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JobsPublic:
+    """This tenant's jobs, newest first."""
+    chosen = statuses(status_, JobStatus)
+    with store.transaction() as session:
+        jobs, count = list_jobs(
+            session=session,
+            tenant_id=principal.tenant_id,
+            statuses=chosen,
+            name=name,
+            sweep_id=sweep_id,
+            limit=limit,
+            offset=offset,
+        )
+        return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
+    """One job, with its spec, status, progress and result."""
+    with store.transaction() as session:
+        return JobPublic.of(get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def cancel_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
+    """Cancel a job: queued ones at once, running ones as soon as their task stops."""
+    with store.transaction() as session:
+        return JobPublic.of(request_cancel(session=session, tenant_id=principal.tenant_id, job_id=job_id))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> Response:
+    """Delete a finished job with its metrics and events (409 while it is queued or running)."""
+    with store.transaction() as session:
+        delete_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def get_job_metrics_route(
+    job_id: str,
+    principal: PrincipalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    names: Annotated[str | None, Query(max_length=4000, description="comma-separated series names")] = None,
+    since_step: Annotated[int | None, Query(ge=-1, description="only steps after this one")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="most points returned")] = None,
+) -> MetricsPublic:
+    """Metric series of a job (train_loss, val_loss, lr_scale, grad_norm/<class>, ...), incrementally."""
+    cap = min(limit or settings.metrics_default_limit, settings.metrics_max_limit)
+    with store.transaction() as session:
+        get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+        page = read_metrics(
+            session=session, job_id=job_id, names=csv(names), since_step=since_step, limit=cap
+        )
+    series = [SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series]
+    return MetricsPublic(job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated)
+
+
+@router.get("/{job_id}/logs", response_model=EventsPublic)
+def get_job_logs_route(
+    job_id: str,
+    principal: PrincipalDep,
+    store: StoreDep,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> EventsPublic:
+    """Log lines of a job, oldest first, after event id `after_id`."""
+    with store.transaction() as session:
+        get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+        events = read_events(session=session, job_id=job_id, after_id=after_id, kinds=("log",), limit=limit)
+    return EventsPublic(
+        data=[EventPublic.of(e) for e in events], last_id=events[-1].id if events else after_id
+    )
+
+
+def visible_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> str:
+    """The job id, once this tenant may see it (a 404 before any streaming starts)."""
+    with store.transaction() as session:
+        get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    return job_id
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def stream_job_events_route(
+    job_id: Annotated[str, Depends(visible_job)],
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    after_id: Annotated[int, Query(ge=0, description="resume after this event id")] = 0,
+    since_step: Annotated[int, Query(ge=-1, description="metrics after this step")] = -1,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events: `event` (status, eval, checkpoint, log) and `metrics` (new points, as
+    series), live until the job has finished and everything is sent; then one `end` event."""
+
+    def load(event_cursor: int, step_cursor: int) -> tuple[str, list[EventPublic], MetricsPublic]:
+        with store.transaction() as session:
+            job = get_job(session=session, tenant_id=None, job_id=job_id)
+            events = read_events(session=session, job_id=job_id, after_id=event_cursor, limit=500)
+            page = read_metrics(
+                session=session, job_id=job_id, since_step=step_cursor, limit=settings.metrics_default_limit
+            )
+        series = [SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series]
+        metrics = MetricsPublic(
+            job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated
+        )
+        return job.status, [EventPublic.of(e) for e in events], metrics
+
+    event_cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after_id
+    step_cursor = since_step
+    while True:
+        job_status, events, metrics = await run_in_threadpool(load, event_cursor, step_cursor)
+        for event in events:
+            event_cursor = event.id
+            yield ServerSentEvent(data=event.model_dump(mode="json"), event="event", id=str(event.id))
+        if metrics.series and metrics.last_step is not None:
+            step_cursor = metrics.last_step
+            yield ServerSentEvent(data=metrics.model_dump(mode="json"), event="metrics")
+        drained = not events and not metrics.series
+        if drained and JobStatus(job_status).terminal:
+            yield ServerSentEvent(data={"status": job_status}, event="end")
+            return
+        if drained:
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(settings.sse_poll_seconds)

@@ -1,0 +1,146 @@
+"""Public shapes of the API's responses (requests reuse symopt_core's JobSpec and SweepSpec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..store.models import Job, JobEvent, Sweep
+from ..store.status import JobStatus, SweepStatus
+
+__all__ = [
+    "EventPublic",
+    "EventsPublic",
+    "JobPublic",
+    "JobsPublic",
+    "MetricsPublic",
+    "SeriesPublic",
+    "SweepPublic",
+    "SweepsPublic",
+    "TrialPublic",
+    "TrialsPublic",
+]
+
+MetricValue = float | Literal["nan", "inf", "-inf"]
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: JobStatus
+    attempt: int
+    max_attempts: int
+    spec: dict[str, Any] = Field(description="the validated JobSpec, with defaults filled in")
+    sweep_id: str | None
+    trial_number: int | None
+    step: int = Field(description="newest step reported")
+    best_val_loss: float | None
+    diverged_at: int | None
+    queued_reason: str | None = Field(description="why a queued job has not started yet")
+    error: str | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls.model_validate(job)
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filters in all (not only this page)")
+
+
+class SeriesPublic(BaseModel):
+    name: str
+    steps: list[int]
+    values: list[MetricValue] = Field(description='finite numbers, or "nan", "inf", "-inf"')
+
+
+class MetricsPublic(BaseModel):
+    job_id: str
+    series: list[SeriesPublic]
+    last_step: int | None = Field(description="newest step in this response; poll with since_step=last_step")
+    truncated: bool = Field(description="more points follow: ask again with since_step=last_step")
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    time: datetime
+    kind: str
+    step: int | None
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: JobEvent) -> EventPublic:
+        return cls.model_validate(event)
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    last_id: int = Field(description="pass as after_id to read what comes next")
+
+
+class TrialPublic(BaseModel):
+    job_id: str
+    trial_number: int | None
+    status: JobStatus
+    params: dict[str, Any]
+    objective: float | None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class SweepPublic(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus
+    spec: dict[str, Any]
+    study_name: str = Field(description="the Optuna study (same database): optuna-dashboard <db url>")
+    n_trials: int
+    trials_finished: int
+    trials_running: int
+    best: TrialPublic | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, sweep: Sweep, trials: list[TrialPublic]) -> SweepPublic:
+        finished = [t for t in trials if t.status.terminal]
+        scored = [t for t in finished if t.objective is not None and t.status == JobStatus.SUCCEEDED]
+        best = min(scored, key=lambda t: t.objective or 0.0) if scored else None
+        return cls(
+            id=sweep.id,
+            name=sweep.name,
+            status=SweepStatus(sweep.status),
+            spec=sweep.spec,
+            study_name=sweep.study_name,
+            n_trials=sweep.n_trials,
+            trials_finished=len(finished),
+            trials_running=sum(1 for t in trials if t.status in (JobStatus.RUNNING, JobStatus.CANCELLING)),
+            best=best,
+            error=sweep.error,
+            created_at=sweep.created_at,
+            updated_at=sweep.updated_at,
+            finished_at=sweep.finished_at,
+        )
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepPublic]
+    count: int

@@ -1,0 +1,117 @@
+"""Server commands: `symopt serve`, `symopt keys create`, `symopt migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import ServiceError
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the API (embedded default: SQLite file, first admin key)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL, else SQLite in ~/.symopt)"
+    )
+    serve.set_defaults(handler=run_serve)
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = key_commands.add_parser(
+        "create", help="create a key for a tenant (the tenant is created if new)"
+    )
+    create.add_argument("--tenant", required=True, help="tenant name")
+    create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument("--admin", action="store_true", help="an admin key")
+    create.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL, else embedded)"
+    )
+    create.set_defaults(handler=run_create_key)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema (alembic upgrade)")
+    migrate.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL, else embedded)"
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument("--status", action="store_true", help="only print the current and head revisions")
+    migrate.set_defaults(handler=run_migrate)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ..settings import Settings
+
+    overrides = {k: v for k in ("host", "port", "database_url") if (v := getattr(args, k, None)) is not None}
+    return Settings(**overrides)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..api import create_app
+    from ..credentials import write_credentials
+    from ..store import Store
+    from ..store.keys import create_api_key, get_or_create_tenant
+    from ..store.migrate import ensure_schema
+    from ..store.models import ApiKey
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    try:
+        ensure_schema(url, migrate=settings.embedded)
+    except ServiceError as error:
+        print(f"symopt serve: {error}", file=sys.stderr)
+        return 2
+    store = Store.connect(url)
+    if settings.embedded:
+        with store.transaction() as session:
+            first_start = session.query(ApiKey).first() is None
+            if first_start:
+                tenant = get_or_create_tenant(session=session, name="default")
+                key = create_api_key(
+                    session=session, tenant_id=tenant.id, name="first admin key", is_admin=True
+                )
+        if first_start:
+            path = write_credentials(f"http://{settings.host}:{settings.port}", key)
+            print(f"symopt serve: first start; admin API key (shown once): {key}", flush=True)
+            print(f"symopt serve: saved with the URL for the CLI in {path} (mode 0600)", flush=True)
+    print(f"symopt serve: database {url}", flush=True)
+    uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def run_create_key(args: argparse.Namespace) -> int:
+    from ..store import Store
+    from ..store.keys import create_api_key, get_or_create_tenant
+    from ..store.migrate import ensure_schema
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    try:
+        ensure_schema(url, migrate=settings.embedded)
+    except ServiceError as error:
+        print(f"symopt keys: {error}", file=sys.stderr)
+        return 2
+    store = Store.connect(url)
+    with store.transaction() as session:
+        tenant = get_or_create_tenant(session=session, name=args.tenant)
+        key = create_api_key(session=session, tenant_id=tenant.id, name=args.name, is_admin=args.admin)
+    store.close()
+    print(key)
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from ..store import Store
+    from ..store.migrate import current_revision, head_revision, upgrade
+
+    url = _settings(args).resolved_database_url()
+    if not args.status:
+        upgrade(url, args.revision)
+    store = Store.connect(url)
+    current = current_revision(store.engine)
+    store.close()
+    print(f"current={current or 'none'} head={head_revision()}")
+    return 0

@@ -1,0 +1,52 @@
+"""Exceptions of the service: one base, each mapped to one HTTP status by the API."""
+
+from __future__ import annotations
+
+from symopt_core.errors import SymoptError
+
+__all__ = [
+    "AuthError",
+    "ConflictError",
+    "DatabaseBehindError",
+    "InvalidTransitionError",
+    "NotFoundError",
+    "RateLimitedError",
+    "ServiceError",
+    "StoreError",
+]
+
+
+class ServiceError(SymoptError):
+    """Base class of the service's deliberate errors."""
+
+
+class NotFoundError(ServiceError):
+    """No such object for this tenant (404; another tenant's objects are not found either)."""
+
+
+class ConflictError(ServiceError):
+    """The object exists but is in the wrong state for the request (409)."""
+
+
+class InvalidTransitionError(ConflictError):
+    """A job or sweep status change the state machine does not allow."""
+
+
+class AuthError(ServiceError):
+    """Missing, unknown or revoked API key (401)."""
+
+
+class RateLimitedError(ServiceError):
+    """Too many requests for this key (429); `retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(ServiceError):
+    """The database failed (connection lost, constraint violated): a wrapped SQLAlchemyError."""
+
+
+class DatabaseBehindError(ServiceError):
+    """The database schema is older than this code's migrations."""

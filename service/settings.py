@@ -1,0 +1,45 @@
+"""Service settings, from SYMOPT_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """One place for every knob of the API, store and scheduler."""
+
+    model_config = SettingsConfigDict(env_prefix="SYMOPT_", extra="ignore")
+
+    home: Path = Field(
+        Path.home() / ".symopt", description="embedded default: database, artifacts, credentials"
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; None: SQLite file in `home` (embedded)"
+    )
+    artifact_root: Path | None = Field(None, description="checkpoints and run files; None: <home>/artifacts")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(64 * 1024, description="largest accepted request body (a job spec), in bytes")
+    job_rate_per_minute: float = Field(120.0, description="job/sweep creations per API key per minute")
+    job_rate_burst: int = Field(30, description="creations a key may make at once before the rate applies")
+    metrics_default_limit: int = 10_000
+    metrics_max_limit: int = 100_000
+    sse_poll_seconds: float = Field(0.5, description="how often the event stream looks for new points")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the service owns its database (a SQLite file it may migrate itself)."""
+        return self.database_url is None or self.database_url.startswith("sqlite")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'symopt.db'}"
+
+    def resolved_artifact_root(self) -> Path:
+        return self.artifact_root or self.home / "artifacts"

@@ -1,0 +1,124 @@
+"""Metric points: written in batches (idempotently: a retried attempt rewrites the same steps),
+read back as per-name series for charts and incremental polling."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .models import Job, MetricPoint
+
+__all__ = ["MetricsPage", "Point", "Series", "decode_value", "read_metrics", "record_metrics"]
+
+_BATCH = 1000  # rows per INSERT: well under SQLite's bound-variable limit
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    step: int
+    value: float
+    wall_time: float
+
+
+@dataclass
+class Series:
+    name: str
+    steps: list[int]
+    values: list[float | str]  # finite floats, or "nan" / "inf" / "-inf"
+
+
+@dataclass
+class MetricsPage:
+    series: list[Series]
+    last_step: int | None  # the newest step in this page: poll again with since_step=last_step
+    truncated: bool  # more points exist after last_step
+
+
+def encode_value(value: float) -> tuple[float | None, str]:
+    """(value, kind): JSON and SQL have no NaN or infinity, so they are stored by kind."""
+    if math.isfinite(value):
+        return value, ""
+    if math.isnan(value):
+        return None, "nan"
+    return None, "inf" if value > 0 else "-inf"
+
+
+def decode_value(value: float | None, kind: str) -> float | str:
+    return value if not kind and value is not None else kind
+
+
+def record_metrics(*, session: Session, job_id: str, points: Iterable[Point]) -> int:
+    """Insert or overwrite points (job, name, step); returns how many were written."""
+    rows = []
+    for point in points:
+        value, kind = encode_value(float(point.value))
+        rows.append(
+            {
+                "job_id": job_id,
+                "name": point.name,
+                "step": point.step,
+                "value": value,
+                "kind": kind,
+                "wall_time": point.wall_time,
+            }
+        )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(rows), _BATCH):
+        batch = rows[start : start + _BATCH]
+        statement = postgresql.insert(MetricPoint) if postgres else sqlite.insert(MetricPoint)
+        statement = statement.values(batch)
+        excluded = statement.excluded
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["job_id", "name", "step"],
+                set_={"value": excluded.value, "kind": excluded.kind, "wall_time": excluded.wall_time},
+            )
+        )
+    return len(rows)
+
+
+def read_metrics(
+    *,
+    session: Session,
+    job_id: str,
+    names: Sequence[str] = (),
+    since_step: int | None = None,
+    limit: int = 10_000,
+) -> MetricsPage:
+    """Points after `since_step`, oldest step first, at most `limit`, never splitting a step
+    across pages (unless one step alone holds more than `limit` points)."""
+    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind).where(
+        MetricPoint.job_id == job_id
+    )
+    if names:
+        query = query.where(MetricPoint.name.in_(list(names)))
+    if since_step is not None:
+        query = query.where(MetricPoint.step > since_step)
+    rows = list(session.execute(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)))
+    truncated = len(rows) > limit
+    if truncated:
+        cut_step = rows[limit].step
+        whole_steps = [row for row in rows[:limit] if row.step < cut_step]
+        rows = whole_steps or rows[:limit]
+    by_name: dict[str, Series] = {}
+    for row in rows:
+        series = by_name.setdefault(row.name, Series(row.name, [], []))
+        series.steps.append(row.step)
+        series.values.append(decode_value(row.value, row.kind))
+    last_step = rows[-1].step if rows else since_step
+    return MetricsPage(sorted(by_name.values(), key=lambda s: s.name), last_step, truncated)
+
+
+def note_progress(*, session: Session, job: Job, step: int, best_val_loss: float | None = None) -> None:
+    """Keep the job row's newest step and best validation loss current (for listings)."""
+    job.step = max(job.step, step)
+    if best_val_loss is not None and math.isfinite(best_val_loss):
+        job.best_val_loss = (
+            best_val_loss if job.best_val_loss is None else min(job.best_val_loss, best_val_loss)
+        )

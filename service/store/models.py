@@ -1,0 +1,178 @@
+"""SQLAlchemy models of the store. Every table is prefixed `symopt_`: Optuna keeps its own
+tables (`studies`, `trials`, ..., and `alembic_version`) in the same database for sweeps.
+
+Schema changes go through Alembic revisions in `migrations/`; never `create_all` in the service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["ApiKey", "Base", "Job", "JobEvent", "MetricPoint", "Sweep", "Tenant", "new_id", "utcnow"]
+
+# Deterministic constraint names, so Alembic revisions can name what they drop.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    __tablename__ = "symopt_tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: the public id is stored plain, the secret only as a SHA-256 hash."""
+
+    __tablename__ = "symopt_api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public id
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Sweep(Base):
+    __tablename__ = "symopt_sweeps"
+    __table_args__ = (Index("ix_symopt_sweeps_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    study_name: Mapped[str] = mapped_column(String(100), unique=True)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    best_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Job(Base):
+    __tablename__ = "symopt_jobs"
+    __table_args__ = (
+        Index("ix_symopt_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_symopt_jobs_tenant_status", "tenant_id", "status"),
+        Index("ix_symopt_jobs_status_created", "status", "created_at"),  # the scheduler's queue
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_jobs_tenant_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("symopt_sweeps.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    queued_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it has not started
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)  # newest step reported
+    best_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    diverged_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MetricPoint(Base):
+    """One value of one named series at one step. Non-finite values are stored as value NULL
+    plus their kind ("nan", "inf", "-inf"), as Optuna's storage does; finite ones have kind ""."""
+
+    __tablename__ = "symopt_metric_points"
+    __table_args__ = (Index("ix_symopt_metric_points_job_step", "job_id", "step"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("symopt_jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kind: Mapped[str] = mapped_column(String(4), default="")
+    wall_time: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+class JobEvent(Base):
+    """Status changes, evaluations, checkpoints and log lines of a job, in order (`id`)."""
+
+    __tablename__ = "symopt_job_events"
+    __table_args__ = (Index("ix_symopt_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("symopt_jobs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)

@@ -1,0 +1,136 @@
+"""The sweep spec: a base job, a search space over dotted JobSpec paths, a sampler, a pruner.
+
+Defined here (pydantic only) so the API, the client and the sweep controller share one model.
+Every search-space path is checked by setting its bounds into the base spec and validating it,
+so a path that does not exist or a range the spec rejects is a 422 that names the path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .presets import PRESETS
+from .spec import JobSpec, describe_validation_error, set_path
+
+__all__ = ["ParamRange", "SweepSpec"]
+
+
+class ParamRange(BaseModel):
+    """One dimension of a search space."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["log_uniform", "uniform", "int", "log_int", "pow2", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    choices: list[float | int | str | bool] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamRange:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical range needs a non-empty `choices` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range needs `low` and `high`")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
+            raise ValueError(f"invalid range [{self.low}, {self.high}]: need finite low <= high")
+        if self.type in ("log_uniform", "log_int", "pow2") and self.low <= 0:
+            raise ValueError(f"a {self.type} range needs low > 0, got {self.low}")
+        if self.type in ("int", "log_int", "pow2") and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"a {self.type} range needs integer bounds, got [{self.low}, {self.high}]")
+        if (
+            self.type == "pow2"
+            and self.low.is_integer()
+            and not _powers_of_two(int(self.low), int(self.high))
+        ):
+            raise ValueError(f"no power of two lies in [{self.low}, {self.high}]")
+        return self
+
+    def samples(self) -> list[Any]:
+        """Values that must all be valid at the path: the bounds, or every choice."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        if self.type == "pow2":
+            powers = _powers_of_two(int(self.low or 1), int(self.high or 1))
+            return [powers[0], powers[-1]]
+        if self.type in ("int", "log_int"):
+            return [int(self.low or 0), int(self.high or 0)]
+        return [self.low, self.high]
+
+
+def _powers_of_two(low: int, high: int) -> list[int]:
+    return [2**k for k in range(63) if low <= 2**k <= high]
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", max_length=200)
+    base: JobSpec
+    search_space: dict[str, ParamRange] | None = Field(
+        None, description='dotted JobSpec paths -> ranges; "auto" or null: derived from the preset and model'
+    )
+    presets: list[str] | None = Field(None, description="compare presets: each gets the same trial budget")
+    sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
+    objective: Literal["best_val_loss", "final_val_loss", "tokens_to_target"] = "best_val_loss"
+    target_loss: PositiveFloat | None = Field(None, description="tokens_to_target: the loss to reach")
+    n_trials: PositiveInt = Field(20, le=10_000, description="trials per preset")
+    parallelism: PositiveInt = Field(1, le=256)
+    max_wall_time_s: PositiveFloat | None = None
+    max_tokens: PositiveInt | None = Field(
+        None, description="stop starting trials after this many tokens in all"
+    )
+    seed: int = 0
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        return None if value == "auto" else value
+
+    @property
+    def auto_search_space(self) -> bool:
+        return self.search_space is None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        if self.objective == "tokens_to_target" and self.target_loss is None:
+            raise ValueError("objective tokens_to_target needs target_loss")
+        for preset in self.presets or []:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r} in presets; valid presets: {', '.join(PRESETS)}")
+        if self.search_space is not None:
+            if not self.search_space:
+                raise ValueError('search_space is empty: name at least one path, or use "auto"')
+            base = self.base.model_dump(mode="json", exclude_unset=False)
+            for path, space in self.search_space.items():
+                for value in space.samples():
+                    _check_path(base, path, value)
+        return self
+
+
+def _check_path(base: dict[str, Any], path: str, value: Any) -> None:
+    tree = copy.deepcopy(base)
+    try:
+        set_path(tree, path, value)
+        JobSpec.model_validate(tree)
+    except ValidationError as error:
+        raise ValueError(
+            f"search_space[{path!r}] = {value!r} makes an invalid job: {describe_validation_error(error)}"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"search_space[{path!r}]: {error}") from None

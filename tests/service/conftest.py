@@ -1,0 +1,113 @@
+"""Real databases for the store contract suite and the API tests.
+
+Every test runs on a fresh SQLite file; with SYMOPT_TEST_DATABASE_URL set (scripts/test sets it
+to the PostgreSQL server of these machines) it runs on PostgreSQL too: a database of its own per
+test worker, migrated once, its tables emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.api import create_app
+from service.settings import Settings
+from service.store import Store
+from service.store.keys import create_api_key, create_tenant
+from service.store.migrate import upgrade
+from service.store.models import Base
+
+POSTGRES = os.environ.get("SYMOPT_TEST_DATABASE_URL") or None
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES else [])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this worker's own on the test server, migrated to head, dropped at the end."""
+    assert POSTGRES is not None
+    server = make_url(POSTGRES)
+    name = f"symopt_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'symopt.db'}"
+        upgrade(url)
+        return url
+    url = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return str(url)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store.connect(database_url)
+    yield store
+    store.close()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_tenant(store: Store, name: str) -> Tenant:
+    with store.transaction() as session:
+        tenant = create_tenant(session=session, name=name)
+        return Tenant(tenant.id, create_api_key(session=session, tenant_id=tenant.id))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, home=tmp_path / "home", sse_poll_seconds=0.05)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def alice(client: TestClient) -> Tenant:
+    return make_tenant(client.app.state.store, "alice")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def bob(client: TestClient) -> Tenant:
+    return make_tenant(client.app.state.store, "bob")  # type: ignore[attr-defined]
+
+
+TINY_JOB = {
+    "name": "tiny",
+    "model": {"family": "qwen3", "size": "tiny"},
+    "data": {"corpus": "pystdlib"},
+    "steps": 20,
+}

@@ -19,3 +19,17 @@ def test_optimizer_step_quick_run_writes_a_complete_table(tmp_path, capsys):
     symmetric = next(r for r in result["rows"] if r["optimizer"] == "symopt symmetric")
     assert symmetric["floor_ms"] > 0
     assert "symopt symmetric" in capsys.readouterr().out
+
+
+def test_api_metrics_quick_run_reports_both_reads(tmp_path, capsys):
+    from benchmarks import api_metrics
+
+    out = tmp_path / "api.json"
+    assert api_metrics.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["backend"] == "sqlite"
+    assert result["points"] == 2000
+    for kind in ("full_history", "incremental_poll"):
+        assert 0 < result[kind]["p50_ms"] <= result[kind]["p99_ms"]
+        assert result[kind]["bytes"] > 0
+    assert "incremental_poll" in capsys.readouterr().out

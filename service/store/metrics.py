@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -91,8 +93,8 @@ def read_metrics(
     since_step: int | None = None,
     limit: int = 10_000,
 ) -> MetricsPage:
-    """Points after `since_step`, oldest step first, at most `limit`, never splitting a step
-    across pages (unless one step alone holds more than `limit` points)."""
+    """Points after `since_step`, at most `limit`, never splitting a step across pages (unless
+    one step alone holds more than `limit` points)."""
     query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind).where(
         MetricPoint.job_id == job_id
     )
@@ -100,19 +102,21 @@ def read_metrics(
         query = query.where(MetricPoint.name.in_(list(names)))
     if since_step is not None:
         query = query.where(MetricPoint.step > since_step)
-    rows = list(session.execute(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)))
+    # The whole answer usually fits: then (name, step) order walks the primary key, no sort.
+    rows = list(session.execute(query.order_by(MetricPoint.name, MetricPoint.step).limit(limit + 1)).all())
     truncated = len(rows) > limit
     if truncated:
-        cut_step = rows[limit].step
-        whole_steps = [row for row in rows[:limit] if row.step < cut_step]
-        rows = whole_steps or rows[:limit]
-    by_name: dict[str, Series] = {}
-    for row in rows:
-        series = by_name.setdefault(row.name, Series(row.name, [], []))
-        series.steps.append(row.step)
-        series.values.append(decode_value(row.value, row.kind))
-    last_step = rows[-1].step if rows else since_step
-    return MetricsPage(sorted(by_name.values(), key=lambda s: s.name), last_step, truncated)
+        # A page: the oldest steps first, cut before the step that does not fit whole.
+        by_step = session.execute(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)).all()
+        cut_step = by_step[limit].step
+        rows = sorted([row for row in by_step[:limit] if row.step < cut_step] or by_step[:limit])
+    series, last_step = [], since_step
+    for name, group in groupby(rows, key=itemgetter(0)):
+        _, steps, values, kinds = zip(*group, strict=True)
+        decoded = [kind or value for value, kind in zip(values, kinds, strict=True)]
+        series.append(Series(name, list(steps), decoded))
+        last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
+    return MetricsPage(series, last_step, truncated)
 
 
 def note_progress(*, session: Session, job: Job, step: int, best_val_loss: float | None = None) -> None:

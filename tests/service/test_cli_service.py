@@ -1,0 +1,61 @@
+"""`symopt serve`, `symopt keys create` and `symopt migrate`, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import httpx
+
+from service.testing import ROOT, live_service
+
+from .conftest import TINY_JOB
+
+
+def symopt(*args: str, home, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SYMOPT_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
+    env.pop("SYMOPT_DATABASE_URL", None)
+    if database_url:
+        env["SYMOPT_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_first_start_prints_an_admin_key_once_and_saves_it_0600(tmp_path):
+    with live_service(tmp_path) as service:
+        assert service.api_key is not None
+        credentials = tmp_path / "config" / "symopt" / "credentials.json"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        assert json.loads(credentials.read_text()) == {"url": service.url, "api_key": service.api_key}
+        headers = {"Authorization": f"Bearer {service.api_key}"}
+        created = httpx.post(f"{service.url}/v1/jobs", json=TINY_JOB, headers=headers)
+        assert created.status_code == 201
+        assert httpx.get(f"{service.url}/v1/jobs", headers=headers).json()["count"] == 1
+        assert httpx.get(f"{service.url}/v1/jobs").status_code == 401
+    with live_service(tmp_path) as again:  # the second start creates no new key
+        assert again.api_key is None
+        assert httpx.get(f"{again.url}/v1/jobs", headers=headers).json()["count"] == 1
+
+
+def test_keys_create_and_migrate(tmp_path, database_url):
+    done = symopt(
+        "keys", "create", "--tenant", "acme", "--name", "ci", home=tmp_path, database_url=database_url
+    )
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("sym_")
+    status = symopt("migrate", "--status", home=tmp_path, database_url=database_url)
+    assert status.returncode == 0
+    assert status.stdout.strip() == "current=0001 head=0001"
+    with live_service(tmp_path, database_url) as service:
+        response = httpx.get(f"{service.url}/v1/presets", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200

@@ -1,0 +1,49 @@
+"""The README's curl block, run as written against a real `symopt serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from service.testing import ROOT, live_service
+
+
+def readme_block(tag: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- tested: {tag} -->\n```bash\n(.*?)```", text, re.DOTALL)
+    assert match, f"README has no block tagged {tag}"
+    return match.group(1)
+
+
+def test_readme_curl_block_submits_reads_and_cancels_a_job(tmp_path: Path):
+    block = readme_block("api-curl")
+    with live_service(tmp_path) as service:
+        env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        documents, text, decoder = [], done.stdout.strip(), json.JSONDecoder()
+        while text:  # curl prints the bodies back to back, without newlines
+            document, end = decoder.raw_decode(text)
+            documents.append(document)
+            text = text[end:].lstrip()
+        job, metrics, listing, cancelled = documents
+        assert job["status"] == "queued"
+        assert job["name"] == "curl-demo"
+        assert metrics == {"job_id": job["id"], "series": [], "last_step": None, "truncated": False}
+        assert listing["data"][0]["id"] == job["id"]
+        assert cancelled["status"] == "cancelled"
+        key = json.loads((tmp_path / "config" / "symopt" / "credentials.json").read_text())["api_key"]
+        final = httpx.get(f"{service.url}/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {key}"})
+        assert final.json()["status"] == "cancelled"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -30,6 +30,27 @@ class Settings(BaseSettings):
     metrics_default_limit: int = 10_000
     metrics_max_limit: int = 100_000
     sse_poll_seconds: float = Field(0.5, description="how often the event stream looks for new points")
+    data_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("SYMOPT_DATA_DIR", "data_dir"),
+        description="corpora, passed to workers",
+    )
+
+    # scheduler
+    run_scheduler: bool = Field(False, description="run the scheduler in this process (symopt serve does)")
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SYMOPT_RAY_ADDRESS", "RAY_ADDRESS", "ray_address"),
+        description="an existing Ray cluster; None: start a local one",
+    )
+    ray_num_cpus: int | None = Field(None, description="CPUs of the local Ray cluster (default: all)")
+    scheduler_poll_seconds: float = Field(0.25, description="how often the scheduler looks at the queue")
+    heartbeat_seconds: float = Field(2.0, description="how often a scheduler marks its running jobs alive")
+    orphan_after_seconds: float = Field(
+        30.0, description="a running job without heartbeat this long is requeued"
+    )
+    cancel_grace_seconds: float = Field(20.0, description="then a cancelled run is stopped by force")
+    max_attempts: int = Field(3, ge=1, description="worker failures a job survives before it fails")
 
     @property
     def embedded(self) -> bool:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+__all__ = ["ROOT", "LiveService", "free_port", "live_service"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,30 +29,38 @@ def free_port() -> int:
 @dataclass
 class LiveService:
     url: str
-    api_key: str | None
+    api_key: str | None  # printed on a first start only
     home: Path
     process: subprocess.Popen[str]
     output: list[str]
 
 
 @contextmanager
-def live_service(home: Path, database_url: str | None = None, timeout: float = 60.0) -> Iterator[LiveService]:
-    """Start `symopt serve` with SYMOPT_HOME=home (and the database, if given), wait until it is
-    ready, yield where it listens (and the admin key it printed on a first start), stop it."""
+def live_service(
+    home: Path,
+    database_url: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = 90.0,
+) -> Iterator[LiveService]:
+    """Start `symopt serve` with SYMOPT_HOME=home (and the database, settings in `env`, extra
+    `args`), wait until it is ready, yield where it listens, and stop it (SIGTERM, then SIGKILL)."""
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         "SYMOPT_HOME": str(home),
         "XDG_CONFIG_HOME": str(home / "config"),
         "OMP_NUM_THREADS": "1",
+        **(env or {}),
     }
-    env.pop("SYMOPT_DATABASE_URL", None)
+    environment.pop("SYMOPT_DATABASE_URL", None)
     if database_url:
-        env["SYMOPT_DATABASE_URL"] = database_url
+        environment["SYMOPT_DATABASE_URL"] = database_url
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args],
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -81,8 +91,10 @@ def live_service(home: Path, database_url: str | None = None, timeout: float = 6
                 break
         yield LiveService(url, key, home, process, output)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

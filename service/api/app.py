@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from ..scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
 from ..store.migrate import ensure_schema
@@ -35,7 +36,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_schema(url, migrate=settings.embedded)
+        scheduler = Scheduler(store, settings) if settings.run_scheduler else None
+        if scheduler is not None:
+            scheduler.start()
+        app.state.scheduler = scheduler
         yield
+        if scheduler is not None:
+            scheduler.stop()
         store.close()
 
     app = FastAPI(

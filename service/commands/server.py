@@ -16,7 +16,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument(
         "--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL, else SQLite in ~/.symopt)"
     )
+    serve.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="API only (production: API replicas beside `symopt scheduler`)",
+    )
     serve.set_defaults(handler=run_serve)
+
+    scheduler = commands.add_parser("scheduler", help="the scheduler alone (production, beside API replicas)")
+    scheduler.add_argument("--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL)")
+    scheduler.set_defaults(handler=run_scheduler)
 
     keys = commands.add_parser("keys", help="API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
@@ -51,13 +60,14 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..api import create_app
-    from ..credentials import write_credentials
+    from ..credentials import read_credentials, write_credentials
+    from ..errors import AuthError
     from ..store import Store
-    from ..store.keys import create_api_key, get_or_create_tenant
+    from ..store.keys import authenticate, create_api_key, get_or_create_tenant
     from ..store.migrate import ensure_schema
     from ..store.models import ApiKey
 
-    settings = _settings(args)
+    settings = _settings(args).model_copy(update={"run_scheduler": not args.no_scheduler})
     url = settings.resolved_database_url()
     try:
         ensure_schema(url, migrate=settings.embedded)
@@ -66,6 +76,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     store = Store.connect(url)
     if settings.embedded:
+        address = f"http://{settings.host}:{settings.port}"
+        saved = read_credentials()
         with store.transaction() as session:
             first_start = session.query(ApiKey).first() is None
             if first_start:
@@ -73,12 +85,46 @@ def run_serve(args: argparse.Namespace) -> int:
                 key = create_api_key(
                     session=session, tenant_id=tenant.id, name="first admin key", is_admin=True
                 )
+            else:
+                key = saved["api_key"] if saved else ""
+                try:  # the saved key is one of this database: keep the saved URL current
+                    authenticate(session=session, presented=key)
+                except AuthError:
+                    key = ""
         if first_start:
-            path = write_credentials(f"http://{settings.host}:{settings.port}", key)
+            path = write_credentials(address, key)
             print(f"symopt serve: first start; admin API key (shown once): {key}", flush=True)
             print(f"symopt serve: saved with the URL for the CLI in {path} (mode 0600)", flush=True)
+        elif key:
+            write_credentials(address, key)
     print(f"symopt serve: database {url}", flush=True)
     uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ..scheduler import Scheduler
+    from ..store import Store
+    from ..store.migrate import ensure_schema
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    try:
+        ensure_schema(url, migrate=settings.embedded)
+        scheduler = Scheduler(Store.connect(url), settings)
+        scheduler.start()
+    except ServiceError as error:
+        print(f"symopt scheduler: {error}", file=sys.stderr)
+        return 2
+    print(f"symopt scheduler: {scheduler.owner} on {url}", flush=True)
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    scheduler.stop()
     return 0
 
 

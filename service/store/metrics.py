@@ -4,10 +4,12 @@ read back as per-name series for charts and incremental polling."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,9 +17,15 @@ from sqlalchemy.orm import Session
 
 from .models import Job, MetricPoint
 
-__all__ = ["MetricsPage", "Point", "Series", "decode_value", "read_metrics", "record_metrics"]
-
-_BATCH = 1000  # rows per INSERT: well under SQLite's bound-variable limit
+__all__ = [
+    "MetricsPage",
+    "Point",
+    "Series",
+    "decode_value",
+    "read_metrics",
+    "record_metrics",
+    "record_metrics_of_jobs",
+]
 
 
 @dataclass(frozen=True)
@@ -56,33 +64,42 @@ def decode_value(value: float | None, kind: str) -> float | str:
 
 
 def record_metrics(*, session: Session, job_id: str, points: Iterable[Point]) -> int:
-    """Insert or overwrite points (job, name, step); returns how many were written."""
+    """Insert or overwrite points (job, name, step) of one job; returns how many were written."""
+    return record_metrics_of_jobs(session=session, points={job_id: points})
+
+
+def record_metrics_of_jobs(*, session: Session, points: Mapping[str, Iterable[Point]]) -> int:
+    """Insert or overwrite the points of several jobs in one statement (the scheduler's flush)."""
     rows = []
-    for point in points:
-        value, kind = encode_value(float(point.value))
-        rows.append(
-            {
-                "job_id": job_id,
-                "name": point.name,
-                "step": point.step,
-                "value": value,
-                "kind": kind,
-                "wall_time": point.wall_time,
-            }
-        )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    for start in range(0, len(rows), _BATCH):
-        batch = rows[start : start + _BATCH]
-        statement = postgresql.insert(MetricPoint) if postgres else sqlite.insert(MetricPoint)
-        statement = statement.values(batch)
-        excluded = statement.excluded
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["job_id", "name", "step"],
-                set_={"value": excluded.value, "kind": excluded.kind, "wall_time": excluded.wall_time},
+    for job_id, job_points in points.items():
+        for point in job_points:
+            value, kind = encode_value(float(point.value))
+            rows.append(
+                {
+                    "job_id": job_id,
+                    "name": point.name,
+                    "step": point.step,
+                    "value": value,
+                    "kind": kind,
+                    "wall_time": point.wall_time,
+                }
             )
-        )
+    if rows:
+        # One constant statement with a list of parameter sets: compiled once (cached), sent as
+        # batched multi-row inserts by the driver. Building `.values(rows)` anew each time would
+        # recompile the SQL on every flush, which dominated the scheduler's write time.
+        session.execute(_upsert(session.get_bind().dialect.name), rows)
     return len(rows)
+
+
+@lru_cache(maxsize=4)
+def _upsert(dialect: str) -> Any:
+    statement = postgresql.insert(MetricPoint) if dialect == "postgresql" else sqlite.insert(MetricPoint)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["job_id", "name", "step"],
+        set_={"value": excluded.value, "kind": excluded.kind, "wall_time": excluded.wall_time},
+    )
 
 
 def read_metrics(

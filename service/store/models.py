@@ -123,8 +123,10 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(20), default="queued")
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # starts so far
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts lost to crashes
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # failures allowed before `failed`
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the scheduler running it
     spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     cpus: Mapped[int] = mapped_column(Integer, default=1)

@@ -10,6 +10,7 @@ import sys
 
 import httpx
 
+from service.store.migrate import head_revision
 from service.testing import ROOT, live_service
 
 from .conftest import TINY_JOB
@@ -55,7 +56,55 @@ def test_keys_create_and_migrate(tmp_path, database_url):
     assert key.startswith("sym_")
     status = symopt("migrate", "--status", home=tmp_path, database_url=database_url)
     assert status.returncode == 0
-    assert status.stdout.strip() == "current=0001 head=0001"
+    head = head_revision()
+    assert status.stdout.strip() == f"current={head} head={head}"
     with live_service(tmp_path, database_url) as service:
         response = httpx.get(f"{service.url}/v1/presets", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
+
+
+def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path):
+    env = {
+        **os.environ,
+        "SYMOPT_HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SYMOPT_RAY_NUM_CPUS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "run",
+        "examples/quickstart.yaml",
+        "--set",
+        "steps=30",
+        "--set",
+        "data.corpus=pystdlib",
+        "--set",
+        "eval.every=15",
+    ]
+    alone = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr
+    assert "starting the embedded service" in alone.stderr
+    assert alone.stdout.strip().splitlines()[-1].startswith("val_loss=")
+    assert "status=succeeded steps=30" in alone.stdout
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        used = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert used.returncode == 0, used.stderr
+        assert "starting the embedded service" not in used.stderr
+        credentials = json.loads((tmp_path / "config" / "symopt" / "credentials.json").read_text())
+        listed = httpx.get(
+            f"{service.url}/v1/jobs", headers={"Authorization": f"Bearer {credentials['api_key']}"}
+        )
+        assert listed.json()["count"] == 2  # both runs are in the one store
+    bad = subprocess.run(
+        [*command, "--set", "optimizer.preset=lion"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "unknown preset 'lion'" in bad.stderr

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -39,11 +40,17 @@ def test_readme_curl_block_submits_reads_and_cancels_a_job(tmp_path: Path):
             documents.append(document)
             text = text[end:].lstrip()
         job, metrics, listing, cancelled = documents
-        assert job["status"] == "queued"
+        assert job["status"] in ("queued", "running")  # the service's scheduler may have started it
         assert job["name"] == "curl-demo"
-        assert metrics == {"job_id": job["id"], "series": [], "last_step": None, "truncated": False}
+        assert metrics["job_id"] == job["id"]
+        assert {s["name"] for s in metrics["series"]} <= {"train_loss", "val_loss"}
         assert listing["data"][0]["id"] == job["id"]
-        assert cancelled["status"] == "cancelled"
+        assert cancelled["status"] in ("cancelled", "cancelling")
         key = json.loads((tmp_path / "config" / "symopt" / "credentials.json").read_text())["api_key"]
-        final = httpx.get(f"{service.url}/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {key}"})
+        deadline, headers = time.monotonic() + 60, {"Authorization": f"Bearer {key}"}
+        while time.monotonic() < deadline:
+            final = httpx.get(f"{service.url}/v1/jobs/{job['id']}", headers=headers)
+            if final.json()["status"] == "cancelled":
+                break
+            time.sleep(0.2)
         assert final.json()["status"] == "cancelled"

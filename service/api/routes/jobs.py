@@ -33,6 +33,7 @@ def create_job_route(
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
@@ -40,7 +41,11 @@ def create_job_route(
     limiter.check(principal.key_id, "job submissions")
     with store.transaction() as session:
         job, created = create_job(
-            session=session, tenant_id=principal.tenant_id, spec=spec, idempotency_key=idempotency_key
+            session=session,
+            tenant_id=principal.tenant_id,
+            spec=spec,
+            idempotency_key=idempotency_key,
+            max_attempts=settings.max_attempts,
         )
     if not created:
         response.status_code = status.HTTP_200_OK

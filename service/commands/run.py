@@ -1,0 +1,170 @@
+"""`symopt run SPEC`: the main job on the embedded default, through the service.
+
+Submits the spec over HTTP to the service at the saved URL if one answers; otherwise starts an
+embedded one (SQLite in ~/.symopt, local Ray) in this process for the duration of the job.
+Prints progress, then the final `val_loss=...` on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run", help="run a job spec on the service (starting an embedded one if needed)"
+    )
+    run.add_argument("spec", type=Path, help="a YAML or JSON job spec")
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field by dotted path (repeatable)",
+    )
+    run.set_defaults(handler=run_job)
+
+
+@contextlib.contextmanager
+def embedded_service() -> Iterator[str]:
+    """The API and scheduler on a free loopback port of this process, with the saved credentials."""
+    import uvicorn
+
+    from symopt_core.errors import SymoptError
+
+    from ..api import create_app
+    from ..credentials import read_credentials, write_credentials
+    from ..errors import AuthError, ConflictError
+    from ..scheduler.lock import SchedulerLock
+    from ..settings import Settings
+    from ..store import Store
+    from ..store.keys import authenticate, create_api_key, get_or_create_tenant
+    from ..store.migrate import ensure_schema
+    from ..testing import free_port
+
+    settings = Settings(run_scheduler=True, port=free_port())
+    url = settings.resolved_database_url()
+    lock = SchedulerLock.for_url(url)
+    try:
+        lock.acquire()  # only to ask: is a service already scheduling on this database?
+    except ConflictError:
+        raise SymoptError(
+            f"a `symopt serve` already runs on {url} but does not answer at the saved URL; "
+            "submit to it (SYMOPT_URL=...) or stop it"
+        ) from None
+    lock.release()
+    ensure_schema(url, migrate=True)
+    store = Store.connect(url)
+    saved = read_credentials()
+    key = saved["api_key"] if saved else None
+    with store.transaction() as session:
+        try:
+            authenticate(session=session, presented=key)
+        except AuthError:  # no saved key, or one of another database: make one for this home
+            tenant = get_or_create_tenant(session=session, name="default")
+            key = create_api_key(session=session, tenant_id=tenant.id, name="symopt run", is_admin=True)
+    address = f"http://{settings.host}:{settings.port}"
+    write_credentials(address, str(key))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store=store), host=settings.host, port=settings.port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="symopt-embedded", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SymoptError("the embedded service did not start; see the messages above")
+        time.sleep(0.05)
+    try:
+        yield address
+    finally:
+        server.should_exit = True
+        thread.join(timeout=120)
+
+
+def run_job(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from symopt_core.errors import SymoptError
+    from symopt_core.spec import describe_validation_error, load_spec
+
+    from ..client import ApiError, Client
+    from .local import parse_settings
+
+    try:
+        spec = load_spec(args.spec, parse_settings(args.settings))
+    except ValidationError as error:
+        print(f"symopt run: invalid spec: {describe_validation_error(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"symopt run: invalid spec: {error}", file=sys.stderr)
+        return 2
+    body = spec.model_dump(mode="json")
+    with contextlib.ExitStack() as stack:
+        try:
+            client = Client()
+            running = client.ready()
+        except Exception:
+            running = False
+        if not running:
+            print(
+                "symopt run: starting the embedded service (SQLite in ~/.symopt, local Ray) ...",
+                file=sys.stderr,
+            )
+            try:
+                client = Client(stack.enter_context(embedded_service()))
+            except SymoptError as error:
+                print(f"symopt run: {error}", file=sys.stderr)
+                return 2
+        try:
+            job = client.submit(body)
+        except ApiError as error:
+            print(f"symopt run: the service refused the job: {error.message}", file=sys.stderr)
+            return 2
+        print(f"symopt run: job {job['id']} on {client.url}", file=sys.stderr)
+        try:
+            job = _follow(client, job["id"], spec.steps)
+        except KeyboardInterrupt:
+            client.cancel(job["id"])
+            print("symopt run: cancelled", file=sys.stderr)
+            return 130
+    result = job.get("result") or {}
+    print(
+        f"status={job['status']} steps={job['step']} attempt={job['attempt']} "
+        f"best_val_loss={_fmt(result.get('best_val_loss'))} job={job['id']}"
+    )
+    if job["error"]:
+        print(job["error"].splitlines()[0], file=sys.stderr)
+    print(f"val_loss={_fmt(result.get('val_loss'))}")
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "nan"
+
+
+def _follow(client: Any, job_id: str, steps: int) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    shown: dict[str, str] = {}
+    with tqdm(total=steps, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+        for job, page in client.follow(job_id):
+            for series in page["series"]:
+                if series["name"] in ("train_loss", "val_loss", "tokens_per_s") and series["values"]:
+                    value = series["values"][-1]
+                    digits = 0 if series["name"] == "tokens_per_s" else 4
+                    shown[series["name"]] = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+            bar.set_description(job["status"])
+            bar.update(max(0, job["step"] - bar.n))
+            bar.set_postfix(shown, refresh=True)
+        return dict(job)

@@ -1,0 +1,106 @@
+"""Worker events -> buffered store writes: metric points, event rows, progress, final outcomes."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store.jobs import NewEvent
+from ..store.metrics import Point
+
+__all__ = ["Outcome", "Pending"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: succeeded | diverged | cancelled | failed | crashed."""
+
+    attempt: int
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    diverged_at: int | None = None
+
+
+def json_safe(value: Any) -> Any:
+    """JSON without NaN or infinities (PostgreSQL's JSONB refuses them): non-finite floats as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Pending:
+    """What the next flush writes, per job; kept (and retried) when a flush fails."""
+
+    points: dict[str, list[Point]] = field(default_factory=dict)
+    events: dict[str, list[NewEvent]] = field(default_factory=dict)
+    progress: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.points or self.events or self.progress or self.outcomes)
+
+    def add_event(self, job_id: str, attempt: int, event: dict[str, Any]) -> None:
+        kind, step, data = event.get("kind", "log"), int(event.get("step", 0)), dict(event.get("data", {}))
+        now = time.time()
+        if kind == "metrics":
+            points = [
+                Point(name, step, number, now)
+                for name, value in data.items()
+                if (number := _number(value)) is not None and name not in ("tokens_per_s_window",)
+            ]
+            self.points.setdefault(job_id, []).extend(points)
+            self._progress(job_id, step, None)
+        elif kind == "eval":
+            val_loss = _number(data.get("val_loss"))
+            if val_loss is not None:
+                self.points.setdefault(job_id, []).append(Point("val_loss", step, val_loss, now))
+            self._progress(job_id, step, val_loss)
+            self._event(job_id, NewEvent("eval", step, f"val_loss {data.get('val_loss')}", json_safe(data)))
+        elif kind == "result":
+            status = str(data.get("status", "succeeded"))
+            self.outcomes[job_id] = Outcome(
+                attempt, status, json_safe(data), diverged_at=data.get("diverged_at")
+            )
+        elif kind == "error":
+            lines = "\n".join(data.get("traceback", []))
+            message = f"{data.get('type', 'Error')}: {data.get('message', '')}\n{lines}".strip()
+            self.outcomes[job_id] = Outcome(attempt, "failed", error=message)
+            self._event(job_id, NewEvent("log", step, message.splitlines()[0], {"level": "error"}))
+        else:  # status, checkpoint, log
+            message = str(data.get("status") or data.get("message") or data.get("path") or kind)
+            self._event(job_id, NewEvent(kind, step, message, json_safe(data)))
+
+    def crashed(self, job_id: str, attempt: int, error: str) -> None:
+        self.outcomes[job_id] = Outcome(attempt, "crashed", error=error)
+
+    def cancelled(self, job_id: str, attempt: int) -> None:
+        self.outcomes[job_id] = Outcome(attempt, "cancelled")
+
+    def _event(self, job_id: str, event: NewEvent) -> None:
+        self.events.setdefault(job_id, []).append(event)
+
+    def _progress(self, job_id: str, step: int, val_loss: float | None) -> None:
+        old_step, old_best = self.progress.get(job_id, (0, None))
+        best = (
+            old_best
+            if val_loss is None or not math.isfinite(val_loss)
+            else min(val_loss, old_best or math.inf)
+        )
+        self.progress[job_id] = (max(step, old_step), best)

@@ -1,0 +1,330 @@
+"""The scheduler: queued jobs -> Ray runs -> events -> the store.
+
+One loop (a thread in `symopt serve`, or the `symopt scheduler` process): every tick it writes
+what the runs reported (in one transaction, retried whole if the database fails), forwards
+cancellations to Ray, heartbeats the jobs it owns, requeues jobs whose scheduler died, and
+launches queued jobs that fit in the cluster. Runs stream their events through one consumer
+thread each into a queue the loop drains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..errors import StoreError
+from ..settings import Settings
+from ..store import JobStatus, Store
+from ..store.jobs import append_events, get_job, transition
+from ..store.metrics import note_progress, record_metrics_of_jobs
+from ..store.models import Job, utcnow
+from ..store.scheduling import claim_queued, heartbeat, orphaned, start_attempt, wanted_cancellations
+from .ingest import Outcome, Pending
+from .lock import SchedulerLock
+from .runtime import Capacity, RayRuntime
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("symopt.scheduler")
+
+
+@dataclass
+class Run:
+    job_id: str
+    attempt: int
+    cpus: int
+    gpus: int
+    events: Any  # Ray's ObjectRefGenerator
+    cancel_requested_at: float | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Message:
+    job_id: str
+    attempt: int
+    kind: str  # event | end | crash | cancelled
+    payload: Any = None
+
+
+class Scheduler:
+    """Connects the store to Ray; `start()` runs the loop in a thread, `stop()` ends it."""
+
+    def __init__(self, store: Store, settings: Settings, runtime: RayRuntime | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.runtime = runtime or RayRuntime(settings.ray_address, settings.ray_num_cpus)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:64]
+        self.runs: dict[str, Run] = {}
+        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.pending = Pending()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = SchedulerLock.for_url(settings.resolved_database_url())
+        self._last_heartbeat = 0.0
+        self._last_orphan_check = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._lock.acquire()
+        self.runtime.start()
+        # A SQLite database has one scheduler (the lock): every running job it finds is an orphan.
+        self.recover_orphans(immediately=self._lock.exclusive)
+        self._thread = threading.Thread(target=self._loop, name="symopt-scheduler", daemon=True)
+        self._thread.start()
+        log.info("scheduler %s started", self.owner)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop launching, ask runs to stop at their next step, requeue their jobs to resume."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for run in list(self.runs.values()):
+            with contextlib.suppress(Exception):
+                self.runtime.cancel(run.events, force=False)
+        deadline = time.monotonic() + timeout
+        for run in list(self.runs.values()):
+            if run.thread is not None:
+                run.thread.join(max(0.0, deadline - time.monotonic()))
+        self._collect(drop_outcomes=True)
+        with contextlib.suppress(StoreError):
+            self._flush()
+            with self.store.transaction() as session:
+                for run in self.runs.values():
+                    job = get_job(session=session, tenant_id=None, job_id=run.job_id)
+                    if job.owner == self.owner and job.status == JobStatus.RUNNING:
+                        transition(
+                            session=session,
+                            job=job,
+                            to=JobStatus.QUEUED,
+                            owner=None,
+                            message="requeued: the service stopped; it resumes from its newest checkpoint",
+                        )
+        self.runs.clear()
+        self.runtime.shutdown()
+        self._lock.release()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except StoreError as error:  # the database is away: everything pending is kept
+                log.warning("scheduler tick: %s (will retry)", error)
+            except Exception:
+                log.exception("scheduler tick failed (will retry)")
+            self._stop.wait(self.settings.scheduler_poll_seconds)
+
+    def tick_flush(self) -> None:
+        """Write what the runs reported so far (one transaction)."""
+        self._collect()
+        self._flush()
+
+    def tick(self) -> None:
+        self.tick_flush()
+        self._forward_cancellations()
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.settings.heartbeat_seconds:
+            with self.store.transaction() as session:
+                heartbeat(session=session, owner=self.owner, job_ids=list(self.runs))
+            self._last_heartbeat = now
+        if now - self._last_orphan_check >= self.settings.heartbeat_seconds * 2:
+            self.recover_orphans(immediately=False)
+            self._last_orphan_check = now
+        self._launch()
+
+    # -- events in ------------------------------------------------------------------------------
+
+    def _consume(self, run: Run) -> None:
+        try:
+            for ref in run.events:
+                self.inbox.put(Message(run.job_id, run.attempt, "event", self.runtime.get(ref)))
+            self.inbox.put(Message(run.job_id, run.attempt, "end"))
+        except BaseException as error:  # a crashed worker, a lost node, or our own cancel
+            kind = "cancelled" if self.runtime.is_cancellation(error) else "crash"
+            self.inbox.put(Message(run.job_id, run.attempt, kind, f"{type(error).__name__}: {error}"))
+
+    def _collect(self, *, drop_outcomes: bool = False) -> None:
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            run = self.runs.get(message.job_id)
+            if run is None or run.attempt != message.attempt:
+                continue  # a previous attempt's leftovers
+            if message.kind == "event":
+                self.pending.add_event(message.job_id, message.attempt, message.payload)
+            elif drop_outcomes:
+                continue
+            elif message.kind == "cancelled":
+                self.pending.cancelled(message.job_id, message.attempt)
+            elif message.kind == "crash":
+                self.pending.crashed(message.job_id, message.attempt, str(message.payload))
+            elif message.job_id not in self.pending.outcomes:  # ended without a result: treat as a crash
+                self.pending.crashed(message.job_id, message.attempt, "the run ended without a result")
+
+    # -- the store ------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write everything pending in one transaction; on failure keep it all for the next tick."""
+        if not self.pending:
+            return
+        pending, finished = self.pending, []
+        with self.store.transaction() as session:
+            record_metrics_of_jobs(session=session, points=pending.points)
+            for job_id, events in pending.events.items():
+                append_events(session=session, job_id=job_id, events=events)
+            for job_id, (step, best) in pending.progress.items():
+                note_progress(
+                    session=session,
+                    job=get_job(session=session, tenant_id=None, job_id=job_id),
+                    step=step,
+                    best_val_loss=best,
+                )
+            for job_id, outcome in pending.outcomes.items():
+                job = get_job(session=session, tenant_id=None, job_id=job_id, for_update=True)
+                if job.owner == self.owner and job.attempt == outcome.attempt:
+                    self._finish(session, job, outcome)
+                finished.append(job_id)
+        self.pending = Pending()
+        for job_id in finished:
+            self.runs.pop(job_id, None)
+
+    def _finish(self, session: Any, job: Job, outcome: Outcome) -> None:
+        status = JobStatus(job.status)
+        if outcome.status == "crashed":
+            failures = job.failures + 1
+            if failures < job.max_attempts and status == JobStatus.RUNNING:
+                transition(
+                    session=session,
+                    job=job,
+                    to=JobStatus.QUEUED,
+                    failures=failures,
+                    owner=None,
+                    queued_reason=f"retrying after a worker failure ({failures} of {job.max_attempts})",
+                    message=f"attempt {job.attempt} lost: {outcome.error}",
+                )
+            else:
+                target = JobStatus.CANCELLED if status == JobStatus.CANCELLING else JobStatus.FAILED
+                transition(
+                    session=session,
+                    job=job,
+                    to=target,
+                    failures=failures,
+                    error=f"the worker failed {failures} time(s); last: {outcome.error}",
+                )
+        elif outcome.status == "failed":
+            transition(session=session, job=job, to=JobStatus.FAILED, error=outcome.error)
+        elif outcome.status == "diverged":
+            transition(
+                session=session,
+                job=job,
+                to=JobStatus.DIVERGED,
+                result=outcome.result,
+                diverged_at=outcome.diverged_at,
+                message=f"diverged at step {outcome.diverged_at}",
+            )
+        elif outcome.status == "cancelled":
+            transition(session=session, job=job, to=JobStatus.CANCELLED, result=outcome.result)
+        else:
+            target = JobStatus.SUCCEEDED if status == JobStatus.RUNNING else JobStatus.CANCELLED
+            transition(session=session, job=job, to=target, result=outcome.result)
+
+    def recover_orphans(self, *, immediately: bool) -> None:
+        """Requeue running jobs whose scheduler stopped heartbeating (all others', with the lock)."""
+        stale_before = utcnow() - timedelta(seconds=0 if immediately else self.settings.orphan_after_seconds)
+        with self.store.transaction() as session:
+            for job in orphaned(session=session, owner=self.owner, stale_before=stale_before):
+                if job.status == JobStatus.CANCELLING:
+                    transition(
+                        session=session,
+                        job=job,
+                        to=JobStatus.CANCELLED,
+                        owner=None,
+                        message="cancelled: its scheduler had stopped",
+                    )
+                else:
+                    transition(
+                        session=session,
+                        job=job,
+                        to=JobStatus.QUEUED,
+                        owner=None,
+                        message="requeued: its scheduler stopped; it resumes from its newest checkpoint",
+                    )
+
+    # -- Ray out --------------------------------------------------------------------------------
+
+    def _forward_cancellations(self) -> None:
+        with self.store.transaction() as session:
+            wanted = wanted_cancellations(session=session, owner=self.owner)
+        now = time.monotonic()
+        for job_id in wanted:
+            run = self.runs.get(job_id)
+            if run is None:
+                continue
+            if run.cancel_requested_at is None:
+                run.cancel_requested_at = now
+                self.runtime.cancel(run.events, force=False)
+            elif now - run.cancel_requested_at > self.settings.cancel_grace_seconds:
+                self.runtime.cancel(run.events, force=True)
+
+    def _launch(self) -> None:
+        capacity = self.runtime.capacity()
+        free_cpus = capacity.cpus - sum(run.cpus for run in self.runs.values())
+        free_gpus = capacity.gpus - sum(run.gpus for run in self.runs.values())
+        started: list[tuple[str, int, dict[str, Any], int, int, int]] = []
+        with self.store.transaction() as session:
+            for job in claim_queued(session=session, limit=100):
+                reason = self._waiting_reason(job, capacity, free_cpus, free_gpus)
+                if reason is not None:
+                    if job.queued_reason != reason:
+                        job.queued_reason = reason
+                    continue
+                start_attempt(session=session, job=job, owner=self.owner)
+                free_cpus, free_gpus = free_cpus - job.cpus, free_gpus - job.gpus
+                # job.step is the newest step whose metrics are stored: resume at or before it.
+                started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, job.step))
+        for job_id, attempt, spec, cpus, gpus, stored_step in started:
+            run_dir = self.settings.resolved_artifact_root() / "jobs" / job_id
+            data_root = str(self.settings.data_dir) if self.settings.data_dir else None
+            try:
+                events = self.runtime.submit(
+                    job_id=job_id,
+                    spec=spec,
+                    run_dir=str(run_dir),
+                    data_root=data_root,
+                    cpus=cpus,
+                    gpus=gpus,
+                    resume_at_most=stored_step,
+                )
+            except Exception as error:  # counted like a crashed worker, so it is retried
+                self.runs[job_id] = Run(job_id, attempt, cpus, gpus, None)
+                self.pending.crashed(job_id, attempt, f"could not start on Ray: {error}")
+                continue
+            run = Run(job_id, attempt, cpus, gpus, events)
+            run.thread = threading.Thread(
+                target=self._consume, args=(run,), name=f"symopt-run-{job_id[:8]}", daemon=True
+            )
+            self.runs[job_id] = run
+            run.thread.start()
+
+    @staticmethod
+    def _waiting_reason(job: Job, capacity: Capacity, free_cpus: float, free_gpus: float) -> str | None:
+        if job.gpus > capacity.gpus or job.cpus > capacity.cpus:
+            return (
+                f"needs {job.gpus} GPU(s) and {job.cpus} CPU(s), but the Ray cluster has {capacity.gpus:g} "
+                f"GPU(s) and {capacity.cpus:g} CPU(s); it starts when the cluster grows"
+            )
+        if job.gpus > free_gpus or job.cpus > free_cpus:
+            return f"waiting for {job.gpus} GPU(s) and {job.cpus} CPU(s) to free up"
+        return None

@@ -1,0 +1,82 @@
+"""The Ray side of a job: `run_training` trains a spec and streams its events to the caller.
+
+Workers never open the database: they run `symopt_core.train(spec, report=...)` and yield each
+event (metrics, evals, checkpoints, status, logs, the result) back to the scheduler, which alone
+writes the store. Training runs in a thread of the task, so that a `ray.cancel` (which lands in
+the task's main thread, waiting on the queue) can ask it to stop at the next step boundary and
+leave a checkpoint, instead of killing it mid-write.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from symopt_core.training import latest_checkpoint, train
+
+__all__ = ["run_training"]
+
+_DONE = object()
+
+
+def run_training(
+    spec: dict[str, Any], run_dir: str, data_root: str | None = None, resume_at_most: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Train `spec`, resuming from the newest checkpoint in `run_dir` at or before step
+    `resume_at_most` (the newest step whose metrics the store holds, so that every later step is
+    reported again and none goes missing); yield its events.
+
+    Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
+    `status` with the worker's pid and host, and a failure inside training ends the stream with
+    one `error` event carrying the exception and its traceback.
+    """
+    events: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+    resume = latest_checkpoint(Path(run_dir) / "checkpoints", at_most=resume_at_most)
+    # Ray starts workers as children of the raylet. When the raylet dies (its driver, our service,
+    # was killed) the worker is reparented and would train on, unobserved, for a while: stop.
+    parent = os.getppid()
+
+    def should_stop() -> bool:
+        return stop.is_set() or os.getppid() != parent
+
+    def target() -> None:
+        try:
+            train(
+                spec,
+                report=lambda event: events.put(event.to_dict()),
+                run_dir=run_dir,
+                resume_from=resume,
+                data_root=data_root,
+                should_stop=should_stop,
+            )
+        except BaseException as error:  # reported to the scheduler, which fails the job with it
+            lines = traceback.format_exc().strip().splitlines()
+            data = {"type": type(error).__name__, "message": str(error), "traceback": lines[-25:]}
+            events.put({"kind": "error", "step": -1, "data": data})
+        finally:
+            events.put(_DONE)
+
+    thread = threading.Thread(target=target, name="symopt-train", daemon=True)
+    started = {
+        "status": "worker_started",
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "resume_from": str(resume or ""),
+    }
+    yield {"kind": "status", "step": 0, "data": started}
+    thread.start()
+    try:
+        while (event := events.get()) is not _DONE:
+            yield event
+    except BaseException:
+        # Cancelled (or the caller went away): stop at the next step, wait for the checkpoint.
+        stop.set()
+        thread.join(timeout=60)
+        raise

@@ -33,3 +33,14 @@ def test_api_metrics_quick_run_reports_both_reads(tmp_path, capsys):
         assert 0 < result[kind]["p50_ms"] <= result[kind]["p99_ms"]
         assert result[kind]["bytes"] > 0
     assert "incremental_poll" in capsys.readouterr().out
+
+
+def test_scheduler_ingest_quick_run_counts_every_point(tmp_path, capsys):
+    from benchmarks import scheduler_ingest
+
+    out = tmp_path / "ingest.json"
+    assert scheduler_ingest.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["points"] == 2 * 10 * 5
+    assert result["points_per_s"] > 0
+    assert "points/s" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import local, run, server
+from .commands import local, run, server, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(commands)
     server.register(commands)
     run.register(commands)
+    sweep.register(commands)
     return parser
 
 

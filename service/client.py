@@ -90,6 +90,26 @@ class Client:
         job: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
         return job
 
+    def submit_sweep(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        sweep: dict[str, Any] = self._call("POST", "/v1/sweeps", json=dict(spec))
+        return sweep
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        sweep: dict[str, Any] = self._call("GET", f"/v1/sweeps/{sweep_id}")
+        return sweep
+
+    def trials(self, sweep_id: str) -> list[dict[str, Any]]:
+        trials: list[dict[str, Any]] = self._call("GET", f"/v1/sweeps/{sweep_id}/trials")["data"]
+        return trials
+
+    def importances(self, sweep_id: str) -> dict[str, dict[str, float]]:
+        found: dict[str, dict[str, float]] = self._call("GET", f"/v1/sweeps/{sweep_id}/importances")
+        return found
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        sweep: dict[str, Any] = self._call("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return sweep
+
     def follow(self, job_id: str, *, poll: float = 0.5) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """(job, new metric points since the last yield) until the job has finished."""
         since: int | None = None

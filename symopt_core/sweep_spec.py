@@ -84,10 +84,12 @@ class SweepSpec(BaseModel):
     search_space: dict[str, ParamRange] | None = Field(
         None, description='dotted JobSpec paths -> ranges; "auto" or null: derived from the preset and model'
     )
+    auto_batch_size: bool = Field(True, description="auto: search the batch size too (at equal token budget)")
     presets: list[str] | None = Field(None, description="compare presets: each gets the same trial budget")
     sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     objective: Literal["best_val_loss", "final_val_loss", "tokens_to_target"] = "best_val_loss"
+    diverged_value: float | None = Field(None, description="objective told for diverged trials; None: FAIL")
     target_loss: PositiveFloat | None = Field(None, description="tokens_to_target: the loss to reach")
     n_trials: PositiveInt = Field(20, le=10_000, description="trials per preset")
     parallelism: PositiveInt = Field(1, le=256)

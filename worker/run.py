@@ -28,9 +28,9 @@ _DONE = object()
 def run_training(
     spec: dict[str, Any], run_dir: str, data_root: str | None = None, resume_at_most: int | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Train `spec`, resuming from the newest checkpoint in `run_dir` at or before step
-    `resume_at_most` (the newest step whose metrics the store holds, so that every later step is
-    reported again and none goes missing); yield its events.
+    """Train `spec`, resuming from the newest checkpoint in `run_dir`, and yield its events. The
+    checkpoint's record of earlier events after step `resume_at_most` (the newest step whose
+    metrics the store holds) is reported again first, so that no step goes missing.
 
     Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
     `status` with the worker's pid and host, and a failure inside training ends the stream with
@@ -38,7 +38,7 @@ def run_training(
     """
     events: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
-    resume = latest_checkpoint(Path(run_dir) / "checkpoints", at_most=resume_at_most)
+    resume = latest_checkpoint(Path(run_dir) / "checkpoints")
     # Ray starts workers as children of the raylet. When the raylet dies (its driver, our service,
     # was killed) the worker is reparented and would train on, unobserved, for a while: stop.
     parent = os.getppid()
@@ -55,6 +55,7 @@ def run_training(
                 resume_from=resume,
                 data_root=data_root,
                 should_stop=should_stop,
+                replay_after=resume_at_most,
             )
         except BaseException as error:  # reported to the scheduler, which fails the job with it
             lines = traceback.format_exc().strip().splitlines()

@@ -94,9 +94,16 @@ class EventsPublic(BaseModel):
 class TrialPublic(BaseModel):
     job_id: str
     trial_number: int | None
+    study: str | None = Field(description="the Optuna study (one per compared preset)")
+    preset: str
     status: JobStatus
+    state: Literal[
+        "pruned", "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "diverged"
+    ] = Field(description="the job's status, or pruned when the sweep's pruner stopped it")
+    pruned_at_tokens: int | None
     params: dict[str, Any]
     objective: float | None
+    finished_at: datetime | None
 
 
 class TrialsPublic(BaseModel):
@@ -114,6 +121,10 @@ class SweepPublic(BaseModel):
     trials_finished: int
     trials_running: int
     best: TrialPublic | None
+    best_by_preset: dict[str, TrialPublic] = Field(
+        description="each compared preset's best trial, side by side"
+    )
+    search_space: dict[str, Any] | None = Field(description='{preset: {path: range}}, "auto" worked out')
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -124,6 +135,9 @@ class SweepPublic(BaseModel):
         finished = [t for t in trials if t.status.terminal]
         scored = [t for t in finished if t.objective is not None and t.status == JobStatus.SUCCEEDED]
         best = min(scored, key=lambda t: t.objective or 0.0) if scored else None
+        by_preset: dict[str, TrialPublic] = {}
+        for trial in sorted(scored, key=lambda t: t.objective or 0.0):
+            by_preset.setdefault(trial.preset, trial)
         return cls(
             id=sweep.id,
             name=sweep.name,
@@ -134,6 +148,8 @@ class SweepPublic(BaseModel):
             trials_finished=len(finished),
             trials_running=sum(1 for t in trials if t.status in (JobStatus.RUNNING, JobStatus.CANCELLING)),
             best=best,
+            best_by_preset=by_preset,
+            search_space=sweep.resolved_space,
             error=sweep.error,
             created_at=sweep.created_at,
             updated_at=sweep.updated_at,

@@ -28,6 +28,7 @@ from ..store.jobs import append_events, get_job, transition
 from ..store.metrics import note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
 from ..store.scheduling import claim_queued, heartbeat, orphaned, start_attempt, wanted_cancellations
+from ..sweeps.controller import SweepController
 from .ingest import Outcome, Pending
 from .lock import SchedulerLock
 from .runtime import Capacity, RayRuntime
@@ -72,6 +73,7 @@ class Scheduler:
         self._lock = SchedulerLock.for_url(settings.resolved_database_url())
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
+        self.sweeps = SweepController(store, settings, self.owner)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class Scheduler:
         if now - self._last_orphan_check >= self.settings.heartbeat_seconds * 2:
             self.recover_orphans(immediately=False)
             self._last_orphan_check = now
+        self.sweeps.tick()  # may queue trial jobs, launched just below
         self._launch()
 
     # -- events in ------------------------------------------------------------------------------

@@ -101,10 +101,14 @@ class Sweep(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # the search space each preset's study uses ("auto" resolved): {preset: {path: range}}
+    resolved_space: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
     study_name: Mapped[str] = mapped_column(String(100), unique=True)
     n_trials: Mapped[int] = mapped_column(Integer)
     best_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the controller running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -117,6 +121,8 @@ class Job(Base):
         Index("ix_symopt_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_symopt_jobs_status_created", "status", "created_at"),  # the scheduler's queue
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_jobs_tenant_idempotency"),
+        # one job per trial: a restarted sweep controller can never start a trial twice
+        UniqueConstraint("sweep_id", "trial_study", "trial_number", name="uq_symopt_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -133,7 +139,9 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(
         ForeignKey("symopt_sweeps.id", ondelete="CASCADE"), nullable=True, index=True
     )
-    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trial_study: Mapped[str | None] = mapped_column(String(140), nullable=True)  # the Optuna study
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the trial's number in it
+    pruned_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # training tokens, if pruned
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     queued_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it has not started
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

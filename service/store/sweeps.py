@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from symopt_core.spec import JobSpec
 from symopt_core.sweep_spec import SweepSpec
 
 from ..errors import ConflictError, NotFoundError
-from .jobs import request_cancel
+from .jobs import create_job, request_cancel
 from .models import Job, Sweep, new_id, utcnow
 from .status import JobStatus, SweepStatus, check_transition
 
@@ -35,7 +37,10 @@ class Trial:
     objective: float | None
 
 
-def create_sweep(*, session: Session, tenant_id: str, spec: SweepSpec) -> Sweep:
+def create_sweep(
+    *, session: Session, tenant_id: str, spec: SweepSpec, resolved_space: dict[str, Any] | None = None
+) -> Sweep:
+    """Store a sweep; `resolved_space` is {preset: {path: range}} with "auto" worked out."""
     sweep_id = new_id()
     presets = len(spec.presets or [None])
     sweep = Sweep(
@@ -46,6 +51,7 @@ def create_sweep(*, session: Session, tenant_id: str, spec: SweepSpec) -> Sweep:
         spec=spec.model_dump(mode="json"),
         study_name=f"symopt-{sweep_id}",
         n_trials=spec.n_trials * presets,
+        resolved_space=resolved_space,
     )
     session.add(sweep)
     session.flush()
@@ -128,7 +134,9 @@ def objective_of(job: Job, objective: str, target_loss: float | None = None) -> 
 def trials(*, session: Session, sweep: Sweep) -> list[Trial]:
     """The sweep's jobs with the searched parameters (read from each job's spec) and objective."""
     spec = SweepSpec.model_validate(sweep.spec)
-    paths = list(spec.search_space or {}) + (["optimizer.preset"] if spec.presets else [])
+    spaces = (sweep.resolved_space or {}).values()
+    paths = sorted({path for space in spaces for path in space} | set(spec.search_space or {}))
+    paths += ["optimizer.preset"] if spec.presets else []
     return [
         Trial(
             job,
@@ -137,3 +145,63 @@ def trials(*, session: Session, sweep: Sweep) -> list[Trial]:
         )
         for job in _jobs(session, sweep.id)
     ]
+
+
+def claim_sweeps(*, session: Session, owner: str, stale_before: datetime) -> list[Sweep]:
+    """Active sweeps this controller owns, or that nobody owns, or whose owner went quiet."""
+    query = (
+        select(Sweep)
+        .where(
+            Sweep.status.in_([SweepStatus.QUEUED, SweepStatus.RUNNING, SweepStatus.CANCELLING]),
+            or_(
+                Sweep.owner == owner,
+                Sweep.owner.is_(None),
+                Sweep.heartbeat_at.is_(None),
+                Sweep.heartbeat_at < stale_before,
+            ),
+        )
+        .order_by(Sweep.created_at)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    sweeps = list(session.scalars(query))
+    now = utcnow()
+    for sweep in sweeps:
+        sweep.owner, sweep.heartbeat_at = owner, now
+    return sweeps
+
+
+def trial_jobs(*, session: Session, sweep_id: str) -> dict[tuple[str | None, int | None], Job]:
+    """The sweep's jobs by (Optuna study, trial number)."""
+    return {(job.trial_study, job.trial_number): job for job in _jobs(session, sweep_id)}
+
+
+def create_trial_job(
+    *, session: Session, sweep: Sweep, study: str, number: int, spec: JobSpec, max_attempts: int
+) -> Job:
+    """The job of one trial; (sweep, study, number) is unique, so a trial never gets two jobs."""
+    existing = session.scalar(
+        select(Job).where(Job.sweep_id == sweep.id, Job.trial_study == study, Job.trial_number == number)
+    )
+    if existing is not None:
+        return existing
+    named = spec.model_copy(update={"name": f"{sweep.name or 'sweep'}-{study.rsplit('.', 1)[-1]}-{number}"})
+    job, _ = create_job(
+        session=session,
+        tenant_id=sweep.tenant_id,
+        spec=named,
+        sweep_id=sweep.id,
+        trial_number=number,
+        max_attempts=max_attempts,
+    )
+    job.trial_study = study
+    return job
+
+
+def set_sweep_status(*, session: Session, sweep: Sweep, to: SweepStatus, error: str | None = None) -> None:
+    check_transition(SweepStatus(sweep.status), to)
+    sweep.status = to
+    if to.terminal:
+        sweep.finished_at, sweep.owner = utcnow(), None
+    if error is not None:
+        sweep.error = error

@@ -105,6 +105,14 @@ def _one_sided(M: Tensor, options: DirectionOptions, *, centered: bool) -> Tenso
     N = _unit_frobenius(M.to(gram_dtype(options.invsqrt_method, M.dtype)))
     m, n = N.shape[-2:]
     method, steps, eps = options.invsqrt_method, options.invsqrt_steps, options.gram_eps
+    if method == "eigh":
+        # The exact reference: with N = U Σ Vᵀ, N (NᵀN + εI)^(-1/2) = U diag(σ / √(σ² + ε)) Vᵀ.
+        # Through the SVD of N itself, not the eigendecomposition of its Gram matrix, whose
+        # condition number is squared; singular values at rounding level count as zero.
+        U, S, Vh = torch.linalg.svd(N, full_matrices=False)
+        rounding = S.amax(dim=-1, keepdim=True) * max(m, n) * torch.finfo(S.dtype).eps
+        scale = torch.where(S.gt(rounding), S / (S.square() + eps).sqrt(), torch.zeros_like(S))
+        return _nuclear_scaled(M, ((U * scale.unsqueeze(-2)) @ Vh).to(M.dtype), options.alpha, options.eps)
     if m > n or (m == n and not centered):
         P = N @ inverse_sqrt(N.mT @ N, method, steps, eps)
     else:

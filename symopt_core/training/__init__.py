@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result
 from .loop import build_run, evaluate, train
 
@@ -11,7 +11,6 @@ __all__ = [
     "Report",
     "Result",
     "build_run",
-    "checkpoint_step",
     "evaluate",
     "latest_checkpoint",
     "load_checkpoint",

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["checkpoint_step", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 _NAME = re.compile(r"^step_(\d{9})\.pt$")
 
@@ -47,17 +47,9 @@ def _checkpoints(directory: Path) -> list[Path]:
     return sorted(path for path in directory.iterdir() if _NAME.match(path.name))
 
 
-def checkpoint_step(path: Path) -> int:
-    match = _NAME.match(path.name)
-    if match is None:
-        raise ConfigError(f"Not a checkpoint file name: {path.name} (expected step_<step>.pt)")
-    return int(match.group(1))
-
-
-def latest_checkpoint(directory: Path, *, at_most: int | None = None) -> Path | None:
-    """The newest complete checkpoint in `directory` (temp files of interrupted writes are
-    ignored), or the newest one at or before step `at_most`."""
-    found = [p for p in _checkpoints(directory) if at_most is None or checkpoint_step(p) <= at_most]
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint in `directory` (temp files of interrupted writes are ignored)."""
+    found = _checkpoints(directory)
     return found[-1] if found else None
 
 

@@ -50,6 +50,9 @@ class Run:
     best_val_loss: float | None = None
     best_val_step: int | None = None
     evals: list[dict[str, float]] = field(default_factory=list)
+    # Every metrics and eval event reported so far: a run resumed by a service that lost the
+    # newest of them (they were in flight when it died) can report them again (`replay_after`).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class Run:
             "best_val_loss": self.best_val_loss,
             "best_val_step": self.best_val_step,
             "evals": self.evals,
+            "history": self.history,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -81,6 +85,7 @@ class Run:
         self.step, self.tokens = int(checkpoint["step"]), int(checkpoint["tokens"])
         self.best_val_loss, self.best_val_step = checkpoint["best_val_loss"], checkpoint["best_val_step"]
         self.evals = list(checkpoint["evals"])
+        self.history = list(checkpoint.get("history", []))
 
 
 def resolve_device(device: str | torch.device | None, gpus: int) -> torch.device:
@@ -215,19 +220,32 @@ def train(
     device: str | torch.device | None = None,
     data_root: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
+    replay_after: int | None = None,
 ) -> Result:
     """Train the model of `spec` and return its result; events go to `report` as they happen.
 
     run_dir: where checkpoints go (`<run_dir>/checkpoints`); none are written without it.
     resume_from: a checkpoint file, or a directory whose newest checkpoint is used.
     should_stop: polled before each step; True stops the run as "cancelled" (with a checkpoint).
+    replay_after: when resuming, first report again the metrics and eval events the checkpoint
+        recorded after this step (those a crashed service may not have stored).
     """
     job = spec if isinstance(spec, JobSpec) else load_spec(spec)
-    emit = report or (lambda event: None)
     run = build_run(job, device=resolve_device(device, job.resources.gpus), data_root=data_root)
+    report_ = report or (lambda event: None)
+
+    def emit(event: Event) -> None:
+        if event.kind in ("metrics", "eval"):
+            run.history.append({"kind": event.kind, "step": event.step, "data": event.data})
+        report_(event)
+
     checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
     if resume_from is not None:
         run.load_state(load_checkpoint(Path(resume_from)))
+        if replay_after is not None:
+            for old in run.history:
+                if old["step"] > replay_after:
+                    report_(Event(old["kind"], old["step"], dict(old["data"])))
     emit(
         Event(
             "status",

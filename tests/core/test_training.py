@@ -164,3 +164,26 @@ def test_spec_errors_are_clear():
         load_spec(tiny_spec("qwen3", "lion"))
     with pytest.raises(ValueError, match="needs a schedule-free preset"):
         load_spec(tiny_spec("qwen3", "adamw", schedule={"kind": "schedule_free"}))
+
+
+def test_resume_replays_the_events_after_a_given_step(tmp_path, data_dir):
+    # What a service that died with reports in flight needs: the checkpoint remembers them.
+    spec = tiny_spec("gpt2", "adamw", steps=30, checkpoint={"every": 20, "keep": 1}, log_every=5)
+    polls = iter(range(1000))
+    first = train(spec, run_dir=tmp_path, data_root=data_dir, should_stop=lambda: next(polls) >= 20)
+    assert first.steps == 20
+    events: list[Event] = []
+    train(
+        spec,
+        run_dir=tmp_path,
+        resume_from=first.checkpoint,
+        data_root=data_dir,
+        replay_after=7,
+        report=events.append,
+    )
+    replayed = [
+        (e.kind, e.step) for e in events[: events.index(next(e for e in events if e.kind == "status"))]
+    ]
+    assert replayed == [("metrics", 10), ("metrics", 15), ("metrics", 20), ("eval", 20)]
+    later = [e.step for e in events if e.kind == "metrics"][3:]
+    assert later == [25, 30]

@@ -108,3 +108,64 @@ def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path)
     )
     assert bad.returncode == 2
     assert "unknown preset 'lion'" in bad.stderr
+
+
+def test_sweep_create_and_show_through_the_cli(tmp_path):
+    import yaml
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "n_trials": 2,
+                "parallelism": 2,
+                "pruner": "none",
+                "search_space": {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-2}},
+                "base": {
+                    "model": {"family": "qwen3", "size": "tiny"},
+                    "data": {"corpus": "pystdlib", "seq_len": 32},
+                    "batch": {"size": 4},
+                    "steps": 20,
+                    "eval": {"every": 10, "batches": 1},
+                    "optimizer": {"preset": "adamw"},
+                },
+            }
+        )
+    )
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}):
+        env = {**os.environ, "SYMOPT_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        created = subprocess.run(
+            [sys.executable, "-m", "service.cli", "sweep", "create", str(spec)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        sweep_id = created.stdout.strip()
+        shown = subprocess.run(
+            [sys.executable, "-m", "service.cli", "sweep", "show", sweep_id, "--watch"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "succeeded" in shown.stdout
+        assert "2/2 trials" in shown.stdout
+        assert "best adamw:" in shown.stdout
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("base: {model: {family: qwen9}}\n")
+        refused = subprocess.run(
+            [sys.executable, "-m", "service.cli", "sweep", "create", str(bad)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2
+        assert "valid families" in refused.stderr

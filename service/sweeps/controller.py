@@ -1,0 +1,321 @@
+"""The sweep controller: Optuna ask/tell over jobs, pruning through cancellation.
+
+It runs inside the scheduler's loop and keeps no state that a restart would lose: every tick it
+reads each active sweep's Optuna studies (RDB storage, in the store's own database) and its trial
+jobs, then
+  - gives a job to any running trial that has none (a controller stopped between ask and submit),
+  - tells Optuna how finished jobs ended (idempotently: skip_if_finished),
+  - reports new validation losses of running trials as intermediate values (resource = training
+    tokens) and, when the pruner says so, tells PRUNED and cancels the job's Ray task,
+  - asks for new trials while fewer than `parallelism` run and the budgets allow,
+  - finishes the sweep once every study has its `n_trials` finished trials.
+A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice.
+
+Each tick reads a snapshot in one short transaction, talks to Optuna with no transaction open
+(Optuna writes through its own connections: on SQLite a held write lock would stall it), then
+writes the new jobs, cancellations and statuses in a second short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from symopt_core.spec import JobSpec
+from symopt_core.sweep_spec import ParamRange, SweepSpec
+
+from ..settings import Settings
+from ..store import JobStatus, Store, SweepStatus
+from ..store.jobs import request_cancel
+from ..store.metrics import read_metrics
+from ..store.models import Job, Sweep, utcnow
+from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_sweep_status, trial_jobs
+from .space import distribution, make_pruner, make_sampler, token_budget, trial_spec
+
+__all__ = ["SweepController", "study_names"]
+
+log = logging.getLogger("symopt.sweeps")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING})
+
+
+def study_names(sweep: Sweep, spec: SweepSpec) -> dict[str, str | None]:
+    """{Optuna study name: preset}; one study per preset compared (equal budgets), else one."""
+    if not spec.presets:
+        return {sweep.study_name: None}
+    return {f"{sweep.study_name}.{preset}": preset for preset in spec.presets}
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What the controller needs of a trial's job, read once per tick."""
+
+    id: str
+    tenant_id: str
+    status: JobStatus
+    objective: float | None
+    tokens_per_step: int
+    tokens: int
+    val_losses: tuple[tuple[int, float], ...]  # (step, value) of finite validation losses
+
+    @classmethod
+    def of(cls, job: Job, spec: SweepSpec, val_losses: tuple[tuple[int, float], ...]) -> TrialJob:
+        per_step = int(job.spec["batch"]["size"]) * int(job.spec["data"]["seq_len"])
+        return cls(
+            job.id,
+            job.tenant_id,
+            JobStatus(job.status),
+            objective_of(job, spec.objective, spec.target_loss),
+            per_step,
+            job.step * per_step,
+            val_losses,
+        )
+
+
+@dataclass
+class Snapshot:
+    sweep_id: str
+    status: SweepStatus
+    name: str
+    created_at: Any
+    spec: SweepSpec
+    studies: dict[str, str | None]
+    spaces: dict[str, dict[str, ParamRange]]
+    jobs: dict[tuple[str | None, int | None], TrialJob]
+
+
+@dataclass
+class Plan:
+    """What the Optuna phase decided; written in one transaction."""
+
+    submit: list[tuple[str, int, JobSpec]] = field(default_factory=list)  # (study, number, spec)
+    cancel: list[TrialJob] = field(default_factory=list)
+    pruned: dict[str, int] = field(default_factory=dict)  # job id -> tokens at pruning
+    status: SweepStatus | None = None
+    best_job_id: str | None = None
+    error: str | None = None
+
+
+class SweepController:
+    def __init__(self, store: Store, settings: Settings, owner: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.owner = owner
+        self._storage: optuna.storages.RDBStorage | None = None
+        self._studies: dict[str, optuna.Study] = {}
+
+    @property
+    def storage(self) -> optuna.storages.RDBStorage:
+        # Created once, in the one scheduler process that writes Optuna's tables: Optuna creates its
+        # schema on first use, and two processes doing that at once fail (SQLite and PostgreSQL).
+        if self._storage is None:
+            url = self.settings.resolved_database_url()
+            options = (
+                {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            )
+            self._storage = optuna.storages.RDBStorage(url, engine_kwargs=options)
+        return self._storage
+
+    def tick(self) -> None:
+        stale_before = utcnow() - timedelta(seconds=self.settings.orphan_after_seconds)
+        with self.store.transaction() as session:
+            claimed = claim_sweeps(session=session, owner=self.owner, stale_before=stale_before)
+            snapshots = [self._snapshot(session, sweep) for sweep in claimed]
+        for snapshot in snapshots:
+            plan = self._plan(snapshot)
+            self._apply(snapshot, plan)
+
+    # -- read ---------------------------------------------------------------------------------
+
+    def _snapshot(self, session: Any, sweep: Sweep) -> Snapshot:
+        spec = SweepSpec.model_validate(sweep.spec)
+        jobs = {}
+        for key, job in trial_jobs(session=session, sweep_id=sweep.id).items():
+            losses: tuple[tuple[int, float], ...] = ()
+            if JobStatus(job.status) in ACTIVE:
+                page = read_metrics(session=session, job_id=job.id, names=["val_loss"])
+                losses = tuple(
+                    (s, float(v))
+                    for series in page.series
+                    for s, v in zip(series.steps, series.values, strict=True)
+                    if isinstance(v, float) and math.isfinite(v)
+                )
+            jobs[key] = TrialJob.of(job, spec, losses)
+        names = study_names(sweep, spec)
+        resolved = sweep.resolved_space or {}
+        spaces = {
+            name: {p: ParamRange.model_validate(r) for p, r in resolved[preset or "default"].items()}
+            for name, preset in names.items()
+        }
+        return Snapshot(
+            sweep.id, SweepStatus(sweep.status), sweep.name, sweep.created_at, spec, names, spaces, jobs
+        )
+
+    # -- Optuna (no transaction open) --------------------------------------------------------
+
+    def _study(self, name: str, snapshot: Snapshot) -> optuna.Study:
+        if name not in self._studies:
+            spec = snapshot.spec
+            self._studies[name] = optuna.create_study(
+                study_name=name,
+                storage=self.storage,
+                direction="minimize",
+                load_if_exists=True,
+                sampler=make_sampler(spec, snapshot.spaces[name]),
+                pruner=make_pruner(spec, token_budget(spec.base)),
+            )
+        return self._studies[name]
+
+    def _plan(self, snapshot: Snapshot) -> Plan:
+        plan, spec = Plan(), snapshot.spec
+        if snapshot.status == SweepStatus.CANCELLING:
+            return self._plan_cancel(snapshot)
+        if snapshot.status == SweepStatus.QUEUED:
+            plan.status = SweepStatus.RUNNING
+        studies = {name: self._study(name, snapshot) for name in snapshot.studies}
+        running = 0
+        for name, study in studies.items():
+            preset = snapshot.studies[name]
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                job = snapshot.jobs.get((name, trial.number))
+                if job is None:  # asked before a restart, never submitted: submit it now
+                    plan.submit.append((name, trial.number, trial_spec(spec.base, trial.params, preset)))
+                    running += 1
+                elif job.status in ACTIVE:
+                    pruned_at = self._report_and_maybe_prune(study, trial, job)
+                    if pruned_at is not None:
+                        plan.cancel.append(job)
+                        plan.pruned[job.id] = pruned_at
+                    else:
+                        running += 1
+                else:
+                    self._tell(study, trial.number, job, spec)
+        if not self._out_of_budget(snapshot):
+            self._ask(snapshot, studies, plan, running)
+        if not plan.submit:
+            self._maybe_finish(snapshot, studies, plan)
+        return plan
+
+    def _tell(self, study: optuna.Study, number: int, job: TrialJob, spec: SweepSpec) -> None:
+        if job.status == JobStatus.SUCCEEDED and job.objective is not None:
+            study.tell(number, job.objective, skip_if_finished=True)
+        elif job.status == JobStatus.DIVERGED and spec.diverged_value is not None:
+            study.tell(number, spec.diverged_value, skip_if_finished=True)
+        else:  # failed, cancelled, diverged without a penalty, or no objective (target never reached)
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _report_and_maybe_prune(self, study: optuna.Study, trial: FrozenTrial, job: TrialJob) -> int | None:
+        """Report new validation losses (resource: tokens); the tokens at pruning, if pruned."""
+        live = optuna.trial.Trial(study, trial._trial_id)
+        reported = set(trial.intermediate_values)
+        for step, value in job.val_losses:
+            tokens = step * job.tokens_per_step
+            if step > 0 and tokens not in reported:
+                live.report(value, tokens)
+                reported.add(tokens)
+        if reported and live.should_prune():
+            study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
+            log.info("sweep trial %s/%s pruned at %s tokens", study.study_name, trial.number, max(reported))
+            return max(reported)
+        return None
+
+    def _ask(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan, running: int) -> None:
+        # Round-robin over the studies (one per compared preset), so they progress alike.
+        spec, progress = snapshot.spec, True
+        while running < spec.parallelism and progress:
+            progress = False
+            for name, study in studies.items():
+                if running >= spec.parallelism or len(study.get_trials(deepcopy=False)) >= spec.n_trials:
+                    continue
+                trial = study.ask({path: distribution(r) for path, r in snapshot.spaces[name].items()})
+                plan.submit.append(
+                    (name, trial.number, trial_spec(spec.base, trial.params, snapshot.studies[name]))
+                )
+                running += 1
+                progress = True
+
+    def _out_of_budget(self, snapshot: Snapshot) -> bool:
+        spec = snapshot.spec
+        if (
+            spec.max_wall_time_s is not None
+            and (utcnow() - snapshot.created_at).total_seconds() > spec.max_wall_time_s
+        ):
+            return True
+        return (
+            spec.max_tokens is not None and sum(j.tokens for j in snapshot.jobs.values()) >= spec.max_tokens
+        )
+
+    def _maybe_finish(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan) -> None:
+        if any(job.status in ACTIVE for job in snapshot.jobs.values()):
+            return
+        trials = {name: study.get_trials(deepcopy=False) for name, study in studies.items()}
+        finished = sum(1 for found in trials.values() for t in found if t.state.is_finished())
+        if finished < snapshot.spec.n_trials * len(studies) and not self._out_of_budget(snapshot):
+            return
+        scored = [
+            (t.value, snapshot.jobs.get((name, t.number)))
+            for name, found in trials.items()
+            for t in found
+            if t.state == TrialState.COMPLETE
+        ]
+        best = [(value, job) for value, job in scored if value is not None and job is not None]
+        if best:
+            plan.status, plan.best_job_id = SweepStatus.SUCCEEDED, min(best, key=lambda item: item[0])[1].id
+        else:
+            plan.status = SweepStatus.FAILED
+            plan.error = "no trial finished with an objective (all failed, diverged or were pruned)"
+
+    def _plan_cancel(self, snapshot: Snapshot) -> Plan:
+        plan = Plan()
+        for name in snapshot.studies:
+            try:
+                study = optuna.load_study(study_name=name, storage=self.storage)
+            except KeyError:  # cancelled before its study existed
+                continue
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        plan.cancel = [
+            job for job in snapshot.jobs.values() if job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+        ]
+        if not any(job.status in ACTIVE for job in snapshot.jobs.values()):
+            plan.status = SweepStatus.CANCELLED
+        return plan
+
+    # -- write --------------------------------------------------------------------------------
+
+    def _apply(self, snapshot: Snapshot, plan: Plan) -> None:
+        with self.store.transaction() as session:
+            sweep = session.get(Sweep, snapshot.sweep_id)
+            if sweep is None or sweep.owner != self.owner:
+                return
+            for study, number, spec in plan.submit:
+                create_trial_job(
+                    session=session,
+                    sweep=sweep,
+                    study=study,
+                    number=number,
+                    spec=spec,
+                    max_attempts=self.settings.max_attempts,
+                )
+            for job in plan.cancel:
+                current = session.get(Job, job.id)
+                if current is not None and job.id in plan.pruned:
+                    current.pruned_at = plan.pruned[job.id]
+                if current is not None and JobStatus(current.status) in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    request_cancel(session=session, tenant_id=job.tenant_id, job_id=job.id)
+            if plan.best_job_id is not None:
+                sweep.best_job_id = plan.best_job_id
+            if plan.status is not None and plan.status != sweep.status:
+                if (
+                    SweepStatus(sweep.status) == SweepStatus.CANCELLING
+                    and plan.status != SweepStatus.CANCELLED
+                ):
+                    return  # cancelled meanwhile: the next tick finishes the cancellation
+                set_sweep_status(session=session, sweep=sweep, to=plan.status, error=plan.error)

@@ -1,0 +1,165 @@
+"""Search spaces: explicit ranges, or `auto` derived from the preset and the model; trial specs.
+
+The `auto` rule (documented in the README, tested for the reference sizes):
+
+- lr: log-uniform over [c/8, 8c]. c is the preset's base lr, scaled for width only where the
+  preset's step does not already transfer across width: the matrix presets scale every update
+  to per-entry RMS lr/sqrt(fan_in) (Keller Jordan's rule), so their lr is used as is; AdamW's
+  per-entry step does not shrink with width, so c = 1e-3 * sqrt(256 / d_model) (clipped to a
+  factor of 4 either way), a muP-flavoured prior between nanoGPT's 1e-3 at d=128 and GPT-2's
+  6e-4 at d=768.
+- batch size: powers of two in [B*/4, 4B*] around the critical batch of the base spec's token
+  budget T = steps * batch * seq_len, from B*S = c * T^(2/3) (ALGORITHMS.md 11.2) with c
+  calibrated on the nanoGPT CPU reference (12 x 64 tokens per step at T = 1.536M, c = 0.0577).
+  Trials keep the base token budget: a trial with batch b runs steps * batch / b steps (its
+  warmup and eval, checkpoint and log intervals scale the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from symopt_core.models.registry import build_config
+from symopt_core.presets import PRESETS
+from symopt_core.spec import JobSpec, set_path
+from symopt_core.sweep_spec import ParamRange, SweepSpec
+
+__all__ = [
+    "CRITICAL_BATCH_C",
+    "auto_search_space",
+    "distribution",
+    "make_pruner",
+    "make_sampler",
+    "search_space",
+    "token_budget",
+    "trial_spec",
+]
+
+CRITICAL_BATCH_C = 12 * 64 / (2000 * 12 * 64) ** (2 / 3)  # = 0.0577, nanoGPT CPU reference
+_ADAMW_LR_AT_256 = 1e-3
+
+
+def token_budget(spec: JobSpec) -> int:
+    return spec.steps * spec.batch.size * spec.data.seq_len
+
+
+def _width(spec: JobSpec) -> int:
+    return int(build_config(spec.model.family, spec.model.size, **spec.model.dims).d_model)
+
+
+def auto_search_space(base: JobSpec, preset: str) -> dict[str, ParamRange]:
+    """The documented rule (module docstring) for `preset` on the base spec's model and budget."""
+    chosen = PRESETS[preset]
+    if preset == "adamw":
+        center = _ADAMW_LR_AT_256 * min(4.0, max(0.25, math.sqrt(256 / _width(base))))
+    else:
+        center = chosen.lr
+    critical = CRITICAL_BATCH_C * token_budget(base) ** (2 / 3) / base.data.seq_len
+    low = max(1, 2 ** math.floor(math.log2(max(1.0, critical / 4))))
+    high = min(65_536, 2 ** math.ceil(math.log2(max(1.0, critical * 4))))
+    return {
+        "optimizer.lr": ParamRange(type="log_uniform", low=center / 8, high=center * 8),
+        "batch.size": ParamRange(type="pow2", low=low, high=max(low, high)),
+    }
+
+
+def search_space(spec: SweepSpec, preset: str) -> dict[str, ParamRange]:
+    if spec.search_space is not None:
+        return dict(spec.search_space)
+    space = auto_search_space(spec.base, preset)
+    if not spec.auto_batch_size:
+        del space["batch.size"]
+    return space
+
+
+def distribution(space: ParamRange) -> BaseDistribution:
+    low, high = space.low or 0.0, space.high or 0.0
+    if space.type == "log_uniform":
+        return FloatDistribution(low, high, log=True)
+    if space.type == "uniform":
+        return FloatDistribution(low, high)
+    if space.type == "int":
+        return IntDistribution(int(low), int(high))
+    if space.type == "log_int":
+        return IntDistribution(int(low), int(high), log=True)
+    return CategoricalDistribution(space.samples() if space.type == "categorical" else _powers(space))
+
+
+def _powers(space: ParamRange) -> list[int]:
+    return [2**k for k in range(63) if (space.low or 1) <= 2**k <= (space.high or 1)]
+
+
+def trial_spec(base: JobSpec, params: dict[str, Any], preset: str | None) -> JobSpec:
+    """The job of one trial: the base spec with the trial's values set at their paths."""
+    tree = base.model_dump(mode="json")
+    if preset is not None:
+        tree["optimizer"]["preset"] = preset
+        if "optimizer.lr" not in params:
+            tree["optimizer"]["lr"] = None  # another preset's lr does not apply: its own default does
+    for path, value in params.items():
+        set_path(tree, path, value)
+    if "batch.size" in params and params["batch.size"] != base.batch.size:
+        ratio = base.batch.size / int(params["batch.size"])  # the same token budget in more or fewer steps
+        tree["steps"] = max(1, round(base.steps * ratio))
+        tree["schedule"]["warmup_steps"] = round(base.schedule.warmup_steps * ratio)
+        tree["eval"]["every"] = max(1, round(base.eval.every * ratio))
+        tree["log_every"] = max(1, round(base.log_every * ratio))
+        if base.checkpoint.every:
+            tree["checkpoint"]["every"] = max(1, round(base.checkpoint.every * ratio))
+    return JobSpec.model_validate(tree)
+
+
+def grid(space: dict[str, ParamRange], n_trials: int) -> dict[str, list[Any]]:
+    """Grid points: every choice and power of two, and k log- or evenly spaced values for the
+    continuous dimensions, k chosen so that the grid holds about n_trials points."""
+    continuous = [p for p, r in space.items() if r.type in ("log_uniform", "uniform", "int", "log_int")]
+    fixed = math.prod(
+        len(_powers(r)) if r.type == "pow2" else len(r.choices or [])
+        for p, r in space.items()
+        if p not in continuous
+    )
+    k = max(2, round((n_trials / max(1, fixed)) ** (1 / max(1, len(continuous)))))
+    points: dict[str, list[Any]] = {}
+    for path, r in space.items():
+        if path not in continuous:
+            points[path] = _powers(r) if r.type == "pow2" else list(r.choices or [])
+            continue
+        low, high = float(r.low or 0.0), float(r.high or 0.0)
+        if r.type in ("log_uniform", "log_int"):
+            values = [
+                math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (k - 1)) for i in range(k)
+            ]
+        else:
+            values = [low + i * (high - low) / (k - 1) for i in range(k)]
+        points[path] = sorted({round(v) for v in values}) if r.type in ("int", "log_int") else values
+    return points
+
+
+def make_sampler(spec: SweepSpec, space: dict[str, ParamRange]) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(space, spec.n_trials), seed=spec.seed)
+    if spec.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=spec.seed, warn_independent_sampling=False)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=spec.seed)
+    startup = max(2, min(10, spec.n_trials // 3))
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+
+
+def make_pruner(spec: SweepSpec, budget: int) -> optuna.pruners.BasePruner:
+    """Pruners count resources in training tokens, so trials of different batch sizes compare."""
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=budget // 10)
+    if spec.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, budget // 16), reduction_factor=3)
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, budget // 27), max_resource=budget, reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()

@@ -1,0 +1,184 @@
+"""Sweeps run by a real service: Optuna trials as Ray jobs, pruning, presets compared, restarts."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import optuna
+import pytest
+from sqlalchemy import create_engine, text
+
+from service.store import Store
+from service.testing import live_service
+
+from .conftest import make_tenant
+
+BASE = {
+    "model": {"family": "qwen3", "size": "tiny"},
+    "data": {"corpus": "pystdlib", "seq_len": 32},
+    "batch": {"size": 8},
+    "steps": 150,
+    "log_every": 10,
+    "eval": {"every": 15, "batches": 2},
+    "optimizer": {"preset": "adamw"},
+    "schedule": {"kind": "constant"},
+    "seed": 3,
+}
+LR = {"optimizer.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-1}}
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class Sweeps:
+    def __init__(self, url: str, key: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def create(self, **spec: Any) -> str:
+        response = self.http.post("/v1/sweeps", json={"base": BASE, **spec})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def get(self, sweep_id: str) -> dict[str, Any]:
+        return dict(self.http.get(f"/v1/sweeps/{sweep_id}").json())
+
+    def trials(self, sweep_id: str) -> list[dict[str, Any]]:
+        return list(self.http.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"])
+
+    def wait(self, sweep_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sweep = self.get(sweep_id)
+            if sweep["status"] in FINAL:
+                return sweep
+            time.sleep(0.5)
+        raise AssertionError(f"sweep did not finish: {self.get(sweep_id)}")
+
+
+def study_counts(url: str, study: str) -> dict[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT t.state, count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "WHERE s.study_name = :name GROUP BY t.state"
+            ),
+            {"name": study},
+        ).all()
+    engine.dispose()
+    return {str(state).split(".")[-1]: count for state, count in rows}
+
+
+def test_pruned_lr_sweep_lands_near_the_best_of_a_grid(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        sweeps = Sweeps(service.url, service.api_key or "")
+        tuned = sweeps.create(name="tpe", search_space=LR, n_trials=8, parallelism=2, pruner="median", seed=0)
+        gridded = sweeps.create(
+            name="grid", search_space=LR, n_trials=6, parallelism=2, sampler="grid", pruner="none"
+        )
+        tuned_sweep, grid_sweep = sweeps.wait(tuned), sweeps.wait(gridded)
+        assert tuned_sweep["status"] == grid_sweep["status"] == "succeeded"
+        trials = sweeps.trials(tuned)
+        assert len(trials) == 8
+        pruned = [t for t in trials if t["state"] == "pruned"]
+        assert pruned, "the median pruner stopped no trial"
+        for trial in pruned:  # its Ray task really stopped early
+            job = sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json()
+            assert job["status"] == "cancelled"
+            assert job["step"] < BASE["steps"]
+        grid_lrs = sorted(t["params"]["optimizer.lr"] for t in sweeps.trials(gridded))
+        assert len(grid_lrs) == 6
+        assert grid_lrs[0] == pytest.approx(1e-4)  # 6 log-spaced points over the whole range
+        assert grid_lrs[-1] == pytest.approx(1e-1)
+        best, grid_best = (
+            tuned_sweep["best"]["params"]["optimizer.lr"],
+            grid_sweep["best"]["params"]["optimizer.lr"],
+        )
+        assert max(best, grid_best) / min(best, grid_best) <= 3.0, (best, grid_best)
+        assert sweeps.http.get(f"/v1/sweeps/{tuned}/importances").json() == {"adamw": {"optimizer.lr": 1.0}}
+        counts = study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", tuned_sweep["study_name"])
+        assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8  # no "database is locked" lost a tell
+        assert counts.get("PRUNED", 0) == len(pruned)
+
+
+def test_presets_compared_at_equal_budget_and_a_cancelled_sweep(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        sweeps = Sweeps(service.url, service.api_key or "")
+        compared = sweeps.create(
+            name="cmp",
+            presets=["adamw", "symmetric"],
+            n_trials=3,
+            parallelism=2,
+            pruner="none",
+            search_space={"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 3e-2}},
+        )
+        sweep = sweeps.wait(compared)
+        assert sweep["status"] == "succeeded"
+        assert sweep["n_trials"] == 6
+        assert set(sweep["best_by_preset"]) == {"adamw", "symmetric"}
+        by_preset = [t["preset"] for t in sweeps.trials(compared)]
+        assert sorted(by_preset) == ["adamw"] * 3 + ["symmetric"] * 3  # the same trial budget each
+        long = sweeps.create(
+            name="long",
+            search_space=LR,
+            n_trials=6,
+            parallelism=2,
+            pruner="none",
+            base={**BASE, "steps": 100_000},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sweeps.get(long)["trials_running"] < 1:
+            time.sleep(0.3)
+        assert sweeps.http.post(f"/v1/sweeps/{long}/cancel").status_code == 202
+        cancelled = sweeps.wait(long, timeout=60)
+        assert cancelled["status"] == "cancelled"
+        assert all(t["status"] == "cancelled" for t in sweeps.trials(long))
+
+
+def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        key = service.api_key or ""
+        sweeps = Sweeps(service.url, key)
+        sweep_id = sweeps.create(
+            name="restart",
+            search_space=LR,
+            n_trials=6,
+            parallelism=2,
+            pruner="none",
+            base={**BASE, "steps": 300, "checkpoint": {"every": 50, "keep": 2}},
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sweeps.get(sweep_id)["trials_finished"] < 2:
+            time.sleep(0.3)
+        assert sweeps.get(sweep_id)["trials_finished"] >= 2
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait()
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as restarted:
+        sweeps = Sweeps(restarted.url, key)
+        sweep = sweeps.wait(sweep_id)
+        assert sweep["status"] == "succeeded"
+        trials = sweeps.trials(sweep_id)
+        assert sorted(t["trial_number"] for t in trials) == list(range(6))  # none lost, none twice
+        assert all(t["status"] == "succeeded" for t in trials)
+        counts = study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", sweep["study_name"])
+        assert counts == {"COMPLETE": 6}
+
+
+def test_sweep_counts_agree_with_optuna(tmp_path: Path, database_url: str) -> None:
+    with live_service(tmp_path, database_url, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        store = Store.connect(database_url)
+        tenant = make_tenant(store, "sweeper")
+        store.close()
+        sweeps = Sweeps(service.url, tenant.key)
+        sweep_id = sweeps.create(name="pg", search_space=LR, n_trials=5, parallelism=2, pruner="median")
+        sweep = sweeps.wait(sweep_id)
+        assert sweep["status"] == "succeeded"
+        trials = sweeps.trials(sweep_id)
+    counts = study_counts(database_url, sweep["study_name"])
+    assert sum(counts.values()) == len(trials) == 5
+    assert counts.get("PRUNED", 0) == sum(1 for t in trials if t["state"] == "pruned")
+    assert counts.get("COMPLETE", 0) == sum(1 for t in trials if t["state"] == "succeeded")
+    study = optuna.load_study(study_name=sweep["study_name"], storage=database_url)
+    assert study.best_value == min(t["objective"] for t in trials if t["objective"] is not None)

@@ -54,19 +54,26 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
     return parsed
 
 
-def run_train(args: argparse.Namespace) -> int:
+def load_spec_or_explain(path: Path, settings: list[str], command: str) -> Any:
+    """The spec at `path` with `--set` overrides, or None after printing what is wrong with it."""
     from pydantic import ValidationError
 
     from symopt_core.spec import describe_validation_error, load_spec
-    from symopt_core.training import train
 
     try:
-        spec = load_spec(args.spec, parse_settings(args.settings))
+        return load_spec(path, parse_settings(settings))
     except ValidationError as error:
-        print(f"symopt train: invalid spec: {describe_validation_error(error)}", file=sys.stderr)
-        return 2
-    except ConfigError as error:
-        print(f"symopt train: invalid spec: {error}", file=sys.stderr)
+        print(f"symopt {command}: invalid spec: {describe_validation_error(error)}", file=sys.stderr)
+    except ValueError as error:  # ConfigError: a bad --set, a missing file
+        print(f"symopt {command}: invalid spec: {error}", file=sys.stderr)
+    return None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from symopt_core.training import train
+
+    spec = load_spec_or_explain(args.spec, args.settings, "train")
+    if spec is None:
         return 2
     run_dir = args.run_dir or Path("runs") / f"{spec.name or args.spec.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)

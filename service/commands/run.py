@@ -93,21 +93,13 @@ def embedded_service() -> Iterator[str]:
 
 
 def run_job(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from symopt_core.errors import SymoptError
-    from symopt_core.spec import describe_validation_error, load_spec
 
     from ..client import ApiError, Client
-    from .local import parse_settings
+    from .local import load_spec_or_explain
 
-    try:
-        spec = load_spec(args.spec, parse_settings(args.settings))
-    except ValidationError as error:
-        print(f"symopt run: invalid spec: {describe_validation_error(error)}", file=sys.stderr)
-        return 2
-    except ValueError as error:
-        print(f"symopt run: invalid spec: {error}", file=sys.stderr)
+    spec = load_spec_or_explain(args.spec, args.settings, "run")
+    if spec is None:
         return 2
     body = spec.model_dump(mode="json")
     with contextlib.ExitStack() as stack:

@@ -56,6 +56,18 @@ def _settings(args: argparse.Namespace) -> Any:
     return Settings(**overrides)
 
 
+def _schema_ready(settings: Any, command: str) -> bool:
+    """Migrate the embedded database, or check a production one; False after explaining why not."""
+    from ..store.migrate import ensure_schema
+
+    try:
+        ensure_schema(settings.resolved_database_url(), migrate=settings.embedded)
+    except ServiceError as error:
+        print(f"symopt {command}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -64,15 +76,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..errors import AuthError
     from ..store import Store
     from ..store.keys import authenticate, create_api_key, get_or_create_tenant
-    from ..store.migrate import ensure_schema
     from ..store.models import ApiKey
 
     settings = _settings(args).model_copy(update={"run_scheduler": not args.no_scheduler})
     url = settings.resolved_database_url()
-    try:
-        ensure_schema(url, migrate=settings.embedded)
-    except ServiceError as error:
-        print(f"symopt serve: {error}", file=sys.stderr)
+    if not _schema_ready(settings, "serve"):
         return 2
     store = Store.connect(url)
     if settings.embedded:
@@ -108,12 +116,12 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
     from ..scheduler import Scheduler
     from ..store import Store
-    from ..store.migrate import ensure_schema
 
     settings = _settings(args)
     url = settings.resolved_database_url()
+    if not _schema_ready(settings, "scheduler"):
+        return 2
     try:
-        ensure_schema(url, migrate=settings.embedded)
         scheduler = Scheduler(Store.connect(url), settings)
         scheduler.start()
     except ServiceError as error:
@@ -131,16 +139,11 @@ def run_scheduler(args: argparse.Namespace) -> int:
 def run_create_key(args: argparse.Namespace) -> int:
     from ..store import Store
     from ..store.keys import create_api_key, get_or_create_tenant
-    from ..store.migrate import ensure_schema
 
     settings = _settings(args)
-    url = settings.resolved_database_url()
-    try:
-        ensure_schema(url, migrate=settings.embedded)
-    except ServiceError as error:
-        print(f"symopt keys: {error}", file=sys.stderr)
+    if not _schema_ready(settings, "keys"):
         return 2
-    store = Store.connect(url)
+    store = Store.connect(settings.resolved_database_url())
     with store.transaction() as session:
         tenant = get_or_create_tenant(session=session, name=args.tenant)
         key = create_api_key(session=session, tenant_id=tenant.id, name=args.name, is_admin=args.admin)

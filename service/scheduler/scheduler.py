@@ -27,7 +27,7 @@ from ..store import JobStatus, Store
 from ..store.jobs import append_events, get_job, transition
 from ..store.metrics import note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
-from ..store.scheduling import claim_queued, heartbeat, orphaned, start_attempt, wanted_cancellations
+from ..store.scheduling import claim_queued, heartbeat, orphaned, requeue, start_attempt, wanted_cancellations
 from ..sweeps.controller import SweepController
 from .ingest import Outcome, Pending
 from .lock import SchedulerLock
@@ -105,13 +105,7 @@ class Scheduler:
                 for run in self.runs.values():
                     job = get_job(session=session, tenant_id=None, job_id=run.job_id)
                     if job.owner == self.owner and job.status == JobStatus.RUNNING:
-                        transition(
-                            session=session,
-                            job=job,
-                            to=JobStatus.QUEUED,
-                            owner=None,
-                            message="requeued: the service stopped; it resumes from its newest checkpoint",
-                        )
+                        requeue(session=session, job=job, reason="the service stopped")
         self.runs.clear()
         self.runtime.shutdown()
         self._lock.release()
@@ -257,13 +251,7 @@ class Scheduler:
                         message="cancelled: its scheduler had stopped",
                     )
                 else:
-                    transition(
-                        session=session,
-                        job=job,
-                        to=JobStatus.QUEUED,
-                        owner=None,
-                        message="requeued: its scheduler stopped; it resumes from its newest checkpoint",
-                    )
+                    requeue(session=session, job=job, reason="its scheduler stopped")
 
     # -- Ray out --------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from .jobs import transition
 from .models import Job, utcnow
 from .status import JobStatus
 
-__all__ = ["claim_queued", "heartbeat", "orphaned", "start_attempt", "wanted_cancellations"]
+__all__ = ["claim_queued", "heartbeat", "orphaned", "requeue", "start_attempt", "wanted_cancellations"]
 
 
 def claim_queued(*, session: Session, limit: int) -> list[Job]:
@@ -58,3 +58,9 @@ def wanted_cancellations(*, session: Session, owner: str) -> list[str]:
     """Ids of this scheduler's jobs that a user asked to cancel."""
     query = select(Job.id).where(Job.owner == owner, Job.status == JobStatus.CANCELLING)
     return list(session.scalars(query))
+
+
+def requeue(*, session: Session, job: Job, reason: str) -> Job:
+    """Put a running job back in the queue, unowned; its next attempt resumes from a checkpoint."""
+    return transition(session=session, job=job, to=JobStatus.QUEUED, owner=None,
+                      message=f"requeued: {reason}; it resumes from its newest checkpoint")  # fmt: skip

@@ -46,7 +46,9 @@ SHAPES: dict[str, dict[str, Any]] = {
         "vocab_size": 65,
         "max_seq_len": 256,
     },
-    "qwen3-0.6b": {"family": "qwen3", "size": "0.6b", "max_seq_len": 1024},
+    # The released Qwen3-0.6B depth (28 layers), as ANCHORS.md measures it; the paper's
+    # 20-layer recipe shape is the model size "0.6b".
+    "qwen3-0.6b": {"family": "qwen3", "size": "0.6b-28l", "max_seq_len": 1024},
     "tiny": {"family": "qwen3", "size": "tiny", "vocab_size": 65},
 }
 HIDDEN = {ParamClass.ATTN_QKV, ParamClass.ATTN_OUT, ParamClass.MLP_IN, ParamClass.MLP_OUT, ParamClass.HIDDEN}

@@ -13,6 +13,11 @@ and per-class lr multipliers derived from scaling rules rather than copied from 
   per-entry RMS near 1.6e-4, about a sixth of the AdamW step.
 - Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule.
 These are priors for sweeps (`optimizer.overrides.<class>.lr`), not tuned values.
+
+Attention layout (DESIGN.md): head-wise polar (one [head_dim, d] block per head) belongs to the
+symmetric family (`symmetric`, `symmetric-hybrid`, `sf-symmetric`), whose group for attention is
+head permutations × per-head O(head_dim) × O(d). `muon`, `normuon` and `sf-normuon` treat each
+attention weight as one whole matrix, as torch.optim.Muon and the NorMuon reference do.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ OVERRIDE_KEYS = (
 class Cell:
     rule: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The rule for fused gate/up stacks stored interleaved (gpt-oss [E, d, 2r]): ALGORITHMS.md 6
+    # pairs [gate_j, up_j] there (EO's gpt_oss_gate_up_pair) rather than splitting the halves.
+    interleaved_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Preset:
     adamw_options: Mapping[str, Any]
     adamw_share: float = ADAMW_SHARE
     schedule_free: Mapping[str, Any] | None = None  # ScheduleFree(...) arguments, if wrapped
+    head_wise: bool = False  # attention q/k/v/o per head (the symmetric family), else whole matrices
 
 
 _ADAMW = {"betas": (0.9, 0.95), "adam_eps": 1e-8}
@@ -97,6 +106,14 @@ def _symmetric_cells(
     return _table(Cell("polar", polar_options), **{**cells, **changes})
 
 
+# Base momentum under the schedule-free wrapper (ALGORITHMS.md 10). In SF-SGD and SF-AdamW the
+# interpolation y = (1 - β) z + β x replaces the base momentum, so AdamW parts run with β1 = 0.
+# The matrix rules keep an EMA of μ = 0.8, as SF-NorMuon's Algorithm 1 does (the only published
+# schedule-free spectral method; ALGORITHMS.md 10.2, an unverified prior): polar and row-norm map
+# a gradient to a unit-size direction before z moves, so the averaging into x cannot undo the
+# noise of a single batch's direction, and a short EMA in front of the normalization can.
+# No Nesterov: y already evaluates the gradient ahead of x. `sf-symmetric` is therefore
+# `symmetric`'s table (same rules, layouts, lr shares) with these two base momenta.
 _SF_MATRIX = {**_EO, "momentum": 0.8}
 _SF_ADAMW = {"betas": (0.0, 0.95), "adam_eps": 1e-8}  # SF-AdamW: the interpolation is the momentum
 
@@ -114,14 +131,15 @@ PRESETS: dict[str, Preset] = {
                _MUON, _ADAMW),
         Preset("symmetric", "head-wise / per-expert polar, row-norm embedding, centered row-norm head, "
                "centered left-spectral router", 0.02, 0.0,
-               _symmetric_cells(_SYM_POLAR, _ADAMW, _EO, _ROUTER), _SYM_POLAR, _ADAMW),
-        Preset("symmetric-hybrid", "symmetric, with row-/column-aware hybrid SwiGLU and experts and a "
-               "centered row-norm router", 0.02, 0.0,
+               _symmetric_cells(_SYM_POLAR, _ADAMW, _EO, _ROUTER), _SYM_POLAR, _ADAMW, head_wise=True),
+        Preset("symmetric-hybrid", "symmetric, with row-/column-aware hybrid SwiGLU and experts (paired "
+               "[gate_j, up_j] for interleaved gpt-oss experts) and a centered row-norm router", 0.02, 0.0,
                _symmetric_cells(_SYM_POLAR, _ADAMW, _EO, _ROUTER,
                                 mlp_in=Cell("hybrid", _EO), mlp_out=Cell("col_hybrid", _EO),
-                                expert_in=Cell("hybrid", _EO), expert_out=Cell("col_hybrid", _EO),
+                                expert_in=Cell("hybrid", _EO, interleaved_rule="paired_hybrid"),
+                                expert_out=Cell("col_hybrid", _EO),
                                 router=Cell("centered_row_norm", _EO)),
-               _SYM_POLAR, _ADAMW),
+               _SYM_POLAR, _ADAMW, head_wise=True),
         Preset("sf-normuon", "schedule-free NorMuon (decay at z) on matrices, SF-AdamW elsewhere", 0.01, 0.05,
                _table(Cell("adamw", _SF_ADAMW), **{c.value: Cell("normuon", {
                    **_SF_MATRIX, "polar_method": "newton_schulz", "scale": "rms", "rms_target": 0.2,
@@ -129,7 +147,7 @@ PRESETS: dict[str, Preset] = {
                _SF_MATRIX, _SF_ADAMW, adamw_share=0.25, schedule_free={"momentum": 0.9}),
         Preset("sf-symmetric", "the schedule-free wrapper over symmetric", 0.02, 0.0,
                _symmetric_cells(_SF_MATRIX, _SF_ADAMW, _SF_MATRIX, {**_ROUTER, "momentum": 0.8}),
-               _SF_MATRIX, _SF_ADAMW, schedule_free={"momentum": 0.9}),
+               _SF_MATRIX, _SF_ADAMW, schedule_free={"momentum": 0.9}, head_wise=True),
     )
 }  # fmt: skip
 
@@ -191,8 +209,14 @@ def _group_for(
     preset: Preset, info: ParamInfo, base_lr: float, weight_decay: float, override: Mapping[str, Any]
 ) -> dict[str, Any]:
     cell = preset.cells[info.param_class]
-    rule = override.get("rule", cell.rule)
-    if rule == cell.rule:
+    layout = info.layout
+    if not preset.head_wise and layout.startswith(("heads_rows", "heads_cols")):
+        layout = "matrix"  # head-wise views are stored (out, in) matrices: use the whole matrix
+    default_rule = cell.rule
+    if cell.interleaved_rule is not None and layout.startswith("gate_up.interleave"):
+        default_rule = cell.interleaved_rule
+    rule = override.get("rule", default_rule)
+    if rule in (cell.rule, default_rule):
         options = dict(cell.options)
     else:  # a class moved to another rule family takes that family's options in this preset
         options = dict(preset.adamw_options if get_rule(rule).elementwise else preset.matrix_options)
@@ -205,7 +229,7 @@ def _group_for(
         lr = base_lr * override.get(
             "lr_mult", default_lr_multiplier(preset, info.param_class, rule, info.shape)
         )
-    return {"rule": rule, "layout": info.layout, "lr": lr, "param_class": info.param_class.value, **options}
+    return {"rule": rule, "layout": layout, "lr": lr, "param_class": info.param_class.value, **options}
 
 
 def param_groups(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,36 @@ def test_train_with_overrides_prints_val_loss_last_and_writes_the_run(tmp_path, 
     assert json.loads((run / "spec.json").read_text())["optimizer"]["preset"] == "muon"
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "checkpoints" / "step_000000030.pt").is_file()
+
+
+def test_train_shows_a_progress_bar_with_steps_loss_and_tokens_per_second(tmp_path, data_dir):
+    done = symopt(
+        "train",
+        "examples/qwen3_tiny_cpu.yaml",
+        "--set",
+        "steps=12",
+        "--set",
+        "log_every=4",
+        "--set",
+        "eval.every=12",
+        "--run-dir",
+        str(tmp_path / "run"),
+        data_dir=data_dir,
+    )
+    assert done.returncode == 0, done.stderr
+    # tqdm redraws the bar with carriage returns on stderr; the last frame is the finished bar.
+    frames = [frame for frame in re.split(r"[\r\n]+", done.stderr) if "step" in frame]
+    assert frames, done.stderr
+    final = frames[-1]
+    assert re.search(r"\b12/12\b", final), final
+    loss = re.search(r"loss=(\d+\.\d{4})", final)
+    assert loss is not None, final
+    assert 0.0 < float(loss.group(1)) < 10.0
+    speed = re.search(r"tok/s=(\d+)", final)
+    assert speed is not None, final
+    assert int(speed.group(1)) > 0
+    assert re.search(r"\b4/12\b", done.stderr)  # it advanced with the metrics events, not only at the end
+    assert done.stdout.strip().splitlines()[-1].startswith("val_loss=")  # the bar stays off stdout
 
 
 def test_resume_from_a_run_directory_continues(tmp_path, data_dir):

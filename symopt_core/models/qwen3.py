@@ -47,9 +47,13 @@ class Qwen3Config:
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"n_layers": 2, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "d_ff": 192, "max_seq_len": 128},
     "small": {},  # the config defaults
-    # Qwen3-0.6B's shape (EO's "Qwen3-0.6B-style" runs), with an untied head.
-    "0.6b": {"n_layers": 28, "d_model": 1024, "n_heads": 16, "n_kv_heads": 8, "head_dim": 128, "d_ff": 3072,
+    # The paper's "Qwen3-0.6B-style" shape (ALGORITHMS.md 14, EO's runs): 20 layers, untied head.
+    "0.6b": {"n_layers": 20, "d_model": 1024, "n_heads": 16, "n_kv_heads": 8, "head_dim": 128, "d_ff": 3072,
              "vocab_size": 151936, "max_seq_len": 4096},
+    # The released Qwen3-0.6B's depth, 28 layers (the shape ANCHORS.md's optimizer-step figures
+    # measure), head untied as above; tie_embeddings=True gives the release's 596,049,920 params.
+    "0.6b-28l": {"n_layers": 28, "d_model": 1024, "n_heads": 16, "n_kv_heads": 8, "head_dim": 128,
+                 "d_ff": 3072, "vocab_size": 151936, "max_seq_len": 4096},
 }  # fmt: skip
 
 

@@ -20,15 +20,18 @@ from . import directions as d
 
 __all__ = ["RULES", "Rule", "Symmetry", "get_rule"]
 
-Action = Literal["orthogonal", "permutation"]
+# "signed_permutation": permutations with sign flips, the group of elementwise rules (AdamW):
+# m transforms with the signs, v = EMA(g²) only with the permutation, so m/√v transforms with both.
+Action = Literal["orthogonal", "permutation", "signed_permutation"]
 Property = Literal["rows_orthogonal", "cols_orthogonal", "shift"]
+_GROUP_NAMES = {"orthogonal": "O({})", "permutation": "S_{}", "signed_permutation": "±S_{}"}
 
 
 @dataclass(frozen=True)
 class Symmetry:
     """The group acting on an m×n block G ↦ A G Bᵀ, and whether shifts G ↦ G + 1vᵀ are gauge.
 
-    rows/cols: the action on the left (rows) and right (columns): O(m) or S_m, O(n) or S_n.
+    rows/cols: the action on the left (rows) and right (columns): O(m), S_m or ±S_m (signed).
     shift: D(G + 1vᵀ) = D(G) and 1ᵀD(G) = 0 (centered rules for LM heads and routers).
     breaks: properties the rule must NOT have (negative controls for the tests).
     """
@@ -39,8 +42,7 @@ class Symmetry:
     breaks: tuple[Property, ...] = ()
 
     def __str__(self) -> str:
-        left = "O(m)" if self.rows == "orthogonal" else "S_m"
-        right = "O(n)" if self.cols == "orthogonal" else "S_n"
+        left, right = _GROUP_NAMES[self.rows].format("m"), _GROUP_NAMES[self.cols].format("n")
         return f"{left} × {right}" + (" ⋉ shifts 1vᵀ" if self.shift else "")
 
 
@@ -79,7 +81,8 @@ _CENTERED = Symmetry("permutation", "orthogonal", shift=True, breaks=("rows_orth
 
 _RULES: tuple[Rule, ...] = (
     Rule("adamw", "AdamW (decoupled weight decay), for vectors and baselines",
-         Symmetry("permutation", "permutation", breaks=("cols_orthogonal",)), elementwise=True),
+         Symmetry("signed_permutation", "signed_permutation", breaks=("rows_orthogonal", "cols_orthogonal")),
+         elementwise=True),
     Rule("sgd", "momentum SGD: D = M", Symmetry("orthogonal", "orthogonal", breaks=("shift",)),
          direction=d.identity, elementwise=True),
     Rule("polar", "Rule A, Muon / PolarGrad: ‖M‖_*^α polar(M), per head or per expert by layout",

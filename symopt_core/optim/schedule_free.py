@@ -8,6 +8,10 @@ mode and x in eval mode; only z is stored (one buffer per parameter):
     x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1},  c_{t+1} = w_t / Σ_{s≤t} w_s,
     w_t = (t + 1)^r · (max_{s≤t} γ_s)^weight_lr_power
 
+γ_t is the group's lr, times √(1 - β₂^{t+1}) for Adam-normalized groups (SF-AdamW): an AdamW
+step with bias-corrected v is γ·√(1 - β₂^{t+1})·g/(√v + ε'), so that factor is the size of the
+step z really takes, and the average weights steps by their real size (ALGORITHMS.md 10.1).
+
 Unlike the public reference, the mode is saved in `state_dict` (as `train_mode` in each param
 group, beside `k` and `weight_sum`), stepping in eval mode raises `ModeError`, and the param
 groups are the base optimizer's own dicts, so a `torch.optim.lr_scheduler` attached to the
@@ -16,6 +20,7 @@ wrapper schedules the base optimizer's lr (warmup belongs there).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +29,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, ModeError
 
-__all__ = ["ScheduleFree"]
+__all__ = ["ScheduleFree", "averaging_lr"]
 
 # What the wrapper keeps in each param group (beside the base optimizer's own keys).
 _KEYS = (
@@ -117,7 +122,7 @@ class ScheduleFree(torch.optim.Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             stepped.append((group, params))
-            beta, decay = group["sf_momentum"], group["lr"] * group["weight_decay_at_y"]
+            beta, decay = group["sf_momentum"], averaging_lr(group) * group["weight_decay_at_y"]
             for p in params:
                 state = self.state[p]
                 if "z" not in state:
@@ -132,7 +137,7 @@ class ScheduleFree(torch.optim.Optimizer):
         self.base.step()
         for group, params in stepped:
             beta = group["sf_momentum"]
-            group["lr_max"] = max(group["lr_max"], group["lr"])
+            group["lr_max"] = max(group["lr_max"], averaging_lr(group))
             weight = (group["k"] + 1) ** group["r"] * group["lr_max"] ** group["weight_lr_power"]
             group["weight_sum"] += weight
             c = weight / group["weight_sum"] if group["weight_sum"] > 0 else 0.0
@@ -161,6 +166,17 @@ class ScheduleFree(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
+
+
+def averaging_lr(group: dict[str, Any]) -> float:
+    """γ_t of step k = group["k"]: the lr, times √(1 - β₂^{k+1}) for Adam-normalized groups.
+
+    Those are SymOpt's "adamw" groups and torch Adam/AdamW groups (no "rule", but "betas").
+    """
+    lr = float(group["lr"])
+    if group.get("rule", "adamw") == "adamw" and "betas" in group:
+        lr *= math.sqrt(1 - group["betas"][1] ** (group["k"] + 1))
+    return lr
 
 
 def _swap(a: Tensor, b: Tensor) -> None:

@@ -4,6 +4,16 @@ Small functions around one loop: build (data, model, optimizer, schedule), step 
 accumulation, clipping, optimizer), evaluate (schedule-free presets at x, in eval mode), report
 (metrics every `log_every` steps, evals, checkpoints), and resume bit-identically from a
 checkpoint on CPU.
+
+Metrics of a `metrics` event (step s, after s optimizer steps):
+  train_loss, tokens, batch_size, seq_len        the step just taken
+  lr_scale, lr, lr/<class>                       the schedule's multiplier, the preset's base lr times
+                                                 it, and each class's absolute lr, as applied in step s
+  grad_norm, grad_norm/<class>                   before clipping
+  update_rms/<class>                             per-entry RMS of step s's parameter change
+  tokens_per_s, step_time_s, optimizer_time_s,   over the steps since the previous metrics event, all
+  optimizer_share                                measured per step (evals and checkpoints excluded)
+  moe/<metric>, moe/layer<i>/<metric>            routing of all of step s's micro-batches together
 """
 
 from __future__ import annotations
@@ -17,21 +27,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..data import BatchSampler, TokenDataset, build_dataset
 from ..errors import ConfigError
 from ..models.output import RoutingStats
 from ..models.registry import build_model
 from ..optim.schedule_free import ScheduleFree
-from ..presets import build_optimizer
+from ..presets import PRESETS, build_optimizer
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
 from .checkpoint import load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
-from .metrics import class_of_params, grad_norms, moe_metrics, update_rms
+from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
 
-__all__ = ["Run", "build_run", "evaluate", "train"]
+__all__ = [
+    "MetricsWindow",
+    "Run",
+    "StepOutcome",
+    "build_run",
+    "evaluate",
+    "forward_backward",
+    "train",
+    "train_step",
+]
 
 
 @dataclass
@@ -168,10 +187,14 @@ def _micro_batches(size: int, micro: int | None) -> Iterator[int]:
         yield min(step, size - start)
 
 
-def _forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingStats]]:
-    # Gradient accumulation: each micro-batch's loss is weighted by its share of the batch.
+def forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingStats]]:
+    """Gradients of one batch of `shape`, accumulated over micro-batches of batch.micro_size.
+
+    Each micro-batch's mean loss is weighted by its share of the batch, so the gradient is the
+    one batch's mean-loss gradient; returns that loss and the routing of all micro-batches.
+    """
     total = torch.zeros((), device=run.device)
-    routing: list[RoutingStats] = []
+    routing: list[list[RoutingStats]] = []
     for size in _micro_batches(shape.size, run.spec.batch.micro_size):
         x, y = run.sampler.next("train", size, shape.seq_len)
         with _autocast(run):
@@ -179,8 +202,81 @@ def _forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingS
         assert output.loss is not None
         (output.loss * (size / shape.size)).backward()
         total += output.loss.detach().float() * (size / shape.size)
-        routing = output.routing
-    return float(total), routing
+        routing.append(output.routing)
+    return float(total), merge_routing(routing)
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step hands back to the loop."""
+
+    loss: float  # the batch's mean training loss (non-finite: the optimizer did not run)
+    metrics: dict[str, float]  # grad norms, lrs, update RMS, MoE load (only when asked to log)
+    step_time_s: float  # forward, backward, clipping, optimizer and schedule of this step
+    optimizer_time_s: float  # optimizer.step() alone
+
+
+def _lr_metrics(run: Run) -> dict[str, float]:
+    # LambdaLR sets every group's lr to base_lr · multiplier(last_epoch): this step's multiplier.
+    scale = float(run.scheduler.lr_lambdas[0](run.scheduler.last_epoch))
+    base = run.spec.optimizer.lr or PRESETS[run.spec.optimizer.preset].lr
+    return {"lr_scale": scale, "lr": base * scale, **learning_rates(run.optimizer)}
+
+
+def train_step(run: Run, shape: BatchShape, classes: dict[str, list[Tensor]], *, log: bool) -> StepOutcome:
+    """One optimizer step: gradients over micro-batches, global-norm clipping to spec.grad_clip,
+    the optimizer, then the lr schedule. A non-finite loss returns before the optimizer runs.
+
+    classes: {class: params}, for the per-class metrics computed when `log` is set.
+    """
+    started = time.perf_counter()
+    loss, routing = forward_backward(run, shape)
+    if not math.isfinite(loss):
+        return StepOutcome(loss, {}, time.perf_counter() - started, 0.0)
+    metrics = grad_norms(classes) if log else {}
+    if run.spec.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.grad_clip)
+    before: dict[str, list[Tensor]] = {}
+    if log:
+        before = {name: [p.detach().clone() for p in params] for name, params in classes.items()}
+        metrics |= _lr_metrics(run)  # before the schedule moves on: the lrs this step applies
+    _sync(run.device)
+    optimizer_started = time.perf_counter()
+    run.optimizer.step()
+    _sync(run.device)
+    optimizer_time = time.perf_counter() - optimizer_started
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+    run.tokens += shape.tokens
+    if log:
+        metrics |= update_rms(classes, before) | moe_metrics(routing)
+    return StepOutcome(loss, metrics, time.perf_counter() - started, optimizer_time)
+
+
+@dataclass
+class MetricsWindow:
+    """The steps since the last metrics event: every timing metric averages over the same steps."""
+
+    steps: int = 0
+    tokens: int = 0
+    step_time_s: float = 0.0
+    optimizer_time_s: float = 0.0
+
+    def add(self, tokens: int, outcome: StepOutcome) -> None:
+        self.steps += 1
+        self.tokens += tokens
+        self.step_time_s += outcome.step_time_s
+        self.optimizer_time_s += outcome.optimizer_time_s
+
+    def metrics(self) -> dict[str, float]:
+        total = max(self.step_time_s, 1e-9)
+        return {
+            "tokens_per_s": self.tokens / total,
+            "step_time_s": self.step_time_s / max(self.steps, 1),
+            "optimizer_time_s": self.optimizer_time_s / max(self.steps, 1),
+            "optimizer_share": self.optimizer_time_s / total,
+        }
 
 
 @torch.no_grad()
@@ -262,54 +358,26 @@ def train(
     classes = class_of_params(run.optimizer)
     started = time.perf_counter()
     tokens_at_start, status, diverged_at, last_loss = run.tokens, "succeeded", None, None
-    interval_start, interval_tokens, interval_steps, newest = time.perf_counter(), 0, 0, None
+    window, newest = MetricsWindow(), None
     while run.step < job.steps:
         if should_stop is not None and should_stop():
             status = "cancelled"
             break
         log_now = (run.step + 1) % job.log_every == 0 or run.step + 1 == job.steps
         shape = batch_shape(job, run.tokens)
-        loss, routing = _forward_backward(run, shape)
-        if not math.isfinite(loss):
+        outcome = train_step(run, shape, classes, log=log_now)
+        if not math.isfinite(outcome.loss):
             status, diverged_at = "diverged", run.step + 1
-            emit(Event("status", run.step + 1, {"status": "diverged", "train_loss": _json_float(loss)}))
+            diverged = {"status": "diverged", "train_loss": _json_float(outcome.loss)}
+            emit(Event("status", run.step + 1, diverged))
             break
-        metrics = grad_norms(classes) if log_now else {}
-        if job.grad_clip:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), job.grad_clip)
-        before = (
-            {name: [p.detach().clone() for p in params] for name, params in classes.items()}
-            if log_now
-            else {}
-        )
-        _sync(run.device)
-        optimizer_started = time.perf_counter()
-        run.optimizer.step()
-        _sync(run.device)
-        optimizer_time = time.perf_counter() - optimizer_started
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scheduler.step()
-        run.step += 1
-        run.tokens += shape.tokens
-        interval_tokens += shape.tokens
-        interval_steps += 1
-        last_loss = loss
+        window.add(shape.tokens, outcome)
+        last_loss = outcome.loss
         if log_now:
-            elapsed = time.perf_counter() - interval_start
-            metrics |= update_rms(classes, before) | moe_metrics(routing)
-            metrics |= {
-                "train_loss": loss,
-                "tokens": run.tokens,
-                "batch_size": shape.size,
-                "seq_len": shape.seq_len,
-                "lr_scale": float(run.scheduler.get_last_lr()[0]) / float(run.scheduler.base_lrs[0]),
-                "tokens_per_s": interval_tokens / max(elapsed, 1e-9),
-                "step_time_s": elapsed / interval_steps,
-                "optimizer_time_s": optimizer_time,
-            }
-            metrics["optimizer_share"] = min(1.0, optimizer_time / max(metrics["step_time_s"], 1e-9))
-            emit(Event("metrics", run.step, metrics))
-            interval_start, interval_tokens, interval_steps = time.perf_counter(), 0, 0
+            step_metrics = {"train_loss": outcome.loss, "tokens": run.tokens, "batch_size": shape.size,
+                            "seq_len": shape.seq_len}  # fmt: skip
+            emit(Event("metrics", run.step, outcome.metrics | step_metrics | window.metrics()))
+            window = MetricsWindow()
         if run.step % job.eval.every == 0 or run.step == job.steps:
             _evaluate_and_report(run, emit)
         if checkpoints is not None and job.checkpoint.every and run.step % job.checkpoint.every == 0:

@@ -1,4 +1,4 @@
-"""Per-class training diagnostics: gradient norms, update RMS, MoE load balance."""
+"""Per-class training diagnostics: gradient norms, update RMS, learning rates, MoE load balance."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor
 from ..models.moe_metrics import average_load_metrics, load_metrics
 from ..models.output import RoutingStats
 
-__all__ = ["class_of_params", "grad_norms", "moe_metrics", "update_rms"]
+__all__ = ["class_of_params", "grad_norms", "learning_rates", "merge_routing", "moe_metrics", "update_rms"]
 
 
 def class_of_params(optimizer: torch.optim.Optimizer) -> dict[str, list[Tensor]]:
@@ -50,6 +50,43 @@ def update_rms(classes: dict[str, list[Tensor]], before: dict[str, list[Tensor]]
         count = sum(p.numel() for p in params)
         out[f"update_rms/{name}"] = _norm(deltas) / math.sqrt(max(count, 1))
     return out
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The absolute lr each class steps with now, as `lr/<class>`.
+
+    A class's groups share one lr unless their widths differ (embeddings scale with √d); the
+    largest is reported then.
+    """
+    out: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        key = f"lr/{group.get('param_class', 'all')}"
+        out[key] = max(out.get(key, 0.0), float(group["lr"]))
+    return out
+
+
+def merge_routing(micro_batches: Sequence[Sequence[RoutingStats]]) -> list[RoutingStats]:
+    """One RoutingStats per MoE layer for a whole step made of several micro-batches.
+
+    Counts and tokens add up; the per-token means (router probabilities P_i, logsumexp and its
+    square) are averaged with each micro-batch's token count as its weight, so the result is
+    what one forward pass over the whole batch would have reported.
+    """
+    merged: list[RoutingStats] = []
+    for layer in zip(*micro_batches, strict=True):
+        tokens = sum(stats.tokens for stats in layer)
+        share = [stats.tokens / tokens if tokens else 0.0 for stats in layer]
+        merged.append(
+            RoutingStats(
+                counts=torch.stack([stats.counts for stats in layer]).sum(dim=0),
+                mean_probs=torch.stack([w * s.mean_probs for w, s in zip(share, layer, strict=True)]).sum(0),
+                tokens=tokens,
+                top_k=layer[0].top_k,
+                logsumexp_mean=sum(w * s.logsumexp_mean for w, s in zip(share, layer, strict=True)),
+                z_loss=sum(w * s.z_loss for w, s in zip(share, layer, strict=True)),
+            )
+        )
+    return merged
 
 
 def moe_metrics(routing: Sequence[RoutingStats]) -> dict[str, Any]:

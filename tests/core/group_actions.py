@@ -16,12 +16,21 @@ def random_permutation(n: int, generator: torch.Generator, dtype: torch.dtype = 
     return torch.eye(n, dtype=dtype)[torch.randperm(n, generator=generator)]
 
 
+def random_signed_permutation(
+    n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    signs = torch.randint(0, 2, (n, 1), generator=generator).to(dtype) * 2 - 1
+    return signs * random_permutation(n, generator, dtype)
+
+
 def element(kind: str, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
     if kind == "orthogonal":
         return random_orthogonal(n, generator, dtype)
     if kind == "permutation":
         return random_permutation(n, generator, dtype)
-    raise ValueError(f"unknown action {kind!r}")
+    if kind == "signed_permutation":
+        return random_signed_permutation(n, generator, dtype)
+    raise ValueError(f"Invalid group action: {kind!r}")
 
 
 def act(A: Tensor, G: Tensor, B: Tensor) -> Tensor:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from symopt_core.linalg import POLAR_EXPRESS_5, POLAR_EXPRESS_8_UNSAFE, inverse_sqrt, polar
-from symopt_core.linalg.coefficients import POLAR_EXPRESS_8, schedule
+from symopt_core.linalg import (
+    NEWTON_SCHULZ_QUINTIC,
+    POLAR_EXPRESS_5,
+    POLAR_EXPRESS_8_UNSAFE,
+    default_compute_dtype,
+    inverse_sqrt,
+    polar,
+)
+from symopt_core.linalg.coefficients import POLAR_EXPRESS_8, POLAR_EXPRESS_8_INVSQRT, schedule
 
 
 def with_spectrum(m: int, n: int, singular_values: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -75,14 +82,59 @@ def test_zero_matrix_stays_zero():
         assert polar(Z, method).abs().max() == 0
 
 
+# ALGORITHMS.md 8.4, copied verbatim: the 5-step list (safety factor applied) and the 8-step
+# "unmodified" list (before the safety factor).
+PUBLISHED_5 = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+PUBLISHED_8 = [
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+]
+
+
 def test_coefficient_lists_are_the_published_ones():
-    assert POLAR_EXPRESS_5[0] == (8.156554524902461, -22.48329292557795, 15.878769915207462)
-    assert POLAR_EXPRESS_5[-1] == (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)
-    assert POLAR_EXPRESS_8_UNSAFE[-1] == (1.875, -1.25, 0.375)
-    a, b, c = POLAR_EXPRESS_8[0]
-    a0, b0, c0 = POLAR_EXPRESS_8_UNSAFE[0]
-    assert (a, b, c) == pytest.approx((a0 / 1.01, b0 / 1.01**3, c0 / 1.01**5))
-    assert schedule(POLAR_EXPRESS_8, 10)[-1] == (1.875, -1.25, 0.375)
+    assert list(POLAR_EXPRESS_5) == PUBLISHED_5  # every tuple, exactly (float equality)
+    assert list(POLAR_EXPRESS_8_UNSAFE) == PUBLISHED_8
+    assert NEWTON_SCHULZ_QUINTIC == (3.4445, -4.7750, 2.0315)
+    # The safety factor s divides (a, b, c) by (s, s³, s⁵), for every tuple but the last.
+    for safe, unsafe_list, s in (
+        (POLAR_EXPRESS_8, PUBLISHED_8, 1.01),
+        (POLAR_EXPRESS_8_INVSQRT, PUBLISHED_8, 1.05),
+    ):
+        for (a, b, c), (a0, b0, c0) in zip(safe[:-1], unsafe_list[:-1], strict=True):
+            assert (a, b, c) == (a0 / s, b0 / s**3, c0 / s**5)
+        assert safe[-1] == (1.875, -1.25, 0.375)
+    assert schedule(POLAR_EXPRESS_8, 10)[-3:] == ((1.875, -1.25, 0.375),) * 3
+    assert schedule(POLAR_EXPRESS_5, 3) == POLAR_EXPRESS_5[:3]
+
+
+def test_default_compute_dtype_is_bf16_on_cuda_and_fp32_elsewhere():
+    # The function reads only the device's type, so a CUDA device object needs no GPU.
+    assert default_compute_dtype(torch.device("cpu")) == torch.float32
+    assert default_compute_dtype(torch.device("cpu"), torch.bfloat16) == torch.float32
+    assert default_compute_dtype(torch.device("cuda")) == torch.bfloat16
+    assert default_compute_dtype(torch.device("cuda", 1), torch.float16) == torch.bfloat16
+    assert default_compute_dtype(torch.device("cuda"), torch.float64) == torch.float64  # references
+    assert default_compute_dtype(torch.device("meta")) == torch.float32
+
+
+def test_polar_iterates_in_fp32_on_cpu_by_default():
+    G = torch.randn(6, 10)
+    default = polar(G, "newton_schulz")
+    assert torch.equal(default, polar(G, "newton_schulz", dtype=torch.float32))
+    assert not torch.equal(default, polar(G, "newton_schulz", dtype=torch.bfloat16))
+    assert polar(G.bfloat16(), "polar_express").dtype == torch.bfloat16  # returned in G's dtype
 
 
 @pytest.mark.parametrize(

@@ -282,7 +282,7 @@ def test_attention_has_head_dim_and_role_names():
 def test_list_models_names_every_family_and_size():
     assert list_models() == {
         "gpt2": ["tiny", "small", "124m"],
-        "qwen3": ["tiny", "small", "0.6b"],
+        "qwen3": ["tiny", "small", "0.6b", "0.6b-28l"],
         "gemma3": ["tiny", "small", "1b"],
         "olmoe": ["tiny", "small", "1b-7b"],
         "gpt-oss": ["tiny", "small", "downsized"],
@@ -325,8 +325,14 @@ def test_bad_dims_raise_value_errors(family, dims, field):
 def test_paper_shapes_have_the_published_sizes():
     with torch.device("meta"):
         assert build_model("gpt2", "124m").num_params() == 124_475_904  # nanoGPT: 123.69M + 0.79M positions
-        qwen = build_model("qwen3", "0.6b", tie_embeddings=True)
-        assert qwen.num_params() == 596_049_920  # Qwen3-0.6B
+        paper = build_model("qwen3", "0.6b")  # ALGORITHMS.md 14: 20 / 1024 / 3072 / 151936, untied
+        assert (len(paper.blocks), paper.config.d_model, paper.config.d_ff) == (20, 1024, 3072)
+        assert paper.lm_head.weight.shape == (151936, 1024)
+        assert paper.lm_head.weight is not paper.embed.weight
+        assert paper.num_params() == 625_784_832  # 20 × 15,730,944 per block + 2 × 151936·1024 + 1024
+        released = build_model("qwen3", "0.6b-28l", tie_embeddings=True)
+        assert len(released.blocks) == 28
+        assert released.num_params() == 596_049_920  # the released Qwen3-0.6B
         assert build_model("gemma3", "1b", n_layers=26).num_params() == 999_885_952  # Gemma 3 1B
         olmoe = build_model("olmoe", "1b-7b")
         oss = build_model("gpt-oss", "downsized")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from symopt_core import ConfigError, ModeError, ScheduleFree, SymOpt
-from symopt_core.optim.reference_sf import ScheduleFreeReference
+from symopt_core.optim.reference_sf import ScheduleFreeAdamWReference, ScheduleFreeReference
+from symopt_core.optim.schedule_free import averaging_lr
 
 
 def quadratic(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +74,47 @@ def test_wrapper_over_symopt_follows_the_reference_with_a_warmup_scheduler():
     assert optimizer.param_groups[0]["k"] == 20
     optimizer.eval()
     torch.testing.assert_close(W.detach(), reference.x[0], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("base", ["symopt", "torch"])
+def test_sf_adamw_matches_the_reference_averaging_weights_included(base):
+    # ALGORITHMS.md 10.1: SF-AdamW's γ_t carries √(1 - β₂^{t+1}), in the step and in the weights
+    # of the average. The wrapper over an AdamW with β1 = 0 (the interpolation is the momentum)
+    # takes the same steps; ε = 0 because the two place ε differently (torch-style AdamW adds it
+    # to the bias-corrected root, the reference to the raw one), a difference of order ε.
+    A, b = quadratic(2)
+    W = torch.nn.Parameter(torch.zeros(8, dtype=torch.float64))
+    if base == "symopt":
+        inner: torch.optim.Optimizer = SymOpt([W], lr=0.05, rule="adamw", betas=(0.0, 0.95), adam_eps=0.0)
+    else:
+        inner = torch.optim.Adam([W], lr=0.05, betas=(0.0, 0.95), eps=0.0)
+    optimizer = ScheduleFree(inner, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / 5))
+    reference_w = torch.zeros(8, dtype=torch.float64)
+    reference = ScheduleFreeAdamWReference([reference_w], lr=0.05, betas=(0.9, 0.95), eps=0.0)
+    for t in range(20):
+        reference.lr = 0.05 * min(1.0, (t + 1) / 5)  # the reference's own warmup, as a schedule
+        assert averaging_lr(optimizer.param_groups[0]) == pytest.approx(
+            reference.lr * (1 - 0.95 ** (t + 1)) ** 0.5
+        )
+        W.grad = gradient(A, b, W.detach())
+        reference.step([gradient(A, b, reference_w)])
+        optimizer.step()
+        scheduler.step()
+        torch.testing.assert_close(W.detach(), reference_w, rtol=0, atol=1e-12)
+    optimizer.eval()
+    torch.testing.assert_close(W.detach(), reference.x[0], rtol=0, atol=1e-12)
+
+
+def test_averaging_lr_has_the_adam_factor_only_for_adam_groups():
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    for group, expected in (
+        ({"lr": 0.1, "k": 0, "rule": "adamw", "betas": (0.0, 0.99)}, 0.1 * 0.01**0.5),
+        ({"lr": 0.1, "k": 2, "betas": (0.9, 0.5)}, 0.1 * (1 - 0.5**3) ** 0.5),  # torch Adam
+        ({"lr": 0.1, "k": 0, "rule": "row_norm", "betas": (0.9, 0.95)}, 0.1),  # SymOpt defaults
+        ({"lr": 0.1, "k": 0}, 0.1),  # SGD
+    ):
+        assert averaging_lr({"params": [w], **group}) == pytest.approx(expected)
 
 
 def test_step_in_eval_mode_raises_mode_error_and_train_restores_y():

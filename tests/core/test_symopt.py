@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from symopt_core import ConfigError, SymOpt
-from symopt_core.optim import RULES
+from symopt_core.optim import RULES, DirectionOptions
 
 from .group_actions import act, element, random_orthogonal, relative_error
 
@@ -104,6 +104,31 @@ def test_muon_configuration_matches_torch_optim_muon(nesterov, adjust, scale, sh
         muon.step()
     # Same bf16 Newton–Schulz, same order of operations: agreement to fp32 rounding of the updates.
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["polar", "row_norm", "normuon"])
+def test_scale_none_leaves_the_direction_unscaled(rule):
+    # One step, no momentum: the update is lr · D(G) exactly. A scaled mode on the same 10 × 4
+    # block must differ (match_rms_adamw: 0.2·√10 for polar, 0.2·√4 for row-norm).
+    G = torch.randn(10, 4, dtype=torch.float64)
+    updates = {}
+    for scale in ("none", "match_rms_adamw"):
+        p = torch.nn.Parameter(torch.zeros(10, 4, dtype=torch.float64))
+        p.grad = G.clone()
+        SymOpt([p], lr=0.1, rule=rule, momentum=0.0, scale=scale, **EXACT).step()
+        updates[scale] = -p.detach() / 0.1
+    rule_ = RULES[rule]
+    expected = rule_.direction(G.unsqueeze(0), _exact_options())[0]
+    if rule_.neuron_norm:  # NorMuon's first step: v = mean square of each row, ‖D‖_F kept
+        v = expected.square().mean(dim=1, keepdim=True) * (1 - 0.95)
+        normalized = expected / (v.sqrt() + 1e-10)
+        expected = normalized * expected.norm() / normalized.norm()
+    torch.testing.assert_close(updates["none"], expected, rtol=0, atol=1e-12)
+    assert (updates["match_rms_adamw"] - updates["none"]).abs().max() > 0.01
+
+
+def _exact_options() -> DirectionOptions:
+    return DirectionOptions(polar_method="svd", polar_dtype=torch.float64, invsqrt_method="eigh")
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -221,6 +246,7 @@ def test_sparse_gradients_are_refused_with_a_hint():
 def trajectory(
     rule: str, W: torch.Tensor, grads: list[torch.Tensor], wrap: bool = False
 ) -> tuple[torch.Tensor, dict]:
+    """The parameter and its state (the base optimizer's, plus the wrapper's z when wrapped)."""
     from symopt_core import ScheduleFree
 
     p = torch.nn.Parameter(W.clone())
@@ -229,7 +255,10 @@ def trajectory(
     for grad in grads:
         p.grad = grad.clone()
         stepper.step()
-    return p.detach(), optimizer.state[p]
+    state = dict(optimizer.state[p])
+    if wrap:
+        state["z"] = stepper.state[p]["z"]
+    return p.detach(), state
 
 
 @pytest.mark.parametrize("rule", list(RULES))
@@ -244,9 +273,13 @@ def test_stateful_trajectories_are_equivariant(rule, wrap):
     base, base_state = trajectory(rule, W, grads, wrap)
     moved, moved_state = trajectory(rule, act(A, W, B), [act(A, g, B) for g in grads], wrap)
     assert relative_error(moved, act(A, base, B)) < 1e-10
-    for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+    assert ("z" in base_state) == wrap
+    for key in ("momentum_buffer", "exp_avg", "z"):
         if key in base_state:
             assert relative_error(moved_state[key], act(A, base_state[key], B)) < 1e-10, key
+    if "exp_avg_sq" in base_state:  # squares move with the permutation only, not its signs
+        A_abs, B_abs = A.abs(), B.abs()
+        assert relative_error(moved_state["exp_avg_sq"], act(A_abs, base_state["exp_avg_sq"], B_abs)) < 1e-10
     if "second_moment" in base_state:  # NorMuon's per-row statistics permute with the rows
         assert relative_error(moved_state["second_moment"][0], A @ base_state["second_moment"][0]) < 1e-10
 

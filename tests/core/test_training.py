@@ -41,8 +41,18 @@ def test_each_family_learns_with_adamw_and_symmetric(family, preset, data_dir):
     metrics = [e for e in events if e.kind == "metrics"]
     assert [e.step for e in metrics] == [10, 20, 30, 40]
     data = metrics[-1].data
-    for key in ("train_loss", "tokens_per_s", "step_time_s", "optimizer_share", "grad_norm", "lr_scale"):
+    for key in (
+        "train_loss",
+        "tokens_per_s",
+        "step_time_s",
+        "optimizer_time_s",
+        "grad_norm",
+        "lr_scale",
+        "lr",
+    ):
         assert math.isfinite(data[key]), key
+    assert 0.0 < data["optimizer_share"] <= 1.0
+    assert any(k.startswith("lr/") for k in data)
     assert any(k.startswith("update_rms/") for k in data)
     assert any(k.startswith("grad_norm/attn") for k in data)
     if family in ("olmoe", "gpt-oss"):
@@ -151,8 +161,12 @@ def test_gradient_accumulation_and_cosine_schedule(data_dir):
     )
     result = train(spec, report=events.append, data_root=data_dir)
     assert result.tokens == 40 * 8 * 32
-    scales = [e.data["lr_scale"] for e in events if e.kind == "metrics"]
-    assert scales[-1] == pytest.approx(0.1)
+    metrics = [e.data for e in events if e.kind == "metrics"]
+    # Step 40 reports the lr it applied, the multiplier of step index 39: 1/30 short of the end.
+    last = 0.1 + 0.45 * (1 + math.cos(math.pi * 29 / 30))
+    assert metrics[-1]["lr_scale"] == pytest.approx(last)
+    assert metrics[-1]["lr"] == pytest.approx(1e-3 * last)  # adamw's base lr
+    assert metrics[-1]["lr/vector"] == pytest.approx(1e-3 * last)
 
 
 def test_spec_errors_are_clear():

@@ -8,6 +8,7 @@ __all__ = [
     "AuthError",
     "ConflictError",
     "DatabaseBehindError",
+    "ForbiddenError",
     "InvalidTransitionError",
     "NotFoundError",
     "RateLimitedError",
@@ -34,6 +35,10 @@ class InvalidTransitionError(ConflictError):
 
 class AuthError(ServiceError):
     """Missing, unknown or revoked API key (401)."""
+
+
+class ForbiddenError(ServiceError):
+    """A valid key that may not do this (403): an admin-only route called with a tenant's key."""
 
 
 class RateLimitedError(ServiceError):

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +44,13 @@ def live_service(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
     timeout: float = 90.0,
+    port: int | None = None,
 ) -> Iterator[LiveService]:
     """Start `symopt serve` with SYMOPT_HOME=home (and the database, settings in `env`, extra
-    `args`), wait until it is ready, yield where it listens, and stop it (SIGTERM, then SIGKILL)."""
-    port = free_port()
+    `args`, on `port` or a free one), wait until it is ready, yield where it listens, and stop it
+    (SIGTERM, then SIGKILL). Its output is read all along (into `output`): a pipe nobody reads
+    fills up after ~64 KiB of access log, and then the service blocks on its next log line."""
+    port = port or free_port()
     environment = {
         **os.environ,
         "SYMOPT_HOME": str(home),
@@ -65,7 +69,22 @@ def live_service(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url, output, key = f"http://127.0.0.1:{port}", [], None
+    url, output = f"http://127.0.0.1:{port}", []
+    started = threading.Event()
+    found: dict[str, str] = {}
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            match = re.search(r"admin API key \(shown once\): (\S+)", line)
+            if match:
+                found["key"] = match.group(1)
+            if "symopt serve: database" in line:
+                started.set()
+
+    reader = threading.Thread(target=drain, name="live-service-output", daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -75,21 +94,13 @@ def live_service(
             except httpx.TransportError:
                 pass
             if process.poll() is not None:
-                raise RuntimeError(
-                    "symopt serve exited early:\n" + (process.stdout.read() if process.stdout else "")
-                )
+                reader.join(timeout=5)
+                raise RuntimeError("symopt serve exited early:\n" + "".join(output))
             time.sleep(0.2)
         else:
-            raise RuntimeError("symopt serve did not become ready")
-        assert process.stdout is not None
-        while key is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            output.append(line)
-            match = re.search(r"admin API key \(shown once\): (\S+)", line)
-            key = match.group(1) if match else None
-            if "symopt serve: database" in line:
-                break
-        yield LiveService(url, key, home, process, output)
+            raise RuntimeError("symopt serve did not become ready:\n" + "".join(output))
+        started.wait(timeout=max(0.0, deadline - time.monotonic()))  # the key line comes before it
+        yield LiveService(url, found.get("key"), home, process, output)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -98,3 +109,4 @@ def live_service(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        reader.join(timeout=10)

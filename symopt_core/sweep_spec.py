@@ -115,14 +115,49 @@ class SweepSpec(BaseModel):
         for preset in self.presets or []:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r} in presets; valid presets: {', '.join(PRESETS)}")
+        base = self.base.model_dump(mode="json", exclude_unset=False)
+        # Each compared preset runs the base job under its own name (and default lr): check that
+        # job now, rather than failing the sweep when the controller builds its first trial.
+        variants = {} if self.presets else {self.base.optimizer.preset: base}
+        for preset in self.presets or []:
+            variant = copy.deepcopy(base)
+            variant["optimizer"]["preset"] = preset
+            variant["optimizer"]["lr"] = None
+            _check_job(variant, f"presets: {preset!r} with this base")
+            variants[preset] = variant
         if self.search_space is not None:
             if not self.search_space:
                 raise ValueError('search_space is empty: name at least one path, or use "auto"')
-            base = self.base.model_dump(mode="json", exclude_unset=False)
             for path, space in self.search_space.items():
-                for value in space.samples():
-                    _check_path(base, path, value)
+                _check_schedule_free_path(path, list(variants))
+                for tree in variants.values():
+                    for value in space.samples():
+                        _check_path(tree, path, value)
         return self
+
+
+_SCHEDULE_FREE_PREFIX = "optimizer.schedule_free."
+
+
+def _check_schedule_free_path(path: str, presets: list[str]) -> None:
+    """The schedule-free wrapper's arguments (momentum, weight_lr_power, ...) only exist for the
+    schedule-free presets; searching them under another preset would change nothing."""
+    if not path.startswith(_SCHEDULE_FREE_PREFIX):
+        return
+    others = [p for p in presets if PRESETS[p].schedule_free is None]
+    if others:
+        valid = ", ".join(p for p, preset in PRESETS.items() if preset.schedule_free is not None)
+        raise ValueError(
+            f"search_space[{path!r}] applies to schedule-free presets only ({valid}), not to "
+            f"{', '.join(repr(p) for p in others)}"
+        )
+
+
+def _check_job(tree: dict[str, Any], what: str) -> None:
+    try:
+        JobSpec.model_validate(tree)
+    except ValidationError as error:
+        raise ValueError(f"{what} makes an invalid job: {describe_validation_error(error)}") from None
 
 
 def _check_path(base: dict[str, Any], path: str, value: Any) -> None:

@@ -24,7 +24,7 @@ class _JobsByStatus(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("symopt_jobs", "jobs in the store, by status", labels=["status"])
-        with self.store.transaction() as session:
+        with self.store.read() as session:  # a scrape must not take SQLite's write lock
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         counts: dict[str, int] = {str(status): int(count) for status, count in rows}
         for status in JobStatus:

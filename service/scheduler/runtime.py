@@ -1,16 +1,32 @@
 """Ray for the scheduler: start a local cluster or join one, submit runs, cancel them.
 
-The embedded default starts a local Ray on free ports (never Redis's 6379, which `ray.init()`
-does not use for a local cluster); production joins the cluster at RAY_ADDRESS.
+The embedded default starts a local Ray on explicit free ports, never 6379: Redis listens there
+on these machines, and it is Ray's default GCS port. `ray.init()` takes the GCS port only from
+$RAY_GCS_SERVER_PORT, and the dashboard and metrics export ports as arguments; the dashboard
+itself is off (the service has its own API). The raylet's, the agents' and the workers' ports
+are not arguments of `ray.init()`: Ray binds those to port 0, so the kernel picks free ones, and
+6379, held by Redis, is never among them. Production joins the cluster at RAY_ADDRESS.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import logging
 import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Capacity", "RayRuntime"]
+__all__ = ["RESERVED_PORTS", "Capacity", "LocalPorts", "RayRuntime", "free_port"]
+
+log = logging.getLogger("symopt.scheduler")
+
+# Ports a local Ray must never take: Redis's (also Ray's default GCS port).
+RESERVED_PORTS = frozenset({6379})
 
 
 @dataclass(frozen=True)
@@ -19,14 +35,69 @@ class Capacity:
     gpus: float
 
 
+@dataclass(frozen=True)
+class LocalPorts:
+    """The ports a local Ray is started on."""
+
+    gcs: int
+    dashboard: int
+    metrics_export: int
+
+
+def free_port(avoid: frozenset[int] = RESERVED_PORTS, taken: set[int] | None = None) -> int:
+    """A TCP port free on every interface now, not in `avoid` nor in `taken` (added to it).
+
+    Between this probe and Ray's bind another process could take the port; ray.init then fails
+    loudly (and the service with it) rather than sharing a port."""
+    taken = set() if taken is None else taken
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = int(probe.getsockname()[1])
+        if port not in avoid and port not in taken:
+            taken.add(port)
+            return port
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init() replaces the main thread's SIGTERM handler with `sys.exit`. In `symopt serve`
+    that kills uvicorn's graceful shutdown: no lifespan end, no scheduler.stop() (running jobs
+    are not requeued), the process aborts. Put the previous handler back."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+    try:
+        yield
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 class RayRuntime:
     """The scheduler's handle on Ray; every Ray call of the service goes through here."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.address = address
         self.num_cpus = num_cpus
+        self.ports: LocalPorts | None = None  # set when this runtime started a local Ray
         self._started_here = False
         self._remote: Any = None
+        self._probe: concurrent.futures.Future[object] | None = None
+        self._probe_lock = threading.Lock()
 
     def start(self) -> None:
         import ray
@@ -34,18 +105,63 @@ class RayRuntime:
         from worker.run import run_training
 
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, namespace="symopt", log_to_driver=False)
-            else:
-                ray.init(
-                    num_cpus=self.num_cpus or os.cpu_count(),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    namespace="symopt",
-                )
-                self._started_here = True
-        # A generator task: Ray streams each yielded event back as it is produced.
-        self._remote = ray.remote(run_training)
+            with _keep_sigterm_handler():
+                if self.address:
+                    ray.init(address=self.address, namespace="symopt", log_to_driver=False)
+                else:
+                    self._start_local(ray)
+        # A generator task: Ray streams each yielded event back as it is produced. max_calls=1:
+        # its worker process exits after the run (succeeded, failed or cancelled) instead of going
+        # back to Ray's pool. A run leaves torch state behind (allocator caches, a CUDA context,
+        # thread settings, a training thread a cancel could not join): each job starts in a fresh
+        # process, and a cancelled run's memory is freed with its slot.
+        self._remote = ray.remote(max_calls=1)(run_training)
+
+    def _start_local(self, ray: Any) -> None:
+        taken: set[int] = set()
+        ports = LocalPorts(
+            gcs=free_port(taken=taken),
+            dashboard=free_port(taken=taken),
+            metrics_export=free_port(taken=taken),
+        )
+        # The variable is read while ray.init() starts the GCS, and only then: restore it, so that
+        # nothing started later (a second runtime in tests, say) reuses the port.
+        with _environment(RAY_GCS_SERVER_PORT=str(ports.gcs)):
+            ray.init(
+                num_cpus=self.num_cpus or os.cpu_count(),
+                include_dashboard=False,
+                dashboard_port=ports.dashboard,
+                _metrics_export_port=ports.metrics_export,
+                log_to_driver=False,
+                namespace="symopt",
+            )
+        self.ports, self._started_here = ports, True
+        log.info("started a local Ray: GCS on port %d, dashboard off", ports.gcs)
+
+    def check(self, timeout: float = 5.0) -> str:
+        """Return "ok" when Ray answers within `timeout` seconds, else why not (for /readyz).
+
+        A dead GCS does not end `ray.is_initialized()`, and calls to it then hang (the driver
+        retries for a minute): the probe runs in a thread of its own, one at a time, so a
+        readiness poll never waits longer than `timeout` nor piles up hung threads."""
+        import ray
+
+        if self._remote is None:
+            return "not started: the scheduler has not connected to Ray"
+        if not ray.is_initialized():
+            return "not connected: Ray was shut down in this process"
+        with self._probe_lock:
+            if self._probe is None or self._probe.done():
+                self._probe = _in_thread(ray.cluster_resources)
+            probe = self._probe
+        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray"
+        try:
+            probe.result(timeout)
+        except concurrent.futures.TimeoutError:
+            return f"not answering: {where} gave no answer within {timeout:g} s"
+        except Exception as error:
+            return f"unreachable: {where}: {type(error).__name__}: {error}"
+        return "ok"
 
     def capacity(self) -> Capacity:
         import ray
@@ -92,3 +208,18 @@ class RayRuntime:
 
         if self._started_here and ray.is_initialized():
             ray.shutdown()
+
+
+def _in_thread(call: Callable[[], object]) -> concurrent.futures.Future[object]:
+    """Run `call` in a daemon thread (a hung call must not hold up the interpreter's exit, as a
+    ThreadPoolExecutor's thread would)."""
+    future: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as error:  # handed to whoever waits on the future
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="symopt-ray-probe", daemon=True).start()
+    return future

@@ -15,9 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
 
-__all__ = ["SessionFactory", "make_engine", "session_scope"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SessionFactory", "make_engine", "read_only", "session_scope"]
 
 SessionFactory = sessionmaker[Session]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# An execution option of the engine that read-only sessions use (see `read_only`).
+_READ_ONLY = "symopt_read_only"
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -27,25 +31,45 @@ def make_engine(url: str, **options: Any) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **options)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
+    def _configure(dbapi_connection: Any, record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (below) instead of the sqlite3 module's deferred one.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
         cursor.close()
+        record.info["query_only"] = False
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a read lock,
-        # which SQLite refuses with "database is locked" instead of waiting for the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read = bool(connection.get_execution_options().get(_READ_ONLY))
+        info = connection.connection.info  # per pooled DBAPI connection, kept across checkouts
+        if info.get("query_only") != read:
+            # Outside any transaction (autocommit mode above); PRAGMA query_only makes a write in
+            # a read-only session fail at once instead of waiting for the write lock.
+            connection.exec_driver_sql(f"PRAGMA query_only={int(read)}")
+            info["query_only"] = read
+        # A read takes a deferred BEGIN: in WAL mode it reads a snapshot and never waits for the
+        # writer. A write takes IMMEDIATE, the write lock at BEGIN: it never has to upgrade a read
+        # lock, which SQLite refuses with "database is locked" instead of waiting for the busy timeout.
+        connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
+    return engine
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine (and pool) for read-only transactions: a deferred BEGIN with
+    `PRAGMA query_only` on SQLite, `SET TRANSACTION READ ONLY` on PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_READ_ONLY: True})
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(postgresql_readonly=True)
     return engine
 
 

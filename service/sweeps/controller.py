@@ -11,6 +11,15 @@ jobs, then
   - finishes the sweep once every study has its `n_trials` finished trials.
 A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice.
 
+One sweep's trouble stays its own: an error while reading, planning or writing one sweep is
+retried on the next ticks and, after `max_attempts` ticks in a row, fails that sweep (its trials
+are cancelled); the other sweeps and the scheduler's job launches go on. Database errors are
+never held against a sweep: they are retried for as long as they last.
+
+On SQLite only one scheduler can run (its lock file), so whatever owner a sweep names is a
+stopped process: the controller takes every active sweep at once, as the scheduler requeues its
+jobs at start, instead of waiting `orphan_after_seconds` for the old owner's heartbeat to age.
+
 Each tick reads a snapshot in one short transaction, talks to Optuna with no transaction open
 (Optuna writes through its own connections: on SQLite a held write lock would stall it), then
 writes the new jobs, cancellations and statuses in a second short transaction.
@@ -18,6 +27,7 @@ writes the new jobs, cancellations and statuses in a second short transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,11 +35,15 @@ from datetime import timedelta
 from typing import Any
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from symopt_core.spec import JobSpec
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
+from ..errors import StoreError
 from ..settings import Settings
 from ..store import JobStatus, Store, SweepStatus
 from ..store.jobs import request_cancel
@@ -37,8 +51,9 @@ from ..store.metrics import read_metrics
 from ..store.models import Job, Sweep, utcnow
 from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_sweep_status, trial_jobs
 from .space import distribution, make_pruner, make_sampler, token_budget, trial_spec
+from .storage import optuna_storage
 
-__all__ = ["SweepController", "study_names"]
+__all__ = ["SweepController", "report_and_maybe_prune", "study_names"]
 
 log = logging.getLogger("symopt.sweeps")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,6 +68,42 @@ def study_names(sweep: Sweep, spec: SweepSpec) -> dict[str, str | None]:
     return {f"{sweep.study_name}.{preset}": preset for preset in spec.presets}
 
 
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, with what to do for a missing package."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        text += f" (install it where the scheduler runs: pip install {error.name.split('.')[0]})"
+    return text
+
+
+def _readable(sweep: Sweep) -> bool:
+    try:
+        SweepSpec.model_validate(sweep.spec)
+    except ValueError:
+        return False
+    return True
+
+
+def report_and_maybe_prune(study: optuna.Study, trial: FrozenTrial, job: TrialJob) -> int | None:
+    """Report the job's new validation losses to its running trial (resource: training tokens)
+    and ask the pruner; the tokens at pruning if it prunes (the trial is then told PRUNED)."""
+    live = optuna.trial.Trial(study, trial._trial_id)
+    reported = set(trial.intermediate_values)
+    for step, value in job.val_losses:
+        tokens = step * job.tokens_per_step
+        if step > 0 and tokens not in reported:
+            live.report(value, tokens)
+            reported.add(tokens)
+    # An evaluation at the last step leaves nothing to save by stopping: the trial is complete
+    # (told as such once its job has succeeded), whatever the pruner would say of it.
+    finished_training = any(step >= job.steps for step, _ in job.val_losses)
+    if reported and not finished_training and live.should_prune():
+        study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
+        log.info("sweep trial %s/%s pruned at %s tokens", study.study_name, trial.number, max(reported))
+        return max(reported)
+    return None
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """What the controller needs of a trial's job, read once per tick."""
@@ -63,6 +114,7 @@ class TrialJob:
     objective: float | None
     tokens_per_step: int
     tokens: int
+    steps: int  # the job's whole run: an evaluation at this step is its last
     val_losses: tuple[tuple[int, float], ...]  # (step, value) of finite validation losses
 
     @classmethod
@@ -75,6 +127,7 @@ class TrialJob:
             objective_of(job, spec.objective, spec.target_loss),
             per_step,
             job.step * per_step,
+            int(job.spec["steps"]),
             val_losses,
         )
 
@@ -101,36 +154,115 @@ class Plan:
     status: SweepStatus | None = None
     best_job_id: str | None = None
     error: str | None = None
+    failure: Exception | None = None  # asking failed: apply the rest, then count the failure
 
 
 class SweepController:
-    def __init__(self, store: Store, settings: Settings, owner: str) -> None:
+    """Runs every active sweep one step further per `tick()`, from the scheduler's loop.
+
+    exclusive: this is the only controller on the database (SQLite: the scheduler's lock), so
+    sweeps owned by anyone else are taken at once; None: True on SQLite, False otherwise."""
+
+    def __init__(
+        self, store: Store, settings: Settings, owner: str, *, exclusive: bool | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.owner = owner
+        url = settings.resolved_database_url()
+        self.exclusive = make_url(url).get_backend_name() == "sqlite" if exclusive is None else exclusive
         self._storage: optuna.storages.RDBStorage | None = None
         self._studies: dict[str, optuna.Study] = {}
+        self._failures: dict[str, int] = {}  # sweep id -> ticks in a row that failed on it
 
     @property
     def storage(self) -> optuna.storages.RDBStorage:
-        # Created once, in the one scheduler process that writes Optuna's tables: Optuna creates its
-        # schema on first use, and two processes doing that at once fail (SQLite and PostgreSQL).
+        # Created on the first tick, in the scheduler process that writes Optuna's tables: Optuna
+        # creates its schema on first use (see storage.py).
         if self._storage is None:
-            url = self.settings.resolved_database_url()
-            options = (
-                {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-            )
-            self._storage = optuna.storages.RDBStorage(url, engine_kwargs=options)
+            self._storage = optuna_storage(self.settings.resolved_database_url())
         return self._storage
 
     def tick(self) -> None:
-        stale_before = utcnow() - timedelta(seconds=self.settings.orphan_after_seconds)
-        with self.store.transaction() as session:
-            claimed = claim_sweeps(session=session, owner=self.owner, stale_before=stale_before)
-            snapshots = [self._snapshot(session, sweep) for sweep in claimed]
+        """Read, plan and write each active sweep; never raises (see the module docstring)."""
+        orphan_after = 0.0 if self.exclusive else self.settings.orphan_after_seconds
+        stale_before = utcnow() - timedelta(seconds=orphan_after)
+        snapshots: list[Snapshot] = []
+        broken: list[tuple[str, Exception]] = []
+        try:
+            with self.store.transaction() as session:
+                for sweep in claim_sweeps(session=session, owner=self.owner, stale_before=stale_before):
+                    try:
+                        snapshots.append(self._snapshot(session, sweep))
+                    except SQLAlchemyError:
+                        raise  # the session is broken: the whole read is retried next tick
+                    except Exception as snapshot_error:  # e.g. a stored spec this version cannot read
+                        broken.append((sweep.id, snapshot_error))
+        except Exception as read_error:  # StoreError: the database is away; the job launches go on
+            log.warning("sweeps: could not read the active sweeps: %s (will retry)", read_error)
+            return
+        for sweep_id, error in broken:
+            self._failed(sweep_id, error)
         for snapshot in snapshots:
-            plan = self._plan(snapshot)
-            self._apply(snapshot, plan)
+            try:
+                plan = self._plan(snapshot)
+                self._apply(snapshot, plan)
+                if plan.failure is not None:
+                    raise plan.failure
+            except Exception as error:
+                self._failed(snapshot.sweep_id, error)
+            else:
+                self._failures.pop(snapshot.sweep_id, None)
+
+    # -- one sweep's failure ------------------------------------------------------------------
+
+    def _failed(self, sweep_id: str, error: Exception) -> None:
+        if isinstance(error, SQLAlchemyError | StoreError | StorageInternalError):
+            log.warning("sweep %s: database error, will retry: %s", sweep_id, error)
+            return
+        count = self._failures[sweep_id] = self._failures.get(sweep_id, 0) + 1
+        if count < self.settings.max_attempts:
+            log.warning(
+                "sweep %s: tick failed (%d of %d), will retry: %s",
+                sweep_id,
+                count,
+                self.settings.max_attempts,
+                describe_error(error),
+                exc_info=error if count == 1 else None,
+            )
+            return
+        message = (
+            f"the sweep controller failed {count} times in a row on this sweep; last: {describe_error(error)}"
+        )
+        log.error("sweep %s failed: %s", sweep_id, message)
+        try:
+            self._abandon(sweep_id, message)
+        except Exception as abandon_error:  # the database again: the next tick tries again
+            log.warning("sweep %s: could not mark it failed: %s", sweep_id, abandon_error)
+        else:
+            self._failures.pop(sweep_id, None)
+
+    def _abandon(self, sweep_id: str, message: str) -> None:
+        """Fail the sweep: cancel its unfinished trials' jobs and tell Optuna they failed."""
+        with self.store.transaction() as session:
+            sweep = session.get(Sweep, sweep_id)
+            if sweep is None or SweepStatus(sweep.status).terminal:
+                return
+            names = list(study_names(sweep, SweepSpec.model_validate(sweep.spec))) if _readable(sweep) else []
+            for job in trial_jobs(session=session, sweep_id=sweep.id).values():
+                if JobStatus(job.status) in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    request_cancel(session=session, tenant_id=job.tenant_id, job_id=job.id)
+            status = SweepStatus(sweep.status)
+            if status == SweepStatus.QUEUED:
+                set_sweep_status(session=session, sweep=sweep, to=SweepStatus.RUNNING)
+            target = SweepStatus.CANCELLED if status == SweepStatus.CANCELLING else SweepStatus.FAILED
+            set_sweep_status(session=session, sweep=sweep, to=target, error=message)
+        for name in names:  # best effort: Optuna may be what failed
+            with contextlib.suppress(Exception):
+                study = optuna.load_study(study_name=name, storage=self.storage)
+                for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        self._studies = {k: v for k, v in self._studies.items() if k not in names}
 
     # -- read ---------------------------------------------------------------------------------
 
@@ -185,11 +317,14 @@ class SweepController:
             preset = snapshot.studies[name]
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 job = snapshot.jobs.get((name, trial.number))
-                if job is None:  # asked before a restart, never submitted: submit it now
+                if job is None and set(trial.params) != set(snapshot.spaces[name]):
+                    # an ask that failed halfway (its parameters are not all set): never a job
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                elif job is None:  # asked before a restart, never submitted: submit it now
                     plan.submit.append((name, trial.number, trial_spec(spec.base, trial.params, preset)))
                     running += 1
                 elif job.status in ACTIVE:
-                    pruned_at = self._report_and_maybe_prune(study, trial, job)
+                    pruned_at = report_and_maybe_prune(study, trial, job)
                     if pruned_at is not None:
                         plan.cancel.append(job)
                         plan.pruned[job.id] = pruned_at
@@ -198,7 +333,11 @@ class SweepController:
                 else:
                     self._tell(study, trial.number, job, spec)
         if not self._out_of_budget(snapshot):
-            self._ask(snapshot, studies, plan, running)
+            try:
+                self._ask(snapshot, studies, plan, running)
+            except Exception as error:  # what was decided so far (prunes, asked trials) still holds
+                plan.failure = error
+                return plan
         if not plan.submit:
             self._maybe_finish(snapshot, studies, plan)
         return plan
@@ -210,21 +349,6 @@ class SweepController:
             study.tell(number, spec.diverged_value, skip_if_finished=True)
         else:  # failed, cancelled, diverged without a penalty, or no objective (target never reached)
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-
-    def _report_and_maybe_prune(self, study: optuna.Study, trial: FrozenTrial, job: TrialJob) -> int | None:
-        """Report new validation losses (resource: tokens); the tokens at pruning, if pruned."""
-        live = optuna.trial.Trial(study, trial._trial_id)
-        reported = set(trial.intermediate_values)
-        for step, value in job.val_losses:
-            tokens = step * job.tokens_per_step
-            if step > 0 and tokens not in reported:
-                live.report(value, tokens)
-                reported.add(tokens)
-        if reported and live.should_prune():
-            study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
-            log.info("sweep trial %s/%s pruned at %s tokens", study.study_name, trial.number, max(reported))
-            return max(reported)
-        return None
 
     def _ask(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan, running: int) -> None:
         # Round-robin over the studies (one per compared preset), so they progress alike.
@@ -280,7 +404,11 @@ class SweepController:
             except KeyError:  # cancelled before its study existed
                 continue
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                job = snapshot.jobs.get((name, trial.number))
+                if job is not None and job.status.terminal:  # finished before the cancel: keep it
+                    self._tell(study, trial.number, job, snapshot.spec)
+                else:
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         plan.cancel = [
             job for job in snapshot.jobs.values() if job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         ]

@@ -17,12 +17,14 @@ The `auto` rule (documented in the README, tested for the reference sizes):
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from symopt_core.errors import ConfigError
 from symopt_core.models.registry import build_config
 from symopt_core.presets import PRESETS
 from symopt_core.spec import JobSpec, set_path
@@ -30,10 +32,13 @@ from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 __all__ = [
     "CRITICAL_BATCH_C",
+    "SAMPLER_PACKAGES",
     "auto_search_space",
+    "check_sampler",
     "distribution",
     "make_pruner",
     "make_sampler",
+    "resolved_spaces",
     "search_space",
     "token_budget",
     "trial_spec",
@@ -74,6 +79,18 @@ def search_space(spec: SweepSpec, preset: str) -> dict[str, ParamRange]:
     if not spec.auto_batch_size:
         del space["batch.size"]
     return space
+
+
+def resolved_spaces(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """What the sweep stores: {preset (or "default"): {path: range as JSON}}, "auto" worked out."""
+    presets: list[str | None] = [*spec.presets] if spec.presets else [None]
+    return {
+        preset or "default": {
+            path: r.model_dump(exclude_none=True)
+            for path, r in search_space(spec, preset or spec.base.optimizer.preset).items()
+        }
+        for preset in presets
+    }
 
 
 def distribution(space: ParamRange) -> BaseDistribution:
@@ -139,16 +156,43 @@ def grid(space: dict[str, ParamRange], n_trials: int) -> dict[str, list[Any]]:
     return points
 
 
+# Packages a sampler needs beyond Optuna itself (Optuna imports them only when it samples).
+SAMPLER_PACKAGES: dict[str, tuple[str, ...]] = {"cmaes": ("cmaes",), "gp": ("scipy", "torch")}
+
+
+def check_sampler(sampler: str) -> None:
+    """Raise a ConfigError (a 422 at submission) naming what to install when the sampler's
+    packages do not import here, rather than failing the sweep once it runs."""
+    missing = []
+    for package in SAMPLER_PACKAGES.get(sampler, ()):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        names = " ".join(missing)
+        raise ConfigError(
+            f"sampler {sampler!r} needs the package(s) {', '.join(missing)}, which the service cannot "
+            f"import: install them where the service runs (pip install {names}), or choose another "
+            "sampler (tpe, random, grid)"
+        )
+
+
 def make_sampler(spec: SweepSpec, space: dict[str, ParamRange]) -> optuna.samplers.BaseSampler:
+    check_sampler(spec.sampler)  # Optuna would fail later, at its first sample, less clearly
+    # Model-based samplers start from a few random trials: a third of the budget, 2 to 10.
+    startup = max(2, min(10, spec.n_trials // 3))
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(grid(space, spec.n_trials), seed=spec.seed)
     if spec.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=spec.seed, warn_independent_sampling=False)
+        # Categorical dimensions (pow2 batch sizes) are sampled independently, on purpose.
+        return optuna.samplers.CmaEsSampler(
+            seed=spec.seed, n_startup_trials=startup, warn_independent_sampling=False
+        )
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed)
-    startup = max(2, min(10, spec.n_trials // 3))
+        return optuna.samplers.GPSampler(seed=spec.seed, n_startup_trials=startup)
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -22,7 +24,7 @@ from service.api import create_app
 from service.settings import Settings
 from service.store import Store
 from service.store.keys import create_api_key, create_tenant
-from service.store.migrate import upgrade
+from service.store.migrate import alembic_config, head_revision, upgrade
 from service.store.models import Base
 
 POSTGRES = os.environ.get("SYMOPT_TEST_DATABASE_URL") or None
@@ -111,3 +113,46 @@ TINY_JOB = {
     "data": {"corpus": "pystdlib"},
     "steps": 20,
 }
+
+
+def make_admin(store: Store, name: str) -> Tenant:
+    """A tenant whose key is an admin key (for admin-only routes such as /metrics)."""
+    with store.transaction() as session:
+        tenant = create_tenant(session=session, name=name)
+        return Tenant(tenant.id, create_api_key(session=session, tenant_id=tenant.id, is_admin=True))
+
+
+@contextmanager
+def own_postgres_database() -> Iterator[str]:
+    """An empty database of its own on the test server, dropped afterwards: for tests that put
+    foreign tables (Optuna's `alembic_version`) or an older schema where no other test may see them."""
+    assert POSTGRES is not None
+    server = make_url(POSTGRES)
+    name = f"symopt_own_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database of this test's own, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.db'}"
+        return
+    with own_postgres_database() as url:
+        yield url
+
+
+def previous_revision() -> str:
+    """The revision just before head: a database there is "behind head"."""
+    script = ScriptDirectory.from_config(alembic_config(""))
+    down = script.get_revision(head_revision()).down_revision
+    assert isinstance(down, str), "head must have exactly one parent revision"
+    return down

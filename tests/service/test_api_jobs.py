@@ -7,10 +7,12 @@ import json
 import pytest
 
 from service.store import JobStatus
-from service.store.jobs import NewEvent, append_events, get_job, transition
+from service.store.jobs import NewEvent, append_events, create_job, get_job, transition
 from service.store.metrics import Point, record_metrics
+from symopt_core.spec import load_spec
 
 from .conftest import TINY_JOB
+from .test_api_security import SWEEP
 
 
 def submit(client, tenant, body=None, **headers):
@@ -141,6 +143,41 @@ def test_listing_filters_and_pages_newest_first(client, alice):
     assert "valid statuses: queued, running" in bad.json()["message"]
     assert client.get("/v1/jobs?limit=0", headers=alice.headers).status_code == 422
     assert client.get("/v1/jobs?limit=100000", headers=alice.headers).status_code == 422
+
+
+def test_listing_by_sweep_returns_exactly_that_sweeps_jobs(client, alice, bob):
+    sweep_id = client.post("/v1/sweeps", json=SWEEP, headers=alice.headers).json()["id"]
+    other_sweep = client.post("/v1/sweeps", json=SWEEP, headers=alice.headers).json()["id"]
+    store = client.app.state.store
+    spec = load_spec(TINY_JOB)
+
+    def trial(sweep: str, number: int) -> str:
+        with store.transaction() as session:
+            job, _ = create_job(
+                session=session, tenant_id=alice.id, spec=spec, sweep_id=sweep, trial_number=number
+            )
+            return job.id
+
+    submit(client, alice)  # a job of no sweep
+    mine = [trial(sweep_id, n) for n in range(3)]
+    trial(other_sweep, 0)
+    submit(client, alice)
+    listed = client.get(f"/v1/jobs?sweep_id={sweep_id}", headers=alice.headers).json()
+    assert listed["count"] == 3
+    assert [j["id"] for j in listed["data"]] == mine[::-1]
+    assert {j["sweep_id"] for j in listed["data"]} == {sweep_id}
+    page = client.get(f"/v1/jobs?sweep_id={sweep_id}&limit=2&offset=1", headers=alice.headers).json()
+    assert (page["count"], [j["id"] for j in page["data"]]) == (3, [mine[1], mine[0]])
+    set_status(client, mine[0], JobStatus.RUNNING)
+    running = client.get(f"/v1/jobs?sweep_id={sweep_id}&status=running", headers=alice.headers).json()
+    assert [j["id"] for j in running["data"]] == [mine[0]]
+    unknown = client.get("/v1/jobs?sweep_id=nosuchsweep", headers=alice.headers)
+    assert unknown.json() == {"data": [], "count": 0}
+    assert client.get(f"/v1/jobs?sweep_id={sweep_id}", headers=bob.headers).json()["count"] == 0
+    assert client.get("/v1/jobs", headers=alice.headers).json()["count"] == 6
+    too_long = client.get(f"/v1/jobs?sweep_id={'x' * 33}", headers=alice.headers)
+    assert too_long.status_code == 422
+    assert "query.sweep_id: String should have at most 32 characters" in too_long.json()["message"]
 
 
 def test_cancel_and_delete_follow_the_state_machine(client, alice):

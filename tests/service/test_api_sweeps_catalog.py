@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from service.api.routes.health import RAY_NOT_USED
 from service.store import JobStatus
 from service.store.jobs import create_job, get_job, transition
 from symopt_core.data import CORPORA
@@ -10,7 +13,7 @@ from symopt_core.optim import RULES
 from symopt_core.presets import PRESETS
 from symopt_core.spec import load_spec
 
-from .conftest import TINY_JOB
+from .conftest import TINY_JOB, make_admin
 from .test_api_security import SWEEP
 
 
@@ -51,6 +54,24 @@ def test_sweep_lifecycle_with_trials_and_best(client, alice):
     assert client.get("/v1/sweeps?status=cancelled", headers=alice.headers).json()["count"] == 1
 
 
+def test_sweep_listing_pages_newest_first(client, alice, bob):
+    ids = [
+        client.post("/v1/sweeps", json={**SWEEP, "name": f"s{i}"}, headers=alice.headers).json()["id"]
+        for i in range(4)
+    ]
+    client.post("/v1/sweeps", json=SWEEP, headers=bob.headers)
+    page = client.get("/v1/sweeps?limit=2&offset=1", headers=alice.headers).json()
+    assert page["count"] == 4
+    assert [s["id"] for s in page["data"]] == [ids[2], ids[1]]
+    last = client.get("/v1/sweeps?limit=2&offset=3", headers=alice.headers).json()
+    assert [s["id"] for s in last["data"]] == [ids[0]]
+    assert client.get("/v1/sweeps?offset=4", headers=alice.headers).json() == {"data": [], "count": 4}
+    for bad in ("limit=0", "limit=501", "offset=-1"):
+        response = client.get(f"/v1/sweeps?{bad}", headers=alice.headers)
+        assert response.status_code == 422, bad
+        assert f"query.{bad.split('=')[0]}: Input should be" in response.json()["message"]
+
+
 def test_invalid_sweeps_are_422_naming_the_path(client, alice):
     cases = [
         (
@@ -84,7 +105,8 @@ def test_catalog_comes_from_the_registries(client, alice):
     models = client.get("/v1/models", headers=alice.headers).json()["data"]
     assert [m["name"] for m in models] == list(MODEL_FAMILIES)
     qwen3 = next(m for m in models if m["name"] == "qwen3")
-    assert set(qwen3["sizes"]) == {"tiny", "small", "0.6b"}
+    assert list(qwen3["sizes"]) == list(MODEL_FAMILIES["qwen3"].sizes)
+    assert {"tiny", "small", "0.6b"} <= set(qwen3["sizes"])
     assert {"n_layers", "d_model", "n_kv_heads"} <= {d["name"] for d in qwen3["dims"]}
     presets = client.get("/v1/presets", headers=alice.headers).json()["data"]
     assert [p["name"] for p in presets] == list(PRESETS)
@@ -97,16 +119,81 @@ def test_catalog_comes_from_the_registries(client, alice):
     assert [c["name"] for c in corpora] == [*CORPORA, "file:<path>"]
 
 
+def test_catalog_lists_each_rules_options_and_each_presets_class_settings(client, alice):
+    rules = {r["name"]: r for r in client.get("/v1/rules", headers=alice.headers).json()["data"]}
+    assert rules["adamw"]["options"] == {
+        "lr": 0.02,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.95],
+        "adam_eps": 1e-8,
+    }
+    assert rules["sgd"]["options"] == {"lr": 0.02, "momentum": 0.95, "nesterov": False, "weight_decay": 0.0}
+    polar = rules["polar"]
+    assert polar["options"]["polar_method"] == "polar_express"
+    assert polar["options"]["polar_steps"] == 5
+    assert polar["options"]["scale"] == "kj"
+    assert "betas" not in polar["options"]
+    assert (polar["transposable"], polar["shape_scaled"], polar["elementwise"]) == (True, True, False)
+    assert rules["normuon"]["neuron_norm"] is True
+    assert "normuon" not in rules["normuon"]["options"]  # always on for this rule
+    assert rules["paired_row_norm"]["view"] == "paired"
+    assert not rules["adamw"]["shape_scaled"]
+
+    presets = {p["name"]: p for p in client.get("/v1/presets", headers=alice.headers).json()["data"]}
+    symmetric = presets["symmetric"]["classes"]
+    assert symmetric["attn_qkv"] == {
+        "rule": "polar",
+        "interleaved_rule": None,
+        "lr_mult": 1.0,
+        "lr_mult_times_sqrt_d": False,
+        "lr": 0.02,
+        "options": {"momentum": 0.95, "nesterov": True, "scale": "kj", "polar_method": "polar_express"},
+    }
+    assert symmetric["router"]["lr"] == pytest.approx(7.5e-4)  # ROUTER_SHARE × 0.02
+    assert symmetric["router"]["options"]["invsqrt_method"] == "polar_express_converged"
+    assert (symmetric["embedding"]["lr_mult"], symmetric["embedding"]["lr_mult_times_sqrt_d"]) == (0.05, True)
+    assert symmetric["embedding"]["lr"] is None
+    assert symmetric["lm_head"]["lr_mult"] == pytest.approx(0.01)
+    assert symmetric["vector"]["lr"] == pytest.approx(1e-3)
+    assert symmetric["vector"]["options"] == {"betas": [0.9, 0.95], "adam_eps": 1e-8}
+    assert presets["muon"]["classes"]["mlp_in"]["options"]["polar_method"] == "newton_schulz"
+    assert presets["symmetric-hybrid"]["classes"]["expert_in"]["interleaved_rule"] == "paired_hybrid"
+    sf = presets["sf-normuon"]
+    assert (sf["lr"], sf["weight_decay"], sf["schedule_free_options"]) == (0.01, 0.05, {"momentum": 0.9})
+    assert sf["classes"]["hidden"]["options"]["scale"] == "rms"
+    assert presets["adamw"]["schedule_free_options"] is None
+    # Every cell is the registry's, for every preset and class (nothing listed twice).
+    for name, preset in PRESETS.items():
+        listed = presets[name]["classes"]
+        assert set(listed) == {c.value for c in preset.cells}
+        for param_class, cell in preset.cells.items():
+            assert listed[param_class.value]["rule"] == cell.rule
+            assert set(listed[param_class.value]["options"]) == set(cell.options)
+
+
 def test_health_readiness_metrics_and_openapi(client, alice):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"ready": True, "checks": {"database": "ok", "migrations": "head"}}
+    # This app runs no scheduler (as `symopt serve --no-scheduler`): Ray is not its business.
+    assert client.get("/readyz").json() == {
+        "ready": True,
+        "checks": {"database": "ok", "migrations": "head", "ray": RAY_NOT_USED},
+    }
     client.post("/v1/jobs", json=TINY_JOB, headers=alice.headers)
     client.get("/v1/jobs/nope", headers=alice.headers)
-    text = client.get("/metrics", headers=alice.headers).text
+    admin = make_admin(client.app.state.store, "operator")
+    text = client.get("/metrics", headers=admin.headers).text
     assert 'symopt_http_requests_total{method="POST",route="/v1/jobs",status="201"} 1.0' in text
     assert 'symopt_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0' in text
     assert 'symopt_jobs{status="queued"} 1.0' in text
     assert "symopt_http_request_duration_seconds_bucket" in text
+    # The gauge counts every tenant's jobs: a tenant's key may not read it.
+    refused = client.get("/metrics", headers=alice.headers)
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "/metrics needs an admin API key (it counts every tenant's jobs); create one with "
+        "`symopt keys create --tenant NAME --admin` and scrape with it"
+    }
+    assert "symopt_jobs" not in refused.text
     schema = client.get("/openapi.json").json()
     operation_ids = {op["operationId"] for item in schema["paths"].values() for op in item.values()}
     assert {

@@ -10,10 +10,10 @@ import sys
 
 import httpx
 
-from service.store.migrate import head_revision
+from service.store.migrate import head_revision, upgrade
 from service.testing import ROOT, live_service
 
-from .conftest import TINY_JOB
+from .conftest import TINY_JOB, previous_revision
 
 
 def symopt(*args: str, home, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,6 +61,29 @@ def test_keys_create_and_migrate(tmp_path, database_url):
     with live_service(tmp_path, database_url) as service:
         response = httpx.get(f"{service.url}/v1/presets", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
+
+
+def test_serve_and_scheduler_refuse_a_production_database_behind_head(tmp_path, own_database_url):
+    older, head = previous_revision(), head_revision()
+    upgrade(own_database_url, older)
+    if own_database_url.startswith("sqlite"):
+        # The embedded default upgrades itself whenever a command opens it.
+        done = symopt("keys", "create", "--tenant", "t", home=tmp_path, database_url=own_database_url)
+        assert done.returncode == 0, done.stderr
+    else:
+        for command in ("serve", "scheduler"):
+            refused = symopt(command, home=tmp_path, database_url=own_database_url)
+            assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
+            assert f"symopt {command}: The database is at revision {older}, this code needs {head}" in (
+                refused.stderr
+            )
+            assert "Upgrade it with `symopt migrate`" in refused.stderr
+        status = symopt("migrate", "--status", home=tmp_path, database_url=own_database_url)
+        assert status.stdout.strip() == f"current={older} head={head}"  # refusing changed nothing
+        migrated = symopt("migrate", home=tmp_path, database_url=own_database_url)
+        assert migrated.returncode == 0, migrated.stderr
+    status = symopt("migrate", "--status", home=tmp_path, database_url=own_database_url)
+    assert status.stdout.strip() == f"current={head} head={head}"
 
 
 def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path):

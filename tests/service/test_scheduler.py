@@ -1,13 +1,17 @@
 """Jobs run on a real local Ray through a real `symopt serve`, including the failures it must survive.
 
 Faults are injected for real: `kill -9` of the Ray worker running a job, `kill -9` of the
-service itself, a NaN loss, an exception inside training, a job asking for a GPU the cluster
-lacks. Every scenario ends by checking that the metric series is complete and has no duplicate.
+service itself and of its Ray's GCS, a NaN loss, an exception inside training (at its start and
+after some steps), a job asking for a GPU the cluster lacks. Every scenario ends by checking that
+the metric series is complete and has no duplicate. Ray's processes are found through /proc (the
+service's descendants): which ports they listen on, and that none outlives the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from service.scheduler.runtime import RESERVED_PORTS
 from service.store import Store
 from service.store.jobs import read_events
 from service.testing import ROOT, LiveService, live_service
@@ -108,6 +113,75 @@ def alive(pid: int) -> bool:
     return True
 
 
+def worker_pids(home: Path, job_id: str) -> list[int]:
+    """The pid of each attempt's Ray worker, from its `worker_started` event."""
+    return [int(e["pid"]) for e in events(home, job_id, "status") if e.get("status") == "worker_started"]
+
+
+# -- processes, from /proc (psutil is not a dependency) ---------------------------------------------
+
+
+def _parent_and_start(pid: int) -> tuple[int, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ", which may hold spaces
+    return int(fields[1]), int(fields[19])  # ppid, start time (tells a reused pid apart)
+
+
+def descendants(root: int) -> dict[int, int]:
+    """{pid: start time} of every process below `root`."""
+    table = {int(e): info for e in os.listdir("/proc") if e.isdigit() and (info := _parent_and_start(int(e)))}
+    found: dict[int, int] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = start
+                frontier.append(pid)
+    return found
+
+
+def still_running(processes: dict[int, int]) -> list[int]:
+    return [pid for pid, start in processes.items() if (info := _parent_and_start(pid)) and info[1] == start]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def listening_ports(pids: set[int]) -> dict[int, set[int]]:
+    """{pid: TCP ports it listens on}: sockets in LISTEN state (0A) matched to the pids' fds."""
+    ports_by_inode = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                ports_by_inode[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    found: dict[int, set[int]] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    inode = target.removeprefix("socket:[").removesuffix("]")
+                    if target.startswith("socket:[") and inode in ports_by_inode:
+                        found.setdefault(pid, set()).add(ports_by_inode[inode])
+    return found
+
+
+def wait_until_gone(processes: dict[int, int], timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := still_running(processes)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def complete_series(api: Api, job_id: str, steps: int, every: int) -> None:
     got, values = api.series(job_id, "train_loss")
     assert got == list(range(every, steps + 1, every)), "the series must have every step once"
@@ -151,7 +225,43 @@ def test_nan_ends_diverged_and_an_exception_ends_failed(shared: Api) -> None:
     assert "no/such/corpus.txt" in job["error"]
     assert "Traceback" in job["error"]
     assert job["attempt"] == 1  # an exception in training is not retried
-    assert shared.job(shared.submit(tiny(steps=10)))["status"] in {"queued", "running", "succeeded"}
+    # The scheduler keeps serving: a job submitted after both ends runs to success.
+    after = shared.finished(shared.submit(tiny(steps=10)))
+    assert after["status"] == "succeeded", after["error"]
+    assert after["attempt"] == 1
+
+
+# Training that raises after some steps, with nothing faked: the batch ramp doubles seq_len from
+# 128 to 256 once ~5,000 tokens are seen (c = 3.45: after step 10 at 4 × 128 tokens), but the
+# train split holds 199 tokens (val_fraction=0.9 of 2,000 bytes of stdlib source; the 1,801 val
+# tokens let evaluation run at seq_len 256 from step 0). The sampler raises a ConfigError in step 11.
+FAILS_AT_STEP_11 = tiny(
+    data={"corpus": "pystdlib", "seq_len": 256, "val_fraction": 0.9, "options": {"max_bytes": 2000}},
+    batch={"size": 4, "ramp": {"start_size": 4, "start_seq_len": 128, "c": 3.45}},
+)
+
+
+def test_an_exception_after_some_steps_ends_failed_with_the_traceback_tail(shared: Api) -> None:
+    job_id = shared.submit(FAILS_AT_STEP_11)
+    job = shared.finished(job_id)
+    assert job["status"] == "failed"
+    assert job["attempt"] == 1
+    error = job["error"]
+    assert error.startswith("ConfigError: seq_len=256 needs at least 257 tokens, but the train split has 199")
+    assert "Traceback (most recent call last)" in error
+    tail = error.splitlines()
+    assert any("symopt_core/data/sampler.py" in line for line in tail)  # the frame that raised
+    assert any("in train_step" in line for line in tail)  # inside a training step, not at setup
+    assert shared.series(job_id, "train_loss")[0] == [5, 10]  # the steps before the failure stay
+    assert job["step"] == 10
+    after = shared.finished(shared.submit(tiny(steps=10)))
+    assert after["status"] == "succeeded", after["error"]
+
+
+def test_readyz_checks_the_schedulers_ray(shared: Api) -> None:
+    response = httpx.get(f"{shared.service.url}/readyz", timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"ready": True, "checks": {"database": "ok", "migrations": "head", "ray": "ok"}}
 
 
 def test_a_job_needing_a_missing_gpu_stays_queued_and_says_why(shared: Api) -> None:
@@ -174,6 +284,81 @@ def test_cancel_stops_a_running_job_within_seconds(shared: Api) -> None:
     assert job["status"] == "cancelled"
     assert time.monotonic() - asked < 10
     assert len(shared.series(job_id, "train_loss")[0]) >= 2  # the metrics it had stay
+
+
+def test_cancel_frees_the_slot_and_the_worker_process(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        api = Api(service, service.api_key or "")
+        running = api.submit(tiny(steps=1_000_000))
+        api.wait(running, lambda job: job["status"] == "running" and job["step"] >= 5, timeout=120)
+        waiting = api.submit(tiny(steps=20))
+        job = api.wait(waiting, lambda job: job["queued_reason"] is not None, timeout=30)
+        assert job["status"] == "queued"
+        assert job["queued_reason"] == "waiting for 0 GPU(s) and 1 CPU(s) to free up"  # the one CPU is taken
+        [pid] = worker_pids(tmp_path, running)
+        assert alive(pid)
+        assert api.http.post(f"/v1/jobs/{running}/cancel").status_code == 202
+        assert api.finished(running, timeout=60)["status"] == "cancelled"
+        job = api.finished(waiting)
+        assert job["status"] == "succeeded", job["error"]
+        assert worker_pids(tmp_path, waiting) != [pid]  # a fresh worker process, not the cancelled one
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(pid), "the cancelled run's worker process must exit"
+
+
+def test_local_ray_avoids_6379_and_stops_with_the_service(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        api = Api(service, service.api_key or "")
+        job = api.finished(api.submit(tiny(steps=10)))
+        assert job["status"] == "succeeded", job["error"]
+        ray_processes = descendants(service.process.pid)
+        [gcs] = [pid for pid in ray_processes if "gcs_server" in command_line(pid)]
+        found = re.search(r"--gcs_server_port=(\d+)", command_line(gcs))
+        assert found is not None
+        gcs_port = int(found.group(1))
+        assert gcs_port not in {0, *RESERVED_PORTS}  # an explicit port, and not Redis's
+        listening = listening_ports({service.process.pid, *ray_processes})
+        assert gcs_port in listening[gcs]
+        every_port = set().union(*listening.values())
+        assert every_port.isdisjoint(RESERVED_PORTS), listening
+        assert not any("dashboard.py" in command_line(pid) and pid in listening for pid in ray_processes)
+        service.process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught: -15, not a crash (-6).
+        assert service.process.wait(timeout=90) in (0, -signal.SIGTERM), "".join(service.output[-40:])
+    output = "".join(service.output)
+    assert "Application shutdown complete" in output  # the lifespan ran to its end: scheduler.stop()
+    assert "Finished server process" in output
+    assert wait_until_gone(ray_processes) == [], "Ray processes outlived the service"
+
+
+def test_readyz_is_503_when_the_schedulers_ray_is_down(tmp_path: Path) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        ray_processes = descendants(service.process.pid)
+        try:
+            [gcs] = [pid for pid in ray_processes if "gcs_server" in command_line(pid)]
+            os.kill(gcs, signal.SIGKILL)
+            deadline, response = time.monotonic() + 60, None
+            while time.monotonic() < deadline:
+                response = httpx.get(f"{service.url}/readyz", timeout=30)
+                if response.status_code != 200:
+                    break
+                time.sleep(0.2)
+            assert response is not None
+            assert response.status_code == 503
+            body = response.json()
+            assert body["ready"] is False
+            assert body["checks"]["database"] == "ok"
+            assert body["checks"]["ray"] == "not answering: the local Ray gave no answer within 5 s"
+            assert httpx.get(f"{service.url}/healthz").status_code == 200  # up, only not ready
+        finally:
+            # A driver whose GCS died does not stop cleanly: end it and its Ray now.
+            service.process.kill()
+            service.process.wait()
+            for pid in wait_until_gone(ray_processes, timeout=30):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_k_slots_run_k_jobs_at_once(shared: Api) -> None:

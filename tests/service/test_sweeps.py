@@ -120,24 +120,45 @@ def test_presets_compared_at_equal_budget_and_a_cancelled_sweep(tmp_path: Path) 
         assert set(sweep["best_by_preset"]) == {"adamw", "symmetric"}
         by_preset = [t["preset"] for t in sweeps.trials(compared)]
         assert sorted(by_preset) == ["adamw"] * 3 + ["symmetric"] * 3  # the same trial budget each
-        long = sweeps.create(
-            name="long",
-            search_space=LR,
-            n_trials=6,
-            parallelism=2,
-            pruner="none",
-            base={**BASE, "steps": 100_000},
+        # One short trial and one long one: cancelled once the short one has finished.
+        steps = {"steps": {"type": "categorical", "choices": [30, 100_000]}}
+        mixed = sweeps.create(
+            name="mixed", search_space=steps, sampler="grid", n_trials=2, parallelism=2, pruner="none"
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sweeps.get(long)["trials_running"] < 1:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sweeps.get(mixed)["trials_finished"] < 1:
             time.sleep(0.3)
-        assert sweeps.http.post(f"/v1/sweeps/{long}/cancel").status_code == 202
-        cancelled = sweeps.wait(long, timeout=60)
-        assert cancelled["status"] == "cancelled"
-        assert all(t["status"] == "cancelled" for t in sweeps.trials(long))
+        assert sweeps.get(mixed)["trials_running"] == 1
+        assert sweeps.http.post(f"/v1/sweeps/{mixed}/cancel").status_code == 202
+        cancelled = sweeps.wait(mixed, timeout=60)
+        trials = {t["params"]["steps"]: t for t in sweeps.trials(mixed)}
+        history = sweeps.http.get(f"/v1/sweeps/{mixed}/history").json()
+    assert cancelled["status"] == "cancelled"
+    assert trials[100_000]["status"] == "cancelled"
+    finished = trials[30]  # finished before the cancel, and still readable after it
+    assert finished["status"] == "succeeded"
+    assert finished["objective"] is not None
+    assert cancelled["best"]["job_id"] == finished["job_id"]
+    assert study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", cancelled["study_name"]) == {
+        "COMPLETE": 1,
+        "FAIL": 1,
+    }
+    (entry,) = history["data"]
+    assert [(t["job_id"], t["objective"]) for t in entry["finished"] if t["state"] == "complete"] == [
+        (finished["job_id"], finished["objective"])
+    ]
+
+
+def running_jobs(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM symopt_jobs WHERE status = 'running'")).scalar()
+    engine.dispose()
+    return int(count or 0)
 
 
 def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'symopt.db'}"
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
         key = service.api_key or ""
         sweeps = Sweeps(service.url, key)
@@ -150,19 +171,26 @@ def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
             base={**BASE, "steps": 300, "checkpoint": {"every": 50, "keep": 2}},
         )
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sweeps.get(sweep_id)["trials_finished"] < 2:
+        while time.monotonic() < deadline:
+            sweep = sweeps.get(sweep_id)
+            if sweep["trials_finished"] >= 2 and sweep["trials_running"] >= 1:
+                break
             time.sleep(0.3)
-        assert sweeps.get(sweep_id)["trials_finished"] >= 2
         service.process.send_signal(signal.SIGKILL)
         service.process.wait()
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as restarted:
+    assert sweep["trials_finished"] >= 2
+    assert running_jobs(url) >= 1  # killed with a trial mid-run: its job is left "running"
+    # With a huge orphan timeout, the sweep (and its jobs) can only go on if the restarted
+    # embedded service takes them back at once, as only one scheduler can run on SQLite.
+    env = {"SYMOPT_RAY_NUM_CPUS": "2", "SYMOPT_ORPHAN_AFTER_SECONDS": "3600"}
+    with live_service(tmp_path, env=env) as restarted:
         sweeps = Sweeps(restarted.url, key)
         sweep = sweeps.wait(sweep_id)
         assert sweep["status"] == "succeeded"
         trials = sweeps.trials(sweep_id)
         assert sorted(t["trial_number"] for t in trials) == list(range(6))  # none lost, none twice
         assert all(t["status"] == "succeeded" for t in trials)
-        counts = study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", sweep["study_name"])
+        counts = study_counts(url, sweep["study_name"])
         assert counts == {"COMPLETE": 6}
 
 

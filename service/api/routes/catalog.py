@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter
@@ -10,8 +12,9 @@ from pydantic import BaseModel
 
 from symopt_core.data import CORPORA
 from symopt_core.models import MODEL_FAMILIES
-from symopt_core.optim import RULES
-from symopt_core.presets import PRESETS
+from symopt_core.optim import RULES, Rule, SymOpt
+from symopt_core.params import ParamClass
+from symopt_core.presets import PRESETS, Preset, default_lr_multiplier
 
 from ..deps import PrincipalDep
 
@@ -31,13 +34,30 @@ class FamilyPublic(BaseModel):
     dims: list[DimPublic]
 
 
+class ClassSettingsPublic(BaseModel):
+    """What a preset gives one parameter class (a spec's `optimizer.overrides.<class>` changes it)."""
+
+    rule: str
+    interleaved_rule: str | None  # the rule for fused gate/up stacks stored interleaved (gpt-oss)
+    lr_mult: float  # the class's lr is lr_mult × the base lr (× √d when lr_mult_times_sqrt_d)
+    lr_mult_times_sqrt_d: bool  # embeddings and heads: × √d, d the row length of the [V, d] matrix
+    lr: float | None  # lr_mult × the preset's lr; None when it depends on d
+    options: dict[str, Any]  # momentum, nesterov, scale, polar_method, betas, ...
+
+
 class PresetPublic(BaseModel):
     name: str
     summary: str
-    lr: float
-    weight_decay: float
+    lr: float  # the base lr (hidden matrices; AdamW's own lr for adamw)
+    weight_decay: float  # decay of hidden matrices (every 2-D class for adamw); others take none
     schedule_free: bool
+    schedule_free_options: dict[str, Any] | None  # ScheduleFree(...) arguments when wrapped
+    head_wise: bool  # attention q/k/v/o updated per head
+    adamw_share: float
     rules: dict[str, str]  # parameter class -> rule
+    classes: dict[str, ClassSettingsPublic]
+    matrix_options: dict[str, Any]  # a class overridden to a matrix rule takes these
+    adamw_options: dict[str, Any]  # a class overridden to adamw takes these
 
 
 class RulePublic(BaseModel):
@@ -45,6 +65,11 @@ class RulePublic(BaseModel):
     summary: str
     group: str
     elementwise: bool
+    view: str  # "paired": fused gate/up rows joined as [gate_j, up_j]
+    transposable: bool  # D(Mᵀ) = D(M)ᵀ
+    neuron_norm: bool  # NorMuon's row normalization after the direction (always on)
+    shape_scaled: bool  # the `scale` option applies (the rule has a natural per-entry RMS)
+    options: dict[str, Any]  # the param-group options it reads, with SymOpt's defaults
 
 
 class CorpusPublic(BaseModel):
@@ -80,30 +105,87 @@ def list_models_route(principal: PrincipalDep) -> Catalog[FamilyPublic]:
     return Catalog(data=families)
 
 
+def _class_settings(preset: Preset, param_class: ParamClass) -> ClassSettingsPublic:
+    cell = preset.cells[param_class]
+    # default_lr_multiplier is c or c·√d (d = shape[-1]): asking at d = 1 and d = 4 tells which.
+    at_1 = default_lr_multiplier(preset, param_class, cell.rule, (1, 1))
+    at_4 = default_lr_multiplier(preset, param_class, cell.rule, (1, 4))
+    scales = not math.isclose(at_1, at_4)
+    return ClassSettingsPublic(
+        rule=cell.rule,
+        interleaved_rule=cell.interleaved_rule,
+        lr_mult=at_1,
+        lr_mult_times_sqrt_d=scales,
+        lr=None if scales else preset.lr * at_1,
+        options=dict(cell.options),
+    )
+
+
+def _preset_public(name: str, preset: Preset) -> PresetPublic:
+    return PresetPublic(
+        name=name,
+        summary=preset.summary,
+        lr=preset.lr,
+        weight_decay=preset.weight_decay,
+        schedule_free=preset.schedule_free is not None,
+        schedule_free_options=dict(preset.schedule_free) if preset.schedule_free is not None else None,
+        head_wise=preset.head_wise,
+        adamw_share=preset.adamw_share,
+        rules={c.value: cell.rule for c, cell in preset.cells.items()},
+        classes={c.value: _class_settings(preset, c) for c in preset.cells},
+        matrix_options=dict(preset.matrix_options),
+        adamw_options=dict(preset.adamw_options),
+    )
+
+
 @router.get("/presets", response_model=Catalog[PresetPublic])
 def list_presets_route(principal: PrincipalDep) -> Catalog[PresetPublic]:
-    """Optimizer presets and the rule each gives every parameter class."""
-    return Catalog(
-        data=[
-            PresetPublic(
-                name=name,
-                summary=p.summary,
-                lr=p.lr,
-                weight_decay=p.weight_decay,
-                schedule_free=p.schedule_free is not None,
-                rules={c.value: cell.rule for c, cell in p.cells.items()},
-            )
-            for name, p in PRESETS.items()
-        ]
-    )
+    """Optimizer presets: base lr and decay, and each parameter class's rule, lr and options."""
+    return Catalog(data=[_preset_public(name, p) for name, p in PRESETS.items()])
+
+
+def _symopt_defaults() -> dict[str, Any]:
+    """SymOpt's param-group options with their defaults, read off its signature (one source)."""
+    parameters = inspect.signature(SymOpt.__init__).parameters
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if p.default is not inspect.Parameter.empty and name not in ("rule", "batched")
+    }
+
+
+# The options each of SymOpt.step's three paths reads: AdamW's own update, momentum SGD, and the
+# matrix path (momentum -> layout -> direction -> NorMuon -> scale -> decay), which reads the rest.
+_ADAMW_READS = ("lr", "weight_decay", "betas", "adam_eps")
+_SGD_READS = ("lr", "momentum", "nesterov", "weight_decay")
+
+
+def _rule_options(rule: Rule, defaults: dict[str, Any]) -> dict[str, Any]:
+    if rule.name == "adamw":
+        return {k: defaults[k] for k in _ADAMW_READS}
+    if rule.elementwise:
+        return {k: defaults[k] for k in _SGD_READS}
+    skipped = {"betas", "adam_eps"} | ({"normuon"} if rule.neuron_norm else set())
+    return {k: v for k, v in defaults.items() if k not in skipped}
 
 
 @router.get("/rules", response_model=Catalog[RulePublic])
 def list_rules_route(principal: PrincipalDep) -> Catalog[RulePublic]:
-    """Update rules with the symmetry group each is equivariant under."""
+    """Update rules: the symmetry group each is equivariant under, and the options it reads."""
+    defaults = _symopt_defaults()
     return Catalog(
         data=[
-            RulePublic(name=name, summary=r.summary, group=str(r.symmetry), elementwise=r.elementwise)
+            RulePublic(
+                name=name,
+                summary=r.summary,
+                group=str(r.symmetry),
+                elementwise=r.elementwise,
+                view=r.view,
+                transposable=r.transposable,
+                neuron_norm=r.neuron_norm,
+                shape_scaled=r.natural_rms is not None,
+                options=_rule_options(r, defaults),
+            )
             for name, r in RULES.items()
         ]
     )

@@ -1,0 +1,169 @@
+"""Sweeps run by a real service, over the paths the main scenarios leave out: parallelism on
+SQLite, optional parameters, every sampler and pruner, the objectives, divergence, and budgets.
+Each test starts one service and runs several small sweeps in it at once."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from service.testing import live_service
+
+from .test_sweeps import BASE, FINAL, Sweeps, study_counts
+
+SHORT = {**BASE, "steps": 45}  # evaluations at 0, 15, 30, 45
+TOKENS_PER_STEP = BASE["batch"]["size"] * BASE["data"]["seq_len"]  # type: ignore[index]
+OPTIONAL = {
+    "optimizer.lr": {"type": "log_uniform", "low": 5e-3, "high": 5e-2},
+    "optimizer.weight_decay": {"type": "uniform", "low": 0.0, "high": 0.1},
+    "schedule.warmup_steps": {"type": "int", "low": 0, "high": 20},
+    "optimizer.overrides.attention.momentum": {"type": "uniform", "low": 0.8, "high": 0.97},
+}
+
+
+def value_at(tree: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        tree = tree[key]
+    return tree
+
+
+def optuna_trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+
+
+def test_a_parallel_sweep_on_sqlite_over_optional_parameters(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'symopt.db'}"
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "3"}) as service:
+        sweeps = Sweeps(service.url, service.api_key or "")
+        sweep_id = sweeps.create(
+            name="optional",
+            base={**BASE, "optimizer": {"preset": "muon"}},
+            search_space=OPTIONAL,
+            sampler="random",
+            pruner="successive_halving",
+            n_trials=6,
+            parallelism=3,
+            seed=1,
+        )
+        peak_running = peak_active = 0  # sampled while it runs: running, and queued or running
+        deadline = time.monotonic() + 400
+        while sweeps.get(sweep_id)["status"] not in FINAL and time.monotonic() < deadline:
+            statuses = [t["status"] for t in sweeps.trials(sweep_id)]
+            peak_running = max(peak_running, statuses.count("running"))
+            peak_active = max(peak_active, statuses.count("running") + statuses.count("queued"))
+            time.sleep(0.2)
+        sweep = sweeps.wait(sweep_id, timeout=10)
+        trials = sweeps.trials(sweep_id)
+        history = sweeps.http.get(f"/v1/sweeps/{sweep_id}/history").json()
+        specs = {t["job_id"]: sweeps.http.get(f"/v1/jobs/{t['job_id']}").json()["spec"] for t in trials}
+        log = "".join(service.output)
+    assert sweep["status"] == "succeeded", sweep
+    assert peak_running == 3  # the parallelism was used ...
+    assert peak_active <= 3  # ... and never exceeded (a pruned trial's job is cancelling, not running)
+    # Nothing went wrong in the scheduler's loop: no lock error, no traceback, no retried tick.
+    for trouble in ("database is locked", "Traceback", "tick failed", "will retry"):
+        assert trouble not in log, log
+
+    assert len(trials) == 6
+    for trial in trials:  # each optional value reached its trial's job, inside its range
+        for path, space in OPTIONAL.items():
+            value = value_at(specs[trial["job_id"]], path)
+            assert space["low"] <= value <= space["high"], (path, value)
+            assert trial["params"][path] == value
+    counts = study_counts(url, sweep["study_name"])
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6  # every tell landed
+
+    # The history matches Optuna's own record, trial by trial, in completion order.
+    found = sorted(optuna_trials(url, sweep["study_name"]), key=lambda t: (t.datetime_complete, t.number))
+    (entry,) = history["data"]
+    assert entry["running"] == []
+    assert [t["number"] for t in entry["finished"]] == [t.number for t in found]
+    best = None
+    for public, trial in zip(entry["finished"], found, strict=True):
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        best = value if best is None or (value is not None and value < best) else best
+        assert (public["objective"], public["best_so_far"]) == (value, best)
+        assert public["params"] == trial.params
+        assert [(p["tokens"], p["value"]) for p in public["intermediate"]] == sorted(
+            trial.intermediate_values.items()
+        )
+        assert all(p["tokens"] % TOKENS_PER_STEP == 0 for p in public["intermediate"])
+    assert best == min(t["objective"] for t in trials if t["state"] == "succeeded")
+
+
+def test_samplers_objectives_divergence_and_budgets(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'symopt.db'}"
+    lr = {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 3e-2}}
+    lr_wd = {**lr, "optimizer.weight_decay": {"type": "uniform", "low": 0.0, "high": 0.1}}
+    # 1e6 makes the tiny model's loss non-finite within a few steps: a real divergence.
+    diverging = {"optimizer.lr": {"type": "categorical", "choices": [1e-2, 1e6]}}
+    common = {"base": SHORT, "parallelism": 1, "pruner": "none"}
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        sweeps = Sweeps(service.url, service.api_key or "")
+        created: dict[str, dict[str, Any]] = {
+            "cmaes": {"sampler": "cmaes", "pruner": "hyperband", "search_space": lr_wd, "n_trials": 3,
+                      "objective": "tokens_to_target", "target_loss": 3.2},
+            "gp": {"sampler": "gp", "search_space": lr, "n_trials": 3},
+            "fail": {"sampler": "grid", "search_space": diverging, "n_trials": 2},
+            "penalty": {"sampler": "grid", "search_space": diverging, "n_trials": 2, "diverged_value": 20.0},
+            "tokens": {"search_space": lr, "n_trials": 5, "max_tokens": SHORT["steps"] * TOKENS_PER_STEP},
+            "wall": {"search_space": lr, "n_trials": 50, "max_wall_time_s": 5.0},
+        }  # fmt: skip
+        ids = {name: sweeps.create(name=name, **{**common, **spec}) for name, spec in created.items()}
+        done = {name: sweeps.wait(sweep_id, timeout=400) for name, sweep_id in ids.items()}
+        trials = {name: sweeps.trials(sweep_id) for name, sweep_id in ids.items()}
+        jobs = {
+            t["job_id"]: sweeps.http.get(f"/v1/jobs/{t['job_id']}").json()
+            for found in trials.values()
+            for t in found
+        }
+    studies = {name: optuna_trials(url, sweep["study_name"]) for name, sweep in done.items()}
+
+    # CMA-ES and GP sample after their random start (2 trials of 3): their packages work.
+    for name in ("cmaes", "gp"):
+        assert done[name]["status"] == "succeeded", [
+            (t["state"], jobs[t["job_id"]]["error"]) for t in trials[name]
+        ]
+        assert len(studies[name]) == 3
+    assert any(key.startswith("cma:") for t in studies["cmaes"] for key in t.system_attrs)
+    # Hyperband ran: each trial completed, was pruned, or never reached the target (failed).
+    assert {t.state for t in studies["cmaes"]} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    # tokens_to_target: the objective is the first evaluation's tokens at or under the target.
+    for trial in trials["cmaes"]:
+        evals = (jobs[trial["job_id"]]["result"] or {}).get("evals", [])  # a pruned job's too
+        reached = [e["tokens"] for e in evals if e["val_loss"] <= 3.2]
+        assert trial["objective"] == (min(reached) if reached else None)
+    told = {t.number: t.value for t in studies["cmaes"] if t.state == TrialState.COMPLETE}
+    assert told  # at least one trial reached the target
+    assert told == {t["trial_number"]: t["objective"] for t in trials["cmaes"] if t["objective"] is not None}
+
+    # A diverged trial: FAIL without a penalty, the penalty as its value with one; the sweep goes on.
+    for name in ("fail", "penalty"):
+        assert done[name]["status"] == "succeeded", [
+            (t["state"], jobs[t["job_id"]]["error"]) for t in trials[name]
+        ]
+        by_lr = {t["params"]["optimizer.lr"]: t for t in trials[name]}
+        assert by_lr[1e6]["status"] == "diverged"
+        assert jobs[by_lr[1e6]["job_id"]]["diverged_at"] is not None
+        assert by_lr[1e-2]["status"] == "succeeded"
+        assert done[name]["best"]["job_id"] == by_lr[1e-2]["job_id"]
+    assert study_counts(url, done["fail"]["study_name"]) == {"COMPLETE": 1, "FAIL": 1}
+    penalized = {t.params["optimizer.lr"]: t for t in studies["penalty"]}
+    assert penalized[1e6].state == TrialState.COMPLETE
+    assert penalized[1e6].value == 20.0
+
+    # Budgets: once the tokens are spent, or the time is up, no trial is asked for.
+    assert done["tokens"]["status"] == "succeeded"
+    assert len(trials["tokens"]) == 1  # one trial's tokens are the whole budget
+    assert done["wall"]["status"] in ("succeeded", "failed")
+    assert len(trials["wall"]) < 50
+    started = datetime.fromisoformat(done["wall"]["created_at"])
+    for trial in trials["wall"]:
+        # asked before the budget ran out (the job row is written a moment after the ask)
+        created_at = datetime.fromisoformat(jobs[trial["job_id"]]["created_at"])
+        assert created_at - started <= timedelta(seconds=5.0 + 1.0)

@@ -266,6 +266,7 @@ def build_optimizer(
     overrides: Mapping[str, str | Mapping[str, Any]] | None = None,
     mapping: Mapping[str, Mapped] | None = None,
     batched: bool = True,
+    schedule_free: Mapping[str, float] | None = None,
 ) -> SymOpt | ScheduleFree:
     """The optimizer of `preset` for `model`, as a user would build a torch.optim optimizer.
 
@@ -274,6 +275,8 @@ def build_optimizer(
     overrides: {class or alias: rule name | {rule, lr, lr_mult, momentum, weight_decay, ...}}.
     mapping: {fnmatch pattern of parameter names: class or (class, layout)} for parameters the
         classifier does not know.
+    schedule_free: ScheduleFree arguments (momentum, weight_lr_power, r, weight_decay_at_y) over
+        the preset's, for schedule-free presets.
     """
     chosen = get_preset(preset)
     groups = param_groups(
@@ -281,5 +284,7 @@ def build_optimizer(
     )
     optimizer = SymOpt(groups, lr=chosen.lr, batched=batched)
     if chosen.schedule_free is not None:
-        return ScheduleFree(optimizer, **chosen.schedule_free)
+        return ScheduleFree(optimizer, **{**chosen.schedule_free, **(schedule_free or {})})
+    if schedule_free:
+        raise ConfigError(f"schedule_free settings given, but preset {preset!r} is not schedule-free")
     return optimizer

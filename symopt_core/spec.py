@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,7 @@ from .models.registry import build_config
 from .optim.rules import RULES
 from .params.classes import CLASS_ALIASES, ParamClass
 from .presets import PRESETS
+from .spec_tree import set_path, spec_tree
 
 __all__ = [
     "BatchSpec",
@@ -40,10 +40,12 @@ __all__ = [
     "OverrideSpec",
     "RampSpec",
     "ResourcesSpec",
+    "ScheduleFreeSpec",
     "ScheduleSpec",
     "describe_validation_error",
     "load_spec",
     "set_path",
+    "spec_tree",
 ]
 
 
@@ -156,6 +158,22 @@ class OverrideSpec(_Strict):
 _OVERRIDE_NAMES = [c.value for c in ParamClass] + list(CLASS_ALIASES)
 
 
+class ScheduleFreeSpec(_Strict):
+    """The schedule-free wrapper's own settings (ALGORITHMS.md 10); None: the preset's."""
+
+    momentum: float | None = Field(
+        None, gt=0.0, lt=1.0, description="interpolation beta of y between z and x"
+    )
+    weight_lr_power: float | None = Field(
+        None, ge=0.0, description="averaging weights lr^power (2: lr-squared)"
+    )
+    r: float | None = Field(None, ge=0.0, description="averaging weights (t+1)^r")
+    weight_decay_at_y: float | None = Field(None, ge=0.0, description="decay computed at y, applied to z")
+
+    def options(self) -> dict[str, float]:
+        return self.model_dump(exclude_none=True)
+
+
 class OptimizerSpec(_Strict):
     preset: str = "symmetric"
     lr: PositiveFloat | None = Field(None, description="base lr; None: the preset's default")
@@ -163,11 +181,20 @@ class OptimizerSpec(_Strict):
         None, ge=0.0, description="decay of hidden matrices; None: preset default"
     )
     overrides: dict[str, str | OverrideSpec] = Field(default_factory=dict, max_length=32)
+    schedule_free: ScheduleFreeSpec | None = Field(
+        None, description="schedule-free presets only: the wrapper's momentum, averaging weights"
+    )
 
     @model_validator(mode="after")
     def _known_preset_and_classes(self) -> OptimizerSpec:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        if self.schedule_free is not None and not self.is_schedule_free:
+            valid = ", ".join(name for name, preset in PRESETS.items() if preset.schedule_free is not None)
+            raise ValueError(
+                f"optimizer.schedule_free is set but preset {self.preset!r} is not schedule-free; "
+                f"schedule-free presets: {valid}"
+            )
         for name, value in self.overrides.items():
             if name not in _OVERRIDE_NAMES:
                 raise ValueError(
@@ -181,7 +208,7 @@ class OptimizerSpec(_Strict):
         return {k: v if isinstance(v, str) else v.options() for k, v in self.overrides.items()}
 
     @property
-    def schedule_free(self) -> bool:
+    def is_schedule_free(self) -> bool:
         return PRESETS[self.preset].schedule_free is not None
 
 
@@ -246,7 +273,7 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        sf_preset, sf_schedule = self.optimizer.schedule_free, self.schedule.kind == "schedule_free"
+        sf_preset, sf_schedule = self.optimizer.is_schedule_free, self.schedule.kind == "schedule_free"
         if sf_preset and self.schedule.kind not in ("schedule_free", "constant"):
             raise ValueError(
                 f"preset {self.optimizer.preset!r} is schedule-free: use schedule.kind 'schedule_free' "
@@ -286,51 +313,8 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set `tree[a][b][c] = value` for path "a.b.c", creating the dicts on the way."""
-    keys = path.split(".")
-    if not all(keys):
-        raise ConfigError(f"Invalid setting path: {path!r} (expected dotted keys such as optimizer.lr)")
-    node = tree
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(f"Invalid setting path: {path!r}: {key!r} holds {child!r}, not a mapping")
-        node = child
-    node[keys[-1]] = value
-
-
 def load_spec(
     source: str | Path | Mapping[str, Any] | JobSpec, overrides: Mapping[str, Any] | None = None
 ) -> JobSpec:
-    """A JobSpec from a YAML/JSON path, a dict or a JobSpec, with dotted-path overrides applied.
-
-    Override values given as strings are parsed as YAML scalars ("0.01" -> 0.01, "true" -> True).
-    """
-    if isinstance(source, JobSpec):
-        tree: dict[str, Any] = source.model_dump(exclude_unset=True)
-    elif isinstance(source, Mapping):
-        tree = _plain(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"Job spec file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"Job spec {path} must hold a mapping at its top level, not {type(loaded).__name__}"
-            )
-        tree = loaded
-    for key, value in (overrides or {}).items():
-        set_path(tree, key, yaml.safe_load(value) if isinstance(value, str) else value)
-    return JobSpec.model_validate(tree)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    """A JobSpec from a YAML/JSON path, a dict or a JobSpec, with dotted-path overrides applied."""
+    return JobSpec.model_validate(spec_tree(source, overrides))

@@ -140,6 +140,7 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         lr=spec.optimizer.lr,
         weight_decay=spec.optimizer.weight_decay,
         overrides=spec.optimizer.override_options(),
+        schedule_free=spec.optimizer.schedule_free.options() if spec.optimizer.schedule_free else None,
     )
     schedule = spec.schedule
 
@@ -335,6 +336,10 @@ def train(
             run.history.append({"kind": event.kind, "step": event.step, "data": event.data})
         report_(event)
 
+    def log(message: str) -> None:
+        # Log lines are for people (the service's /logs, `symopt jobs logs`); never replayed.
+        report_(Event("log", run.step, {"message": message}))
+
     checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
     if resume_from is not None:
         run.load_state(load_checkpoint(Path(resume_from)))
@@ -353,8 +358,16 @@ def train(
             },
         )
     )
+    params = sum(p.numel() for p in run.model.parameters())
+    size = job.model.size or "custom dims"
+    log(
+        f"{job.model.family} {size}: {params:,} parameters on {run.device}; preset {job.optimizer.preset}; "
+        f"{job.steps} steps of {job.batch.size} x {job.data.seq_len} tokens"
+    )
+    if resume_from is not None:
+        log(f"resumed at step {run.step} from {resume_from}")
     if run.step == 0:
-        _evaluate_and_report(run, emit)
+        _evaluate_and_report(run, emit, log)
     classes = class_of_params(run.optimizer)
     started = time.perf_counter()
     tokens_at_start, status, diverged_at, last_loss = run.tokens, "succeeded", None, None
@@ -362,6 +375,7 @@ def train(
     while run.step < job.steps:
         if should_stop is not None and should_stop():
             status = "cancelled"
+            log(f"stopped at step {run.step}: cancelled")
             break
         log_now = (run.step + 1) % job.log_every == 0 or run.step + 1 == job.steps
         shape = batch_shape(job, run.tokens)
@@ -370,6 +384,7 @@ def train(
             status, diverged_at = "diverged", run.step + 1
             diverged = {"status": "diverged", "train_loss": _json_float(outcome.loss)}
             emit(Event("status", run.step + 1, diverged))
+            log(f"the loss became {outcome.loss} at step {run.step + 1}: stopped (diverged)")
             break
         window.add(shape.tokens, outcome)
         last_loss = outcome.loss
@@ -379,7 +394,7 @@ def train(
             emit(Event("metrics", run.step, outcome.metrics | step_metrics | window.metrics()))
             window = MetricsWindow()
         if run.step % job.eval.every == 0 or run.step == job.steps:
-            _evaluate_and_report(run, emit)
+            _evaluate_and_report(run, emit, log)
         if checkpoints is not None and job.checkpoint.every and run.step % job.checkpoint.every == 0:
             newest = _checkpoint(run, checkpoints, emit)
     if (
@@ -403,6 +418,11 @@ def train(
         checkpoint=str(newest) if newest is not None else None,
         evals=list(run.evals),
     )
+    best = "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f} at step {run.best_val_step}"
+    log(
+        f"{result.status} after {result.steps} steps, {result.tokens:,} tokens in {wall:.1f} s "
+        f"({result.tokens_per_s:,.0f} tokens/s); best val_loss {best}"
+    )
     emit(Event("result", run.step, result.to_dict()))
     return result
 
@@ -416,7 +436,7 @@ def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def _evaluate_and_report(run: Run, emit: Report) -> None:
+def _evaluate_and_report(run: Run, emit: Report, log: Callable[[str], None]) -> None:
     val_loss = evaluate(run)
     run.evals.append({"step": run.step, "tokens": run.tokens, "val_loss": val_loss})
     if math.isfinite(val_loss) and (run.best_val_loss is None or val_loss < run.best_val_loss):
@@ -432,6 +452,9 @@ def _evaluate_and_report(run: Run, emit: Report) -> None:
                 "best_val_step": run.best_val_step,
             },
         )
+    )
+    log(
+        f"step {run.step}: val_loss {val_loss:.4f} (best {run.best_val_loss:.4f} at step {run.best_val_step})"
     )
 
 

@@ -211,3 +211,29 @@ def test_checkpoint_resume_is_bit_identical(preset):
     train(resumed, resumed_opt, 3, seed=2)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_schedule_free_settings_reach_the_wrapper_and_only_schedule_free_presets_take_them():
+    from symopt_core import build_model
+    from symopt_core.spec import JobSpec
+
+    model = build_model("qwen3", "tiny")
+    wrapped = build_optimizer(model, "sf-symmetric", schedule_free={"momentum": 0.5, "weight_lr_power": 1.0})
+    assert {group["sf_momentum"] for group in wrapped.param_groups} == {0.5}
+    assert {group["weight_lr_power"] for group in wrapped.param_groups} == {1.0}
+    default = build_optimizer(model, "sf-symmetric")
+    assert {group["sf_momentum"] for group in default.param_groups} == {0.9}
+    with pytest.raises(ConfigError, match="'muon' is not schedule-free"):
+        build_optimizer(model, "muon", schedule_free={"momentum": 0.5})
+    spec = {"model": {"family": "qwen3", "size": "tiny"}, "schedule": {"kind": "schedule_free"}}
+    parsed = JobSpec.model_validate(
+        {**spec, "optimizer": {"preset": "sf-normuon", "schedule_free": {"momentum": 0.7}}}
+    )
+    assert parsed.optimizer.schedule_free is not None
+    assert parsed.optimizer.schedule_free.options() == {"momentum": 0.7}
+    with pytest.raises(
+        ValueError, match="preset 'muon' is not schedule-free; schedule-free presets: sf-normuon"
+    ):
+        JobSpec.model_validate(
+            {"model": spec["model"], "optimizer": {"preset": "muon", "schedule_free": {"r": 1.0}}}
+        )

@@ -115,10 +115,25 @@ def test_checkpoints_keep_the_newest_and_hold_the_whole_state(tmp_path, data_dir
 
 def test_divergence_stops_the_run_with_its_step(data_dir):
     spec = tiny_spec("gpt2", "adamw", optimizer={"preset": "adamw", "lr": 1e6}, grad_clip=None, steps=30)
-    result = train(spec, data_root=data_dir)
+    events = []
+    result = train(spec, data_root=data_dir, report=events.append)
     assert result.status == "diverged"
     assert result.diverged_at is not None
     assert 1 <= result.diverged_at <= 30
+    logs = [e.data["message"] for e in events if e.kind == "log"]
+    assert f"at step {result.diverged_at}: stopped (diverged)" in logs[-2]
+    assert logs[-1].startswith(f"diverged after {result.diverged_at - 1} steps")
+
+
+def test_a_run_logs_what_it_trains_each_evaluation_and_how_it_ended(data_dir):
+    events = []
+    result = train(tiny_spec("qwen3", "symmetric"), data_root=data_dir, report=events.append)
+    logs = [(e.step, e.data["message"]) for e in events if e.kind == "log"]
+    assert logs[0][1].startswith("qwen3 tiny: ")
+    assert "preset symmetric; 40 steps of 8 x 32 tokens" in logs[0][1]
+    assert [step for step, message in logs if message.startswith(f"step {step}: val_loss")] == [0, 20, 40]
+    assert logs[-1][1].startswith("succeeded after 40 steps, 10,240 tokens in ")
+    assert f"best val_loss {result.best_val_loss:.4f} at step {result.best_val_step}" in logs[-1][1]
 
 
 def test_should_stop_cancels_and_leaves_a_resumable_checkpoint(tmp_path, data_dir):

@@ -1,0 +1,69 @@
+"""Spec trees before validation: dotted-path settings (`--set optimizer.lr=0.01`) and the plain
+tree of a spec file, dict or model. No torch here: the client and the CLI use it to send specs for
+the service to validate, and start fast."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .errors import ConfigError
+
+__all__ = ["set_path", "spec_tree"]
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for path "a.b.c", creating the dicts on the way."""
+    keys = path.split(".")
+    if not all(keys):
+        raise ConfigError(f"Invalid setting path: {path!r} (expected dotted keys such as optimizer.lr)")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"Invalid setting path: {path!r}: {key!r} holds {child!r}, not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def spec_tree(
+    source: str | Path | Mapping[str, Any] | BaseModel, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The plain tree of a spec (a YAML/JSON path, a dict or a spec model) with dotted-path
+    overrides applied, not yet validated: what a client sends for the service to validate.
+
+    Override values given as strings are parsed as YAML scalars ("0.01" -> 0.01, "true" -> True).
+    """
+    if isinstance(source, BaseModel):
+        tree: dict[str, Any] = source.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(source, Mapping):
+        tree = _plain(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"Spec file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"Spec {path} is not valid YAML or JSON: {error}") from None
+        if not isinstance(loaded, dict):
+            kind = type(loaded).__name__
+            raise ConfigError(f"Spec {path} must hold a mapping at its top level, not {kind}")
+        tree = loaded
+    for key, value in (overrides or {}).items():
+        set_path(tree, key, yaml.safe_load(value) if isinstance(value, str) else value)
+    return tree
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

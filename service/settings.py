@@ -64,3 +64,7 @@ class Settings(BaseSettings):
 
     def resolved_artifact_root(self) -> Path:
         return self.artifact_root or self.home / "artifacts"
+
+    def job_run_dir(self, job_id: str) -> Path:
+        """Where a job's run files go: its checkpoints are in `checkpoints/` under it."""
+        return self.resolved_artifact_root() / "jobs" / job_id

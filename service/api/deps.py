@@ -41,7 +41,7 @@ def get_principal(
     store: StoreDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     """Who is calling: a 401 for a missing, malformed, unknown or revoked key, alike."""
-    with store.transaction() as session:
+    with store.read() as session:
         return authenticate(session=session, presented=credentials.credentials if credentials else None)
 
 

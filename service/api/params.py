@@ -1,12 +1,22 @@
-"""Query parameters shared by routes."""
+"""Query parameters and headers shared by routes."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
+from fastapi import Header
 from fastapi.exceptions import RequestValidationError
 
-__all__ = ["csv", "statuses"]
+__all__ = ["IdempotencyKey", "csv", "statuses"]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="retrying a POST with the same key within 24 h returns what the first one created",
+    ),
+]
 
 
 def csv(value: str | None) -> list[str]:

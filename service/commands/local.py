@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from symopt_core.errors import ConfigError, SymoptError
+
+from .remote import print_table
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -166,21 +167,12 @@ def plot_losses(metrics: Path, target: Path) -> None:
     plt.close(figure)
 
 
-def _print_table(rows: Sequence[tuple[str, ...]], stream: IO[str] = sys.stdout) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
-            file=stream,
-        )
-
-
 def list_models(args: argparse.Namespace) -> int:
     from symopt_core.models import MODEL_FAMILIES
 
     rows = [("family", "sizes", "dims")]
     rows += [(name, ", ".join(f.sizes), ", ".join(f.dims())) for name, f in MODEL_FAMILIES.items()]
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
@@ -189,7 +181,7 @@ def list_presets(args: argparse.Namespace) -> int:
 
     rows = [("preset", "base lr", "summary")]
     rows += [(name, f"{p.lr:g}", p.summary) for name, p in PRESETS.items()]
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
@@ -198,5 +190,5 @@ def list_rules(args: argparse.Namespace) -> int:
 
     rows = [("rule", "group", "summary")]
     rows += [(name, str(rule.symmetry), rule.summary) for name, rule in RULES.items()]
-    _print_table(rows)
+    print_table(rows)
     return 0

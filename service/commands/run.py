@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,16 +96,16 @@ def run_job(args: argparse.Namespace) -> int:
 
     from ..client import ApiError, Client
     from .local import load_spec_or_explain
+    from .remote import number
 
     spec = load_spec_or_explain(args.spec, args.settings, "run")
     if spec is None:
         return 2
-    body = spec.model_dump(mode="json")
     with contextlib.ExitStack() as stack:
         try:
-            client = Client()
+            client = stack.enter_context(Client())
             running = client.ready()
-        except Exception:
+        except SymoptError:  # no saved key yet: the embedded service makes one
             running = False
         if not running:
             print(
@@ -114,49 +113,29 @@ def run_job(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             try:
-                client = Client(stack.enter_context(embedded_service()))
+                client = stack.enter_context(Client(stack.enter_context(embedded_service())))
             except SymoptError as error:
                 print(f"symopt run: {error}", file=sys.stderr)
                 return 2
         try:
-            job = client.submit(body)
+            job = client.submit(spec)
         except ApiError as error:
             print(f"symopt run: the service refused the job: {error.message}", file=sys.stderr)
             return 2
-        print(f"symopt run: job {job['id']} on {client.url}", file=sys.stderr)
+        print(f"symopt run: job {job.id} on {client.url}", file=sys.stderr)
         try:
-            job = _follow(client, job["id"], spec.steps)
+            job.wait(progress="auto")
         except KeyboardInterrupt:
-            client.cancel(job["id"])
+            job.cancel()
             print("symopt run: cancelled", file=sys.stderr)
             return 130
-    result = job.get("result") or {}
+    result = job.result or {}
+    best, final = (result.get(key) for key in ("best_val_loss", "val_loss"))
     print(
-        f"status={job['status']} steps={job['step']} attempt={job['attempt']} "
-        f"best_val_loss={_fmt(result.get('best_val_loss'))} job={job['id']}"
+        f"status={job.status} steps={job.step} attempt={job.data['attempt']} "
+        f"best_val_loss={number(best) if best is not None else 'nan'} job={job.id}"
     )
-    if job["error"]:
-        print(job["error"].splitlines()[0], file=sys.stderr)
-    print(f"val_loss={_fmt(result.get('val_loss'))}")
-    return 0 if job["status"] == "succeeded" else 1
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "nan"
-
-
-def _follow(client: Any, job_id: str, steps: int) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    shown: dict[str, str] = {}
-    with tqdm(total=steps, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
-        for job, page in client.follow(job_id):
-            for series in page["series"]:
-                if series["name"] in ("train_loss", "val_loss", "tokens_per_s") and series["values"]:
-                    value = series["values"][-1]
-                    digits = 0 if series["name"] == "tokens_per_s" else 4
-                    shown[series["name"]] = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-            bar.set_description(job["status"])
-            bar.update(max(0, job["step"] - bar.n))
-            bar.set_postfix(shown, refresh=True)
-        return dict(job)
+    if job.data["error"]:
+        print(job.data["error"].splitlines()[0], file=sys.stderr)
+    print(f"val_loss={number(final) if final is not None else 'nan'}")  # a float for scripts
+    return 0 if job.status == "succeeded" else 1

@@ -1,53 +1,92 @@
-"""`symopt sweep create|show|cancel`: sweeps through the REST API (the client)."""
+"""`symopt sweep submit|list|show|watch|cancel`: sweeps on the service, through the client."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .remote import add_output, number, print_json, print_table, remote, table_lines
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sweep = commands.add_parser("sweep", help="create and follow sweeps on the service")
-    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
-    create = sweep_commands.add_parser("create", help="submit a sweep spec (YAML/JSON); prints its id")
-    create.add_argument("spec", type=Path)
-    create.set_defaults(handler=create_sweep)
-    show = sweep_commands.add_parser("show", help="progress, trials and the best so far")
+    sweep = commands.add_parser("sweep", help="submit, follow and cancel sweeps on the service")
+    sub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
+    for name in ("submit", "create"):
+        submit = sub.add_parser(
+            name,
+            help="queue a sweep spec (YAML/JSON); prints its id"
+            + (" (= submit)" if name == "create" else ""),
+        )
+        submit.add_argument("spec", type=Path)
+        submit.add_argument(
+            "--set",
+            dest="settings",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a field by dotted path, e.g. --set n_trials=4 --set base.steps=500",
+        )
+        add_output(submit)
+        submit.set_defaults(handler=submit_sweep)
+    listing = sub.add_parser("list", help="this tenant's sweeps, newest first")
+    listing.add_argument("--status", help="comma-separated statuses")
+    listing.add_argument("--limit", type=int, default=20)
+    add_output(listing)
+    listing.set_defaults(handler=list_sweeps)
+    show = sub.add_parser("show", help="progress, trials and the best so far")
     show.add_argument("sweep_id")
     show.add_argument("--watch", action="store_true", help="refresh until the sweep has finished")
-    show.add_argument("--output", choices=("table", "json"), default="table")
+    add_output(show)
     show.set_defaults(handler=show_sweep)
-    cancel = sweep_commands.add_parser("cancel", help="cancel a sweep and its running trials")
+    watch = sub.add_parser("watch", help="= show --watch")
+    watch.add_argument("sweep_id")
+    add_output(watch)
+    watch.set_defaults(handler=show_sweep, watch=True)
+    cancel = sub.add_parser("cancel", help="cancel a sweep and its running trials")
     cancel.add_argument("sweep_id")
+    add_output(cancel)
     cancel.set_defaults(handler=cancel_sweep)
 
 
-def _client() -> Any:
-    from ..client import Client
+@remote("sweep submit")
+def submit_sweep(args: argparse.Namespace, client: Any) -> int:
+    from .local import parse_settings
 
-    return Client()
-
-
-def create_sweep(args: argparse.Namespace) -> int:
-    import yaml
-
-    from ..client import ApiError
-
-    try:
-        body = yaml.safe_load(args.spec.read_text())
-        sweep = _client().submit_sweep(body)
-    except ApiError as error:
-        print(f"symopt sweep: {error.message}", file=sys.stderr)
-        return 2 if error.status == 422 else 3 if error.status == 401 else 1
-    print(sweep["id"])
+    sweep = client.submit_sweep(args.spec, overrides=parse_settings(args.settings))
+    if args.output == "json":
+        print_json(sweep.data)
+    else:
+        print(sweep.id)
     return 0
 
 
-def _render(sweep: dict[str, Any], trials: list[dict[str, Any]]) -> str:
+@remote("sweep list")
+def list_sweeps(args: argparse.Namespace, client: Any) -> int:
+    sweeps = client.sweeps(status=args.status, limit=args.limit)
+    if args.output == "json":
+        print_json([sweep.data for sweep in sweeps])
+        return 0
+    rows = [["id", "name", "status", "trials", "best", "created"]]
+    for sweep in sweeps:
+        best = sweep.data["best"]
+        rows.append(
+            [
+                sweep.id,
+                sweep.data["name"],
+                sweep.status,
+                f"{sweep.data['trials_finished']}/{sweep.data['n_trials']}",
+                number(best["objective"]) if best else "-",
+                str(sweep.data["created_at"])[:19].replace("T", " "),
+            ]
+        )
+    print_table(rows)
+    return 0
+
+
+def render(sweep: dict[str, Any], trials: list[dict[str, Any]]) -> str:
     done, total = sweep["trials_finished"], sweep["n_trials"]
     bar = "#" * round(30 * done / max(1, total))
     lines = [
@@ -55,33 +94,41 @@ def _render(sweep: dict[str, Any], trials: list[dict[str, Any]]) -> str:
         f"{sweep['trials_running']} running"
     ]
     params = sorted({p for t in trials for p in t["params"]})
-    lines.append("  ".join(["#", "preset", "status", "objective", *params]))
+    rows = [["#", "preset", "state", "objective", *params]]
     for t in trials:
-        values = [
-            f"{t['params'][p]:.4g}" if isinstance(t["params"].get(p), float) else str(t["params"].get(p))
-            for p in params
-        ]
-        objective = f"{t['objective']:.4f}" if t["objective"] is not None else "-"
-        lines.append("  ".join([str(t["trial_number"]), t["preset"], t["status"], objective, *values]))
+        values = [number(t["params"].get(p), 4) for p in params]
+        rows.append([str(t["trial_number"]), t["preset"], t["state"], number(t["objective"]), *values])
+    lines += table_lines(rows)
     for preset, best in sweep["best_by_preset"].items():
         lines.append(f"best {preset}: {best['objective']:.4f} with {best['params']} (job {best['job_id']})")
+    if sweep.get("error"):
+        lines.append(f"error: {sweep['error']}")
     return "\n".join(lines)
 
 
-def show_sweep(args: argparse.Namespace) -> int:
-    client = _client()
+@remote("sweep show")
+def show_sweep(args: argparse.Namespace, client: Any) -> int:
+    from ..client import SWEEP_FINAL
+
+    sweep = client.sweep(args.sweep_id)
     while True:
-        sweep, trials = client.sweep(args.sweep_id), client.trials(args.sweep_id)
+        trials = sweep.trials()
         if args.output == "json":
-            print(json.dumps({"sweep": sweep, "trials": trials}, indent=2))
+            print_json({"sweep": sweep.data, "trials": trials})
         else:
-            print(_render(sweep, trials), flush=True)
-        if not args.watch or sweep["status"] in ("succeeded", "failed", "cancelled"):
-            return 0
+            print(render(sweep.data, trials), flush=True)
+        if not args.watch or sweep.status in SWEEP_FINAL:
+            return 0 if sweep.status != "failed" else 1
         time.sleep(5)
-        print()
+        print(file=sys.stdout)
+        sweep.refresh()
 
 
-def cancel_sweep(args: argparse.Namespace) -> int:
-    print(_client().cancel_sweep(args.sweep_id)["status"])
+@remote("sweep cancel")
+def cancel_sweep(args: argparse.Namespace, client: Any) -> int:
+    sweep = client.sweep(args.sweep_id).cancel()
+    if args.output == "json":
+        print_json(sweep.data)
+    else:
+        print(f"sweep {sweep.id} {sweep.status}")
     return 0

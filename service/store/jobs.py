@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from symopt_core.spec import JobSpec
 
 from ..errors import ConflictError, NotFoundError
+from .idempotency import add_once
 from .models import Job, JobEvent, utcnow
 from .status import JobStatus, check_transition
 
@@ -28,8 +27,6 @@ __all__ = [
     "request_cancel",
     "transition",
 ]
-
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -52,41 +49,29 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Queue a job; returns (job, created). The same idempotency key within 24 h returns the
     job it created first, with created=False."""
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(session, tenant_id, idempotency_key)
-        if existing is not None:
-            if existing.created_at >= utcnow() - IDEMPOTENCY_WINDOW:
-                return existing, False
-            existing.idempotency_key = None  # expired: the key may name a new job
-    job = Job(
+    job, created = add_once(
+        session,
+        Job(
+            tenant_id=tenant_id,
+            name=spec.name,
+            status=JobStatus.QUEUED,
+            spec=spec.model_dump(mode="json"),
+            gpus=spec.resources.gpus,
+            cpus=spec.resources.cpus,
+            sweep_id=sweep_id,
+            trial_number=trial_number,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+        ),
         tenant_id=tenant_id,
-        name=spec.name,
-        status=JobStatus.QUEUED,
-        spec=spec.model_dump(mode="json"),
-        gpus=spec.resources.gpus,
-        cpus=spec.resources.cpus,
-        sweep_id=sweep_id,
-        trial_number=trial_number,
-        idempotency_key=idempotency_key,
-        max_attempts=max_attempts,
+        key=idempotency_key,
     )
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its job.
-        existing = _by_idempotency_key(session, tenant_id, idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
+    if not created:
+        return job, False
     append_events(
         session=session, job_id=job.id, events=[NewEvent("status", 0, "queued", {"status": "queued"})]
     )
     return job, True
-
-
-def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
 
 
 def get_job(*, session: Session, tenant_id: str | None, job_id: str, for_update: bool = False) -> Job:

@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from symopt_core.spec import JobSpec
 from symopt_core.sweep_spec import SweepSpec
 
 from ..errors import ConflictError, NotFoundError
+from .idempotency import add_once
 from .jobs import create_job, request_cancel
 from .models import Job, Sweep, new_id, utcnow
+from .ownership import claim_active
 from .status import JobStatus, SweepStatus, check_transition
 
 __all__ = [
@@ -38,24 +40,33 @@ class Trial:
 
 
 def create_sweep(
-    *, session: Session, tenant_id: str, spec: SweepSpec, resolved_space: dict[str, Any] | None = None
-) -> Sweep:
-    """Store a sweep; `resolved_space` is {preset: {path: range}} with "auto" worked out."""
+    *,
+    session: Session,
+    tenant_id: str,
+    spec: SweepSpec,
+    resolved_space: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Sweep, bool]:
+    """Store a sweep; `resolved_space` is {preset: {path: range}} with "auto" worked out.
+    Returns (sweep, created): the same idempotency key within 24 h returns the first sweep."""
     sweep_id = new_id()
     presets = len(spec.presets or [None])
-    sweep = Sweep(
-        id=sweep_id,
+    return add_once(
+        session,
+        Sweep(
+            id=sweep_id,
+            tenant_id=tenant_id,
+            name=spec.name,
+            status=SweepStatus.QUEUED,
+            spec=spec.model_dump(mode="json"),
+            study_name=f"symopt-{sweep_id}",
+            n_trials=spec.n_trials * presets,
+            resolved_space=resolved_space,
+            idempotency_key=idempotency_key,
+        ),
         tenant_id=tenant_id,
-        name=spec.name,
-        status=SweepStatus.QUEUED,
-        spec=spec.model_dump(mode="json"),
-        study_name=f"symopt-{sweep_id}",
-        n_trials=spec.n_trials * presets,
-        resolved_space=resolved_space,
+        key=idempotency_key,
     )
-    session.add(sweep)
-    session.flush()
-    return sweep
 
 
 def get_sweep(*, session: Session, tenant_id: str | None, sweep_id: str) -> Sweep:
@@ -149,26 +160,7 @@ def trials(*, session: Session, sweep: Sweep) -> list[Trial]:
 
 def claim_sweeps(*, session: Session, owner: str, stale_before: datetime) -> list[Sweep]:
     """Active sweeps this controller owns, or that nobody owns, or whose owner went quiet."""
-    query = (
-        select(Sweep)
-        .where(
-            Sweep.status.in_([SweepStatus.QUEUED, SweepStatus.RUNNING, SweepStatus.CANCELLING]),
-            or_(
-                Sweep.owner == owner,
-                Sweep.owner.is_(None),
-                Sweep.heartbeat_at.is_(None),
-                Sweep.heartbeat_at < stale_before,
-            ),
-        )
-        .order_by(Sweep.created_at)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    sweeps = list(session.scalars(query))
-    now = utcnow()
-    for sweep in sweeps:
-        sweep.owner, sweep.heartbeat_at = owner, now
-    return sweeps
+    return claim_active(session=session, model=Sweep, owner=owner, stale_before=stale_before)
 
 
 def trial_jobs(*, session: Session, sweep_id: str) -> dict[tuple[str | None, int | None], Job]:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import httpx
 from service.testing import ROOT, live_service
 
 
-def readme_block(tag: str) -> str:
+def readme_block(tag: str, language: str = "bash") -> str:
     text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- tested: {tag} -->\n```bash\n(.*?)```", text, re.DOTALL)
+    match = re.search(rf"<!-- tested: {tag} -->\n```{language}\n(.*?)```", text, re.DOTALL)
     assert match, f"README has no block tagged {tag}"
     return match.group(1)
 
@@ -54,3 +55,49 @@ def test_readme_curl_block_submits_reads_and_cancels_a_job(tmp_path: Path):
                 break
             time.sleep(0.2)
         assert final.json()["status"] == "cancelled"
+
+
+def test_readme_python_and_terminal_blocks_run_as_written(tmp_path: Path):
+    python_block = readme_block("client-python", "python")
+    cli_block = readme_block("client-cli")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        env = {
+            **os.environ,
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),  # where `symopt serve` saved url and key
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(ROOT),
+        }
+        env.pop("SYMOPT_URL", None)
+        env.pop("SYMOPT_API_KEY", None)
+        ran = subprocess.run(
+            [sys.executable, "-c", python_block],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+            timeout=600,
+        )
+        assert ran.returncode == 0, ran.stderr
+        status, best = ran.stdout.splitlines()[0].split()
+        assert status == "succeeded"
+        assert float(best) < 4.0
+        assert list(work.glob("*-step_*.pt")), "download_checkpoint saved nothing"
+
+        cli_env = {**env, "XDG_CONFIG_HOME": str(tmp_path / "cli-config"), "SYMOPT_URL": service.url}
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", cli_block],
+            input=f"{service.api_key}\n",
+            capture_output=True,
+            text=True,
+            env=cli_env,
+            cwd=work,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "as tenant 'default'" in done.stdout
+        assert json.loads((work / "job.json").read_text())["status"] == "succeeded"
+        assert (work / "curves.png").read_bytes()[:4] == b"\x89PNG"
+        assert "tokens to target" in done.stdout

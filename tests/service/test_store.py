@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import sqlite3
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.errors import AuthError, ConflictError, InvalidTransitionError, NotFoundError, StoreError
 from service.store import JobStatus, Store, SweepStatus, check_transition
+from service.store.db import SQLITE_BUSY_TIMEOUT_MS
 from service.store.jobs import (
     NewEvent,
     append_events,
@@ -25,7 +28,8 @@ from service.store.jobs import (
 )
 from service.store.keys import authenticate, create_api_key, create_tenant, revoke_api_key
 from service.store.metrics import Point, read_metrics, record_metrics
-from service.store.models import ApiKey, Job, JobEvent, MetricPoint, utcnow
+from service.store.migrate import upgrade
+from service.store.models import ApiKey, Job, JobEvent, MetricPoint, Tenant, utcnow
 from service.store.sweeps import (
     create_sweep,
     get_sweep,
@@ -258,6 +262,125 @@ def test_list_jobs_filters_pages_and_orders_newest_first(store):
         assert list_jobs(session=session, tenant_id=tenant.id, name="other")[1] == 0
 
 
+def test_list_jobs_by_sweep_returns_exactly_its_jobs(store):
+    tenant = make_tenant(store, "t")
+    with store.transaction() as session:
+        first, _ = create_sweep(session=session, tenant_id=tenant.id, spec=SWEEP)
+        second, _ = create_sweep(session=session, tenant_id=tenant.id, spec=SWEEP)
+        sweep_id, other_id = first.id, second.id
+    before = new_job(store, tenant.id)
+    mine = [new_job(store, tenant.id, sweep_id=sweep_id, trial_number=n) for n in range(3)]
+    theirs = new_job(store, tenant.id, sweep_id=other_id, trial_number=0)
+    after = new_job(store, tenant.id)
+    with store.read() as session:
+        jobs, count = list_jobs(session=session, tenant_id=tenant.id, sweep_id=sweep_id)
+        assert count == 3
+        assert [j.id for j in jobs] == mine[::-1]  # newest first
+        page, count = list_jobs(session=session, tenant_id=tenant.id, sweep_id=sweep_id, limit=1, offset=1)
+        assert (count, [j.id for j in page]) == (3, [mine[1]])
+        other, _ = list_jobs(session=session, tenant_id=tenant.id, sweep_id=other_id)
+        assert [j.id for j in other] == [theirs]
+        assert list_jobs(session=session, tenant_id=tenant.id, sweep_id="no-such-sweep") == ([], 0)
+        everything = {j.id for j in list_jobs(session=session, tenant_id=tenant.id)[0]}
+        assert everything == {before, *mine, theirs, after}
+
+
+def test_list_sweeps_pages_newest_first(store):
+    tenant, other = make_tenant(store, "t"), make_tenant(store, "u")
+    ids = []
+    for _ in range(4):
+        with store.transaction() as session:
+            ids.append(create_sweep(session=session, tenant_id=tenant.id, spec=SWEEP)[0].id)
+    with store.transaction() as session:
+        create_sweep(session=session, tenant_id=other.id, spec=SWEEP)
+    with store.read() as session:
+        page, count = list_sweeps(session=session, tenant_id=tenant.id, limit=2, offset=1)
+        assert count == 4
+        assert [s.id for s in page] == [ids[2], ids[1]]
+        assert [s.id for s in list_sweeps(session=session, tenant_id=tenant.id, offset=3)[0]] == [ids[0]]
+        assert list_sweeps(session=session, tenant_id=tenant.id, offset=4) == ([], 4)
+
+
+def test_read_transactions_see_committed_rows_and_refuse_writes(store):
+    tenant = make_tenant(store, "t")
+    job_id = new_job(store, tenant.id)
+    with store.read() as session:
+        assert get_job(session=session, tenant_id=tenant.id, job_id=job_id).status == JobStatus.QUEUED
+    with pytest.raises(StoreError, match="database error"), store.read() as session:
+        create_tenant(session=session, name="written-in-a-read")  # an INSERT, flushed
+    with pytest.raises(StoreError), store.read() as session:
+        session.execute(text("DELETE FROM symopt_jobs"))
+    # The refused writes changed nothing, and the connection they used writes normally again.
+    with store.transaction() as session:
+        written = select(func.count()).select_from(Tenant).where(Tenant.name == "written-in-a-read")
+        assert session.scalar(written) == 0
+        assert session.get(Job, job_id) is not None
+        create_tenant(session=session, name="written-in-a-write")
+
+
+def sqlite_store(path: Path) -> Store:
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return Store.connect(url)
+
+
+def test_a_sqlite_store_uses_wal_and_a_busy_timeout(tmp_path):
+    store = sqlite_store(tmp_path / "symopt.db")
+    try:
+        for scope in (store.transaction, store.read):
+            with scope() as session:
+                assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+                assert session.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT_MS
+                assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        store.close()
+    # WAL is a property of the file itself: any other connection finds it too.
+    with sqlite3.connect(tmp_path / "symopt.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_long_write_does_not_block_a_read_on_sqlite(tmp_path):
+    store = sqlite_store(tmp_path / "symopt.db")
+    tenant = make_tenant(store, "t")
+    job_id = new_job(store, tenant.id)
+    writing, read_done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def long_write() -> None:
+        try:
+            with store.transaction() as session:
+                move_to = get_job(session=session, tenant_id=None, job_id=job_id)
+                transition(session=session, job=move_to, to=JobStatus.RUNNING)
+                session.flush()
+                writing.set()
+                read_done.wait(120)  # hold the write lock until the read below is over
+        except BaseException as error:  # asserted below
+            errors.append(error)
+            writing.set()
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    try:
+        assert writing.wait(60)
+        # The write lock is really held: a writer that does not wait is refused at once.
+        other = sqlite3.connect(tmp_path / "symopt.db", timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+        # A read goes ahead (it would wait out the 30 s busy timeout and fail behind the
+        # IMMEDIATE lock), and sees the snapshot before the uncommitted write.
+        with store.read() as session:
+            assert get_job(session=session, tenant_id=None, job_id=job_id).status == JobStatus.QUEUED
+            assert list_jobs(session=session, tenant_id=tenant.id)[1] == 1
+    finally:
+        read_done.set()
+        writer.join(60)
+    assert errors == []
+    with store.read() as session:
+        assert get_job(session=session, tenant_id=None, job_id=job_id).status == JobStatus.RUNNING
+    store.close()
+
+
 def test_keys_are_stored_hashed_and_checked(store):
     with store.transaction() as session:
         tenant = create_tenant(session=session, name="t")
@@ -304,7 +427,7 @@ SWEEP = SweepSpec.model_validate(
 def test_sweeps_trials_objectives_and_cancellation(store):
     tenant = make_tenant(store, "t")
     with store.transaction() as session:
-        sweep = create_sweep(session=session, tenant_id=tenant.id, spec=SWEEP)
+        sweep, _ = create_sweep(session=session, tenant_id=tenant.id, spec=SWEEP)
         sweep_id = sweep.id
         assert sweep.study_name == f"symopt-{sweep.id}"
         assert sweep.n_trials == 4

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Annotated
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from symopt_core.spec import JobSpec
 
+from ...errors import NotFoundError
 from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_events, request_cancel
 from ...store.metrics import read_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
-from ..params import csv, statuses
+from ..params import IdempotencyKey, csv, statuses
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(max_length=200, description="retrying a POST with the same key within 24 h returns the same job"),
-]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
@@ -64,7 +62,7 @@ def list_jobs_route(
 ) -> JobsPublic:
     """This tenant's jobs, newest first."""
     chosen = statuses(status_, JobStatus)
-    with store.transaction() as session:
+    with store.read() as session:
         jobs, count = list_jobs(
             session=session,
             tenant_id=principal.tenant_id,
@@ -80,7 +78,7 @@ def list_jobs_route(
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
     """One job, with its spec, status, progress and result."""
-    with store.transaction() as session:
+    with store.read() as session:
         return JobPublic.of(get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id))
 
 
@@ -111,7 +109,7 @@ def get_job_metrics_route(
 ) -> MetricsPublic:
     """Metric series of a job (train_loss, val_loss, lr_scale, grad_norm/<class>, ...), incrementally."""
     cap = min(limit or settings.metrics_default_limit, settings.metrics_max_limit)
-    with store.transaction() as session:
+    with store.read() as session:
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
         page = read_metrics(
             session=session, job_id=job_id, names=csv(names), since_step=since_step, limit=cap
@@ -129,7 +127,7 @@ def get_job_logs_route(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> EventsPublic:
     """Log lines of a job, oldest first, after event id `after_id`."""
-    with store.transaction() as session:
+    with store.read() as session:
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
         events = read_events(session=session, job_id=job_id, after_id=after_id, kinds=("log",), limit=limit)
     return EventsPublic(
@@ -137,9 +135,51 @@ def get_job_logs_route(
     )
 
 
+@router.get(
+    "/{job_id}/checkpoint",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "a torch checkpoint"}},
+)
+def download_checkpoint_route(
+    job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+) -> Response:
+    """The job's newest checkpoint (`torch.load(path, weights_only=True)` reads it); 404 before the first."""
+    from symopt_core.training import latest_checkpoint
+
+    with store.read() as session:
+        get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    newest = latest_checkpoint(settings.job_run_dir(job_id) / "checkpoints")
+    try:
+        # Opened now: a newer checkpoint may rotate this one away while it streams, and an open
+        # file survives its unlink.
+        stream = newest.open("rb") if newest is not None else None
+    except FileNotFoundError:
+        stream = None
+    if newest is None or stream is None:
+        raise NotFoundError(
+            f"Job {job_id} has no checkpoint yet: one is written every checkpoint.every steps "
+            "(and when a run is cancelled or stopped)"
+        )
+    size = os.fstat(stream.fileno()).st_size
+    return StreamingResponse(
+        _chunks(stream),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{job_id}-{newest.name}"',
+            "Content-Length": str(size),
+        },
+    )
+
+
+def _chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    with stream:
+        while chunk := stream.read(size):
+            yield chunk
+
+
 def visible_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> str:
     """The job id, once this tenant may see it (a 404 before any streaming starts)."""
-    with store.transaction() as session:
+    with store.read() as session:
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     return job_id
 
@@ -158,7 +198,7 @@ async def stream_job_events_route(
     series), live until the job has finished and everything is sent; then one `end` event."""
 
     def load(event_cursor: int, step_cursor: int) -> tuple[str, list[EventPublic], MetricsPublic]:
-        with store.transaction() as session:
+        with store.read() as session:
             job = get_job(session=session, tenant_id=None, job_id=job_id)
             events = read_events(session=session, job_id=job_id, after_id=event_cursor, limit=500)
             page = read_metrics(

@@ -1,23 +1,36 @@
-"""Sweeps: create, list, read (with the best trial so far), trials, cancel."""
+"""Sweeps: create, list, read (with the best trial so far), trials, history, importances, cancel."""
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Annotated
 
 import optuna
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
 from symopt_core.sweep_spec import SweepSpec
 
 from ...store.models import Sweep
 from ...store.status import JobStatus, SweepStatus
-from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel_sweep, trials
+from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel_sweep, trial_jobs, trials
 from ...sweeps.controller import study_names
-from ...sweeps.space import search_space
+from ...sweeps.space import check_sampler, resolved_spaces
+from ...sweeps.storage import optuna_storage
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
-from ..params import statuses
-from ..schemas import SweepPublic, SweepsPublic, TrialPublic, TrialsPublic
+from ..params import IdempotencyKey, statuses
+from ..schemas import (
+    HistoryTrialPublic,
+    IntermediatePublic,
+    StudyHistoryPublic,
+    SweepHistoryPublic,
+    SweepPublic,
+    SweepsPublic,
+    TrialPublic,
+    TrialsPublic,
+)
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -42,23 +55,28 @@ def _trials(session: Session, sweep: Sweep) -> list[TrialPublic]:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepPublic)
 def create_sweep_route(
-    spec: SweepSpec, principal: PrincipalDep, store: StoreDep, limiter: LimiterDep
+    spec: SweepSpec,
+    principal: PrincipalDep,
+    store: StoreDep,
+    limiter: LimiterDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
-    """Queue a sweep: a base job, a search space, a sampler, a pruner and a trial budget."""
+    """Queue a sweep: a base job, a search space, a sampler, a pruner and a trial budget (201);
+    a replayed Idempotency-Key returns the first sweep (200)."""
     limiter.check(principal.key_id, "sweep submissions")
-    presets: list[str | None] = [*spec.presets] if spec.presets else [None]
-    resolved = {
-        preset or "default": {
-            path: r.model_dump(exclude_none=True)
-            for path, r in search_space(spec, preset or spec.base.optimizer.preset).items()
-        }
-        for preset in presets
-    }
+    check_sampler(spec.sampler)
     with store.transaction() as session:
-        sweep = create_sweep(
-            session=session, tenant_id=principal.tenant_id, spec=spec, resolved_space=resolved
+        sweep, created = create_sweep(
+            session=session,
+            tenant_id=principal.tenant_id,
+            spec=spec,
+            resolved_space=resolved_spaces(spec),
+            idempotency_key=idempotency_key,
         )
-        return SweepPublic.of(sweep, [])
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return SweepPublic.of(sweep, _trials(session, sweep))
 
 
 @router.get("", response_model=SweepsPublic)
@@ -71,7 +89,7 @@ def list_sweeps_route(
 ) -> SweepsPublic:
     """This tenant's sweeps, newest first."""
     chosen = statuses(status_, SweepStatus)
-    with store.transaction() as session:
+    with store.read() as session:
         sweeps, count = list_sweeps(
             session=session, tenant_id=principal.tenant_id, statuses=chosen, limit=limit, offset=offset
         )
@@ -81,7 +99,7 @@ def list_sweeps_route(
 @router.get("/{sweep_id}", response_model=SweepPublic)
 def get_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> SweepPublic:
     """A sweep's status, progress and best trial so far."""
-    with store.transaction() as session:
+    with store.read() as session:
         sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
         return SweepPublic.of(sweep, _trials(session, sweep))
 
@@ -89,7 +107,7 @@ def get_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> 
 @router.get("/{sweep_id}/trials", response_model=TrialsPublic)
 def list_trials_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> TrialsPublic:
     """Every trial of a sweep: its job, parameters, state and objective."""
-    with store.transaction() as session:
+    with store.read() as session:
         sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
         found = _trials(session, sweep)
     return TrialsPublic(data=found, count=len(found))
@@ -109,7 +127,7 @@ def get_importances_route(
 ) -> dict[str, dict[str, float]]:
     """Parameter importances per compared preset (Optuna's default evaluator); empty until a
     preset has two finished trials."""
-    with store.transaction() as session:
+    with store.read() as session:
         sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
         done = [t for t in _trials(session, sweep) if t.objective is not None]
     names = study_names(sweep, SweepSpec.model_validate(sweep.spec))
@@ -119,6 +137,82 @@ def get_importances_route(
         if sum(1 for t in done if t.study == name) < 2:
             result[key] = {}
             continue
-        study = optuna.load_study(study_name=name, storage=settings.resolved_database_url())
+        study = optuna.load_study(study_name=name, storage=optuna_storage(settings.resolved_database_url()))
         result[key] = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     return result
+
+
+_STATES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running",
+}
+
+
+@router.get("/{sweep_id}/history", response_model=SweepHistoryPublic)
+def get_history_route(
+    sweep_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+) -> SweepHistoryPublic:
+    """Per compared preset, the finished trials in completion order (objective, best so far,
+    params) and every trial's intermediate values, read from Optuna."""
+    with store.read() as session:
+        sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
+        jobs = {key: job.id for key, job in trial_jobs(session=session, sweep_id=sweep.id).items()}
+    data = []
+    for name, preset in study_names(sweep, SweepSpec.model_validate(sweep.spec)).items():
+        found: list[FrozenTrial] = []
+        # A study has trials only once the controller gave one a job; before that, Optuna's
+        # tables may not even exist, and the API does not create them.
+        if any(study == name for study, _ in jobs):
+            storage = optuna_storage(settings.resolved_database_url())
+            with contextlib.suppress(KeyError):
+                study_id = storage.get_study_id_from_name(name)
+                found = storage.get_all_trials(study_id, deepcopy=False)
+        data.append(
+            StudyHistoryPublic(
+                preset=preset or sweep.spec["base"].get("optimizer", {}).get("preset", "symmetric"),
+                study=name,
+                **_history(found, {number: job for (study, number), job in jobs.items() if study == name}),
+            )
+        )
+    return SweepHistoryPublic(sweep_id=sweep.id, data=data)
+
+
+def _history(found: list[FrozenTrial], jobs: dict[int | None, str]) -> dict[str, list[HistoryTrialPublic]]:
+    """{finished: in completion order with the best so far, running: by number}."""
+    finished = sorted(
+        (t for t in found if t.state.is_finished() and t.state in _STATES),
+        key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number),
+    )
+    best: float | None = None
+    history = []
+    for trial in finished:
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        if value is not None and (best is None or value < best):
+            best = value
+        history.append(_trial(trial, jobs, value, best))
+    running = [
+        _trial(t, jobs, None, None)
+        for t in sorted(found, key=lambda t: t.number)
+        if t.state == TrialState.RUNNING
+    ]
+    return {"finished": history, "running": running}
+
+
+def _trial(
+    trial: FrozenTrial, jobs: dict[int | None, str], value: float | None, best: float | None
+) -> HistoryTrialPublic:
+    return HistoryTrialPublic(
+        number=trial.number,
+        job_id=jobs.get(trial.number),
+        state=_STATES[trial.state],
+        params=dict(trial.params),
+        objective=value,
+        best_so_far=best,
+        completed_at=trial.datetime_complete,
+        intermediate=[
+            IntermediatePublic(tokens=int(tokens), value=float(v))
+            for tokens, v in sorted(trial.intermediate_values.items())
+        ],
+    )

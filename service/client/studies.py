@@ -1,0 +1,97 @@
+"""`Study`: a handle on a comparison study: progress, the result so far, its sweeps and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .jobs import RECONNECT, Job
+from .progress import Progress, poll_until_done
+from .sweeps import SWEEP_FINAL, Sweep
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Study"]
+
+
+class Study:
+    """A study of the service; `data` is its last known JSON (`refresh()` reads it again)."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Study({self.id!r}, name={self.data['name']!r}, status={self.status!r}, stage={self.stage!r})"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def stage(self) -> str:
+        return str(self.data["stage"])
+
+    @property
+    def done(self) -> bool:
+        return self.status in SWEEP_FINAL
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """Per candidate: tuned params, objective by seed, summary, tokens to target, curve;
+        `comparisons` and `verdicts` against the baseline (so far, while running)."""
+        result: dict[str, Any] | None = self.data.get("result")
+        return result
+
+    @property
+    def verdicts(self) -> list[str]:
+        return list((self.result or {}).get("verdicts", []))
+
+    def refresh(self) -> Study:
+        self.data = self.client.request("GET", f"/v1/studies/{self.id}")
+        return self
+
+    def cancel(self) -> Study:
+        """Cancel the study with its sweeps and runs; what has finished stays readable."""
+        self.data = self.client.request("POST", f"/v1/studies/{self.id}/cancel", repeatable=True)
+        return self
+
+    def sweeps(self) -> dict[str, Sweep]:
+        """Stage 1: each candidate's tuning sweep."""
+        tuning = self.data["progress"]["tuning"]
+        return {name: self.client.sweep(t["sweep_id"]) for name, t in tuning.items() if t["sweep_id"]}
+
+    def runs(self) -> dict[str, list[Job]]:
+        """Stage 2: each candidate's confirmation runs, by seed."""
+        return {
+            candidate["name"]: [self.client.job(run["job_id"]) for run in candidate["runs"]]
+            for candidate in (self.result or {}).get("candidates", [])
+        }
+
+    def wait(self, timeout: float | None = None, progress: bool | str = True, poll: float = 3.0) -> Study:
+        """Block until the study has finished and return it, showing tuning trials and then
+        confirmation runs done; survives a restart of the service. TimeoutError after `timeout` s."""
+
+        def describe() -> Progress:
+            tuning = self.data["progress"]["tuning"].values()
+            confirmation = self.data["progress"]["confirmation"]
+            total = sum(t["n_trials"] for t in tuning) + confirmation["planned"]
+            done = sum(t["trials_finished"] for t in tuning) + confirmation["finished"]
+            return Progress(self.id, f"{self.status}/{self.stage}", done, total, unit="run")
+
+        poll_until_done(self, describe, progress=progress, timeout=timeout, poll=poll, reconnect=RECONNECT)
+        return self
+
+    def report(self, directory: str | Path) -> Path:
+        """Write `report.md` with its PNG figures into `directory` (paste it into a paper or a
+        PR); returns the Markdown file."""
+        from .report import write_report
+
+        self.refresh()
+        sweeps = {name: (sweep.data, sweep.trials()) for name, sweep in self.sweeps().items()}
+        return write_report(self.data, sweeps, Path(directory))

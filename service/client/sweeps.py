@@ -1,0 +1,87 @@
+"""`Sweep`: a handle on a sweep of the service: progress, trials, the best so far, importances."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .jobs import RECONNECT, Job
+from .progress import Progress, poll_until_done
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["SWEEP_FINAL", "Sweep"]
+
+SWEEP_FINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Sweep:
+    """A sweep of the service; `data` is its last known JSON (`refresh()` reads it again)."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        done, total = self.data["trials_finished"], self.data["n_trials"]
+        return (
+            f"Sweep({self.id!r}, name={self.data['name']!r}, status={self.status!r}, trials={done}/{total})"
+        )
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def done(self) -> bool:
+        return self.status in SWEEP_FINAL
+
+    def refresh(self) -> Sweep:
+        self.data = self.client.request("GET", f"/v1/sweeps/{self.id}")
+        return self
+
+    def cancel(self) -> Sweep:
+        """Cancel the sweep and its unfinished trials; finished trials stay readable."""
+        self.data = self.client.request("POST", f"/v1/sweeps/{self.id}/cancel", repeatable=True)
+        return self
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial: job_id, trial_number, preset, state (pruned marked), params, objective."""
+        trials: list[dict[str, Any]] = self.client.request("GET", f"/v1/sweeps/{self.id}/trials")["data"]
+        return trials
+
+    def jobs(self) -> list[Job]:
+        """The trials' jobs, for their curves (`job.metrics()`)."""
+        return [self.client.job(trial["job_id"]) for trial in self.trials()]
+
+    def best(self) -> dict[str, Any] | None:
+        """The best finished trial so far (params, objective, job_id), or None."""
+        best: dict[str, Any] | None = self.refresh().data["best"]
+        return best
+
+    def best_by_preset(self) -> dict[str, dict[str, Any]]:
+        """Each compared preset's best trial, side by side."""
+        found: dict[str, dict[str, Any]] = self.refresh().data["best_by_preset"]
+        return found
+
+    def importances(self) -> dict[str, dict[str, float]]:
+        """{preset: {parameter path: importance}} (Optuna's evaluator)."""
+        found: dict[str, dict[str, float]] = self.client.request("GET", f"/v1/sweeps/{self.id}/importances")
+        return found
+
+    def wait(self, timeout: float | None = None, progress: bool | str = True, poll: float = 2.0) -> Sweep:
+        """Block until the sweep has finished and return it, showing finished trials of the
+        budget; survives a restart of the service. Raises TimeoutError after `timeout` seconds."""
+
+        def describe() -> Progress:
+            best = self.data["best"]
+            latest = {"best": best["objective"]} if best else {}
+            done, total = self.data["trials_finished"], self.data["n_trials"]
+            return Progress(self.id, self.status, done, total, latest, unit="trial")
+
+        poll_until_done(self, describe, progress=progress, timeout=timeout, poll=poll, reconnect=RECONNECT)
+        return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import local, run, server, sweep
+from .commands import compare, jobs, local, login, run, server, study, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(commands)
     server.register(commands)
     run.register(commands)
+    login.register(commands)
+    jobs.register(commands)
     sweep.register(commands)
+    study.register(commands)
+    compare.register(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ from ..store.migrate import ensure_schema
 from .errors import install_error_handlers
 from .limits import BodySizeLimit, RateLimiter
 from .observability import Metrics, RequestMetrics
-from .routes import catalog, health, jobs, sweeps
+from .routes import account, catalog, health, jobs, studies, sweeps
 
 __all__ = ["create_app"]
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
-    for router in (jobs.router, sweeps.router, catalog.router, health.router):
+    for router in (jobs.router, sweeps.router, studies.router, catalog.router, account.router, health.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

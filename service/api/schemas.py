@@ -13,10 +13,17 @@ from ..store.status import JobStatus, SweepStatus
 __all__ = [
     "EventPublic",
     "EventsPublic",
+    "HistoryTrialPublic",
+    "IntermediatePublic",
     "JobPublic",
     "JobsPublic",
     "MetricsPublic",
+    "PrincipalPublic",
     "SeriesPublic",
+    "StudiesPublic",
+    "StudyHistoryPublic",
+    "StudyPublic",
+    "SweepHistoryPublic",
     "SweepPublic",
     "SweepsPublic",
     "TrialPublic",
@@ -24,6 +31,12 @@ __all__ = [
 ]
 
 MetricValue = float | Literal["nan", "inf", "-inf"]
+
+
+class PrincipalPublic(BaseModel):
+    tenant: str = Field(description="the tenant whose jobs and sweeps this key sees")
+    key_id: str = Field(description="the key's public id (the part after `sym_`)")
+    is_admin: bool
 
 
 class JobPublic(BaseModel):
@@ -157,6 +170,67 @@ class SweepPublic(BaseModel):
         )
 
 
+class StudyPublic(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus
+    stage: str = Field(description="tuning (stage 1 sweeps), confirming (stage 2 seeded runs), or done")
+    spec: dict[str, Any]
+    progress: dict[str, Any] = Field(
+        description="{tuning: {candidate: {sweep_id, status, trials_finished, n_trials}}, "
+        "confirmation: {planned, created, finished}}"
+    )
+    result: dict[str, Any] | None = Field(
+        description="per candidate: tuned params, objective by seed, mean, std and intervals, tokens to "
+        "target, val-loss curve (mean, min, max over seeds); paired differences against the baseline "
+        "with their verdicts. So far while running; in the list, only for finished studies"
+    )
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
 class SweepsPublic(BaseModel):
     data: list[SweepPublic]
     count: int
+
+
+class IntermediatePublic(BaseModel):
+    tokens: int = Field(description="training tokens when the trial was evaluated (the pruner's resource)")
+    value: float = Field(description="the validation loss reported to the pruner")
+
+
+class HistoryTrialPublic(BaseModel):
+    number: int = Field(description="the Optuna trial number")
+    job_id: str | None
+    state: Literal["complete", "pruned", "failed", "running"]
+    params: dict[str, Any] = Field(description="the sampled values, by dotted JobSpec path")
+    objective: float | None = Field(
+        description="the value told to Optuna (the objective, or diverged_value); None if pruned or failed"
+    )
+    best_so_far: float | None = Field(
+        description="the lowest objective of the trials completed up to and including this one"
+    )
+    completed_at: datetime | None
+    intermediate: list[IntermediatePublic] = Field(description="the validation losses, in token order")
+
+
+class StudyHistoryPublic(BaseModel):
+    preset: str
+    study: str = Field(description="the Optuna study")
+    finished: list[HistoryTrialPublic] = Field(description="finished trials, in completion order")
+    running: list[HistoryTrialPublic] = Field(description="trials still running, by number")
+
+
+class SweepHistoryPublic(BaseModel):
+    """The data of an optimization-history plot (objective and best so far per finished trial),
+    a parameter-vs-objective plot (params, objective) and intermediate-value curves."""
+
+    sweep_id: str
+    data: list[StudyHistoryPublic] = Field(description="one entry per compared preset")

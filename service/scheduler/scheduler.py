@@ -28,6 +28,7 @@ from ..store.jobs import append_events, get_job, transition
 from ..store.metrics import note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
 from ..store.scheduling import claim_queued, heartbeat, orphaned, requeue, start_attempt, wanted_cancellations
+from ..studies.controller import StudyController
 from ..sweeps.controller import SweepController
 from .ingest import Outcome, Pending
 from .lock import SchedulerLock
@@ -73,7 +74,8 @@ class Scheduler:
         self._lock = SchedulerLock.for_url(settings.resolved_database_url())
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
-        self.sweeps = SweepController(store, settings, self.owner)
+        self.sweeps = SweepController(store, settings, self.owner, exclusive=self._lock.exclusive)
+        self.studies = StudyController(store, settings, self.owner, exclusive=self._lock.exclusive)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Scheduler:
         if now - self._last_orphan_check >= self.settings.heartbeat_seconds * 2:
             self.recover_orphans(immediately=False)
             self._last_orphan_check = now
+        self.studies.tick()  # may queue tuning sweeps and confirmation runs
         self.sweeps.tick()  # may queue trial jobs, launched just below
         self._launch()
 
@@ -286,7 +289,7 @@ class Scheduler:
                 # job.step is the newest step whose metrics are stored: resume at or before it.
                 started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, job.step))
         for job_id, attempt, spec, cpus, gpus, stored_step in started:
-            run_dir = self.settings.resolved_artifact_root() / "jobs" / job_id
+            run_dir = self.settings.job_run_dir(job_id)
             data_root = str(self.settings.data_dir) if self.settings.data_dir else None
             try:
                 events = self.runtime.submit(

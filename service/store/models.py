@@ -29,7 +29,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKey", "Base", "Job", "JobEvent", "MetricPoint", "Sweep", "Tenant", "new_id", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Job",
+    "JobEvent",
+    "MetricPoint",
+    "Study",
+    "Sweep",
+    "Tenant",
+    "new_id",
+    "utcnow",
+]
 
 # Deterministic constraint names, so Alembic revisions can name what they drop.
 NAMING = {
@@ -92,9 +103,40 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class Study(Base):
+    """A comparison study: one sweep per candidate (stage 1), then k seeded runs of each
+    candidate's best configuration (stage 2, jobs linked by study, candidate and seed)."""
+
+    __tablename__ = "symopt_studies"
+    __table_args__ = (
+        Index("ix_symopt_studies_tenant_created", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_studies_tenant_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    stage: Mapped[str] = mapped_column(String(20), default="tuning")  # tuning | confirming | done
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)  # when finished
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the controller running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class Sweep(Base):
     __tablename__ = "symopt_sweeps"
-    __table_args__ = (Index("ix_symopt_sweeps_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_symopt_sweeps_tenant_created", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_sweeps_tenant_idempotency"),
+        # one tuning sweep per study candidate
+        UniqueConstraint("study_id", "study_candidate", name="uq_symopt_sweeps_study_candidate"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
@@ -106,6 +148,11 @@ class Sweep(Base):
     study_name: Mapped[str] = mapped_column(String(100), unique=True)
     n_trials: Mapped[int] = mapped_column(Integer)
     best_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    study_id: Mapped[str | None] = mapped_column(
+        ForeignKey("symopt_studies.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    study_candidate: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the controller running it
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -123,6 +170,8 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_jobs_tenant_idempotency"),
         # one job per trial: a restarted sweep controller can never start a trial twice
         UniqueConstraint("sweep_id", "trial_study", "trial_number", name="uq_symopt_jobs_sweep_trial"),
+        # one confirmation run per study, candidate and seed: a restarted controller never runs one twice
+        UniqueConstraint("study_id", "study_candidate", "study_seed", name="uq_symopt_jobs_study_run"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -142,6 +191,11 @@ class Job(Base):
     trial_study: Mapped[str | None] = mapped_column(String(140), nullable=True)  # the Optuna study
     trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the trial's number in it
     pruned_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # training tokens, if pruned
+    study_id: Mapped[str | None] = mapped_column(
+        ForeignKey("symopt_studies.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    study_candidate: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    study_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a confirmation run's seed
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     queued_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it has not started
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -161,3 +162,13 @@ def test_every_example_is_a_valid_spec(example):
 
     spec = load_spec(example)
     assert spec.steps > 0
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples" / "studies").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_study_example_is_a_valid_study(example):
+    from symopt_core.study_spec import StudySpec
+
+    spec = StudySpec.model_validate(yaml.safe_load(example.read_text()))
+    assert len(spec.candidates) >= 2

@@ -59,7 +59,7 @@ def test_wait_survives_a_restart_of_the_service(tmp_path: Path) -> None:
     port, env = free_port(), {"SYMOPT_RAY_NUM_CPUS": "1"}
     spec = {
         **TINY,
-        "steps": 400,
+        "steps": 200,
         "log_every": 10,
         "eval": {"every": 100, "batches": 1},
         "checkpoint": {"every": 40},

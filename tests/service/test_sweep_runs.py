@@ -106,9 +106,10 @@ def test_samplers_objectives_divergence_and_budgets(tmp_path: Path) -> None:
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
         sweeps = Sweeps(service.url, service.api_key or "")
         created: dict[str, dict[str, Any]] = {
-            "cmaes": {"sampler": "cmaes", "pruner": "hyperband", "search_space": lr_wd, "n_trials": 3,
-                      "objective": "tokens_to_target", "target_loss": 3.2},
-            "gp": {"sampler": "gp", "search_space": lr, "n_trials": 3},
+            # CMA-ES samples only after 2 complete trials: no pruner, an objective every trial has.
+            "cmaes": {"sampler": "cmaes", "search_space": lr_wd, "n_trials": 3},
+            "gp": {"sampler": "gp", "pruner": "hyperband", "search_space": lr, "n_trials": 3,
+                   "objective": "tokens_to_target", "target_loss": 3.2},
             "fail": {"sampler": "grid", "search_space": diverging, "n_trials": 2},
             "penalty": {"sampler": "grid", "search_space": diverging, "n_trials": 2, "diverged_value": 20.0},
             "tokens": {"search_space": lr, "n_trials": 5, "max_tokens": SHORT["steps"] * TOKENS_PER_STEP},
@@ -132,15 +133,17 @@ def test_samplers_objectives_divergence_and_budgets(tmp_path: Path) -> None:
         assert len(studies[name]) == 3
     assert any(key.startswith("cma:") for t in studies["cmaes"] for key in t.system_attrs)
     # Hyperband ran: each trial completed, was pruned, or never reached the target (failed).
-    assert {t.state for t in studies["cmaes"]} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert {t.state for t in studies["gp"]} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     # tokens_to_target: the objective is the first evaluation's tokens at or under the target.
-    for trial in trials["cmaes"]:
+    for trial in trials["gp"]:
         evals = (jobs[trial["job_id"]]["result"] or {}).get("evals", [])  # a pruned job's too
         reached = [e["tokens"] for e in evals if e["val_loss"] <= 3.2]
         assert trial["objective"] == (min(reached) if reached else None)
-    told = {t.number: t.value for t in studies["cmaes"] if t.state == TrialState.COMPLETE}
+    told = {t.number: t.value for t in studies["gp"] if t.state == TrialState.COMPLETE}
     assert told  # at least one trial reached the target
-    assert told == {t["trial_number"]: t["objective"] for t in trials["cmaes"] if t["objective"] is not None}
+    # (a pruned trial's job has an objective too, the tokens where it stood when it was stopped)
+    finished = [t for t in trials["gp"] if t["objective"] is not None and t["state"] != "pruned"]
+    assert told == {t["trial_number"]: t["objective"] for t in finished}
 
     # A diverged trial: FAIL without a penalty, the penalty as its value with one; the sweep goes on.
     for name in ("fail", "penalty"):

@@ -172,3 +172,13 @@ def test_every_study_example_is_a_valid_study(example):
 
     spec = StudySpec.model_validate(yaml.safe_load(example.read_text()))
     assert len(spec.candidates) >= 2
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_sweep_example_is_a_valid_sweep(example):
+    from symopt_core.sweep_spec import SweepSpec
+
+    spec = SweepSpec.model_validate(yaml.safe_load(example.read_text()))
+    assert spec.n_trials >= 1

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import ServerError
+from .handle import Handle
 from .http import error_of
 from .progress import Progress, progress_view
 
 if TYPE_CHECKING:
-    from .client import Client
+    pass
 
 __all__ = ["FINAL", "Job"]
 
@@ -29,27 +30,18 @@ STREAM_FAILURES_BEFORE_POLLING = 3
 STREAM_READ_TIMEOUT = 45.0
 
 
-class Job:
-    """A job of the service; `data` is its last known JSON (`refresh()` reads it again)."""
+class Job(Handle):
+    """A job of the service; `cancel()` stops it (queued: at once; running: within seconds)."""
 
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
+    collection = "/v1/jobs"
+    final = FINAL
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, name={self.name!r}, status={self.status!r}, step={self.step})"
 
     @property
-    def id(self) -> str:
-        return str(self.data["id"])
-
-    @property
     def name(self) -> str:
         return str(self.data["name"])
-
-    @property
-    def status(self) -> str:
-        return str(self.data["status"])
 
     @property
     def step(self) -> int:
@@ -64,19 +56,6 @@ class Job:
     def result(self) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self.data.get("result")
         return result
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINAL
-
-    def refresh(self) -> Job:
-        self.data = self.client.request("GET", f"/v1/jobs/{self.id}")
-        return self
-
-    def cancel(self) -> Job:
-        """Ask the service to stop the job (queued: at once; running: within seconds)."""
-        self.data = self.client.request("POST", f"/v1/jobs/{self.id}/cancel", repeatable=True)
-        return self
 
     def delete(self) -> None:
         """Delete a finished job with its metrics and events."""

@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .handle import Handle
 from .jobs import RECONNECT, Job
 from .progress import Progress, poll_until_done
 from .sweeps import SWEEP_FINAL, Sweep
 
-if TYPE_CHECKING:
-    from .client import Client
-
 __all__ = ["Study"]
 
 
-class Study:
-    """A study of the service; `data` is its last known JSON (`refresh()` reads it again)."""
+class Study(Handle):
+    """A study of the service; `cancel()` stops its sweeps and runs, what finished stays readable."""
 
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
+    collection = "/v1/studies"
+    final = SWEEP_FINAL
 
     def __repr__(self) -> str:
         return f"Study({self.id!r}, name={self.data['name']!r}, status={self.status!r}, stage={self.stage!r})"
 
     @property
-    def id(self) -> str:
-        return str(self.data["id"])
-
-    @property
-    def status(self) -> str:
-        return str(self.data["status"])
-
-    @property
     def stage(self) -> str:
         return str(self.data["stage"])
-
-    @property
-    def done(self) -> bool:
-        return self.status in SWEEP_FINAL
 
     @property
     def result(self) -> dict[str, Any] | None:
@@ -51,15 +36,6 @@ class Study:
     @property
     def verdicts(self) -> list[str]:
         return list((self.result or {}).get("verdicts", []))
-
-    def refresh(self) -> Study:
-        self.data = self.client.request("GET", f"/v1/studies/{self.id}")
-        return self
-
-    def cancel(self) -> Study:
-        """Cancel the study with its sweeps and runs; what has finished stays readable."""
-        self.data = self.client.request("POST", f"/v1/studies/{self.id}/cancel", repeatable=True)
-        return self
 
     def sweeps(self) -> dict[str, Sweep]:
         """Stage 1: each candidate's tuning sweep."""

@@ -2,52 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .handle import Handle
 from .jobs import RECONNECT, Job
 from .progress import Progress, poll_until_done
-
-if TYPE_CHECKING:
-    from .client import Client
 
 __all__ = ["SWEEP_FINAL", "Sweep"]
 
 SWEEP_FINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class Sweep:
-    """A sweep of the service; `data` is its last known JSON (`refresh()` reads it again)."""
+class Sweep(Handle):
+    """A sweep of the service; `cancel()` stops its unfinished trials, finished ones stay readable."""
 
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
+    collection = "/v1/sweeps"
+    final = SWEEP_FINAL
 
     def __repr__(self) -> str:
         done, total = self.data["trials_finished"], self.data["n_trials"]
         return (
             f"Sweep({self.id!r}, name={self.data['name']!r}, status={self.status!r}, trials={done}/{total})"
         )
-
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
-
-    @property
-    def status(self) -> str:
-        return str(self.data["status"])
-
-    @property
-    def done(self) -> bool:
-        return self.status in SWEEP_FINAL
-
-    def refresh(self) -> Sweep:
-        self.data = self.client.request("GET", f"/v1/sweeps/{self.id}")
-        return self
-
-    def cancel(self) -> Sweep:
-        """Cancel the sweep and its unfinished trials; finished trials stay readable."""
-        self.data = self.client.request("POST", f"/v1/sweeps/{self.id}/cancel", repeatable=True)
-        return self
 
     def trials(self) -> list[dict[str, Any]]:
         """Every trial: job_id, trial_number, preset, state (pruned marked), params, objective."""

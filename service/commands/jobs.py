@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .remote import EXIT_CANCELLED, add_output, number, print_json, print_table, remote, watch_exit_code
+from .remote import EXIT_CANCELLED, add_output, number, print_json, print_table, remote, show, watch_exit_code
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,11 +100,7 @@ def submit_job(args: argparse.Namespace, client: Any) -> int:
 
     job = client.submit(args.spec, overrides=parse_settings(args.settings))
     if not args.watch:
-        if args.output == "json":
-            print_json(job.data)
-        else:
-            print(job.id)
-        return 0
+        return show(args, job.data, job.id)
     print(f"symopt jobs submit: job {job.id} on {client.url}", file=sys.stderr, flush=True)
     return _watch(job, args)
 
@@ -183,11 +179,7 @@ def job_logs(args: argparse.Namespace, client: Any) -> int:
 @remote("jobs cancel")
 def cancel_job(args: argparse.Namespace, client: Any) -> int:
     job = client.job(args.job_id).cancel()
-    if args.output == "json":
-        print_json(job.data)
-    else:
-        print(f"job {job.id} {job.status}")
-    return 0
+    return show(args, job.data, f"job {job.id} {job.status}")
 
 
 @remote("jobs checkpoint")

@@ -71,6 +71,15 @@ def fail(name: str, message: str, code: int) -> int:
     return code
 
 
+def show(args: argparse.Namespace, data: Any, text: str) -> int:
+    """`data` as JSON with --output json, else `text`; exit code 0."""
+    if args.output == "json":
+        print_json(data)
+    else:
+        print(text)
+    return 0
+
+
 def print_json(value: Any, stream: IO[str] | None = None) -> None:
     print(json.dumps(value, indent=2, default=str), file=stream or sys.stdout)
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .remote import add_output, number, print_json, print_table, remote, table_lines
+from .remote import add_output, number, print_json, print_table, remote, show, table_lines
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,11 +52,7 @@ def submit_study(args: argparse.Namespace, client: Any) -> int:
     from .local import parse_settings
 
     study = client.submit_study(args.spec, overrides=parse_settings(args.settings))
-    if args.output == "json":
-        print_json(study.data)
-    else:
-        print(study.id)
-    return 0
+    return show(args, study.data, study.id)
 
 
 @remote("study list")
@@ -122,11 +118,7 @@ def show_study(args: argparse.Namespace, client: Any) -> int:
 @remote("study cancel")
 def cancel_study(args: argparse.Namespace, client: Any) -> int:
     study = client.study(args.study_id).cancel()
-    if args.output == "json":
-        print_json(study.data)
-    else:
-        print(f"study {study.id} {study.status}")
-    return 0
+    return show(args, study.data, f"study {study.id} {study.status}")
 
 
 @remote("study report")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .remote import add_output, number, print_json, print_table, remote, table_lines
+from .remote import add_output, number, print_json, print_table, remote, show, table_lines
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,11 +56,7 @@ def submit_sweep(args: argparse.Namespace, client: Any) -> int:
     from .local import parse_settings
 
     sweep = client.submit_sweep(args.spec, overrides=parse_settings(args.settings))
-    if args.output == "json":
-        print_json(sweep.data)
-    else:
-        print(sweep.id)
-    return 0
+    return show(args, sweep.data, sweep.id)
 
 
 @remote("sweep list")
@@ -127,8 +123,4 @@ def show_sweep(args: argparse.Namespace, client: Any) -> int:
 @remote("sweep cancel")
 def cancel_sweep(args: argparse.Namespace, client: Any) -> int:
     sweep = client.sweep(args.sweep_id).cancel()
-    if args.output == "json":
-        print_json(sweep.data)
-    else:
-        print(f"sweep {sweep.id} {sweep.status}")
-    return 0
+    return show(args, sweep.data, f"sweep {sweep.id} {sweep.status}")

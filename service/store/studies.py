@@ -13,10 +13,11 @@ from symopt_core.spec import JobSpec
 from symopt_core.study_spec import StudySpec
 from symopt_core.sweep_spec import SweepSpec
 
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConflictError
 from .idempotency import add_once
 from .jobs import create_job, request_cancel
 from .models import Job, Study, Sweep, utcnow
+from .owned import get_owned, page_of
 from .ownership import claim_active
 from .status import JobStatus, SweepStatus, check_transition
 from .sweeps import create_sweep, request_cancel_sweep
@@ -60,13 +61,7 @@ def create_study(
 
 
 def get_study(*, session: Session, tenant_id: str | None, study_id: str) -> Study:
-    query = select(Study).where(Study.id == study_id)
-    if tenant_id is not None:
-        query = query.where(Study.tenant_id == tenant_id)
-    study = session.scalar(query)
-    if study is None:
-        raise NotFoundError(f"No study {study_id}")
-    return study
+    return get_owned(session, Study, tenant_id=tenant_id, object_id=study_id, kind="study")
 
 
 def list_studies(
@@ -74,13 +69,7 @@ def list_studies(
 ) -> tuple[list[Study], int]:
     """Newest first, and how many match in all."""
     query = select(Study).where(Study.tenant_id == tenant_id)
-    if statuses:
-        query = query.where(Study.status.in_(list(statuses)))
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.order_by(Study.created_at.desc(), Study.id.desc()).limit(limit).offset(offset)
-    )
-    return list(page), count
+    return page_of(session, query, Study, statuses=statuses, limit=limit, offset=offset)
 
 
 def study_sweeps(*, session: Session, study_id: str) -> dict[str, Sweep]:

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from symopt_core.spec import JobSpec
 from symopt_core.sweep_spec import SweepSpec
 
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConflictError
 from .idempotency import add_once
 from .jobs import create_job, request_cancel
 from .models import Job, Sweep, new_id, utcnow
+from .owned import get_owned, page_of
 from .ownership import claim_active
 from .status import JobStatus, SweepStatus, check_transition
 
@@ -70,26 +71,15 @@ def create_sweep(
 
 
 def get_sweep(*, session: Session, tenant_id: str | None, sweep_id: str) -> Sweep:
-    query = select(Sweep).where(Sweep.id == sweep_id)
-    if tenant_id is not None:
-        query = query.where(Sweep.tenant_id == tenant_id)
-    sweep = session.scalar(query)
-    if sweep is None:
-        raise NotFoundError(f"No sweep {sweep_id}")
-    return sweep
+    return get_owned(session, Sweep, tenant_id=tenant_id, object_id=sweep_id, kind="sweep")
 
 
 def list_sweeps(
     *, session: Session, tenant_id: str, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
 ) -> tuple[list[Sweep], int]:
+    """Newest first, and how many match in all."""
     query = select(Sweep).where(Sweep.tenant_id == tenant_id)
-    if statuses:
-        query = query.where(Sweep.status.in_(list(statuses)))
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit).offset(offset)
-    )
-    return list(page), count
+    return page_of(session, query, Sweep, statuses=statuses, limit=limit, offset=offset)
 
 
 def request_cancel_sweep(*, session: Session, tenant_id: str, sweep_id: str) -> Sweep:

@@ -1,0 +1,43 @@
+"""What every handle on a server object shares: its JSON, its id and status, refresh and cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Handle"]
+
+
+class Handle:
+    """A job, sweep or study of the service; `data` is its last known JSON (`refresh()` reads it
+    again). Subclasses name their REST collection and their final statuses."""
+
+    collection: ClassVar[str]  # e.g. "/v1/jobs"
+    final: ClassVar[frozenset[str]]
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def done(self) -> bool:
+        return self.status in self.final
+
+    def refresh(self) -> Self:
+        self.data = self.client.request("GET", f"{self.collection}/{self.id}")
+        return self
+
+    def cancel(self) -> Self:
+        """Ask the service to stop it (what has finished stays readable)."""
+        self.data = self.client.request("POST", f"{self.collection}/{self.id}/cancel", repeatable=True)
+        return self

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ServiceError
+
 __all__ = ["RESERVED_PORTS", "Capacity", "LocalPorts", "RayRuntime", "free_port"]
 
 log = logging.getLogger("symopt.scheduler")
@@ -104,6 +106,14 @@ class RayRuntime:
 
         from worker.run import run_training
 
+        if self.address and self.address.startswith("ray://"):
+            # Ray Client cannot carry generator tasks (it asks for one plain result), and every run
+            # is one: the scheduler must be a driver on a node of the cluster.
+            raise ServiceError(
+                f"RAY_ADDRESS={self.address} is a Ray Client address; the scheduler streams its "
+                "runs through generator tasks, which Ray Client cannot carry. Run the scheduler on "
+                "a node of the cluster (`ray start --address=<head>:6379`) with RAY_ADDRESS=auto"
+            )
         if not ray.is_initialized():
             with _keep_sigterm_handler():
                 if self.address:

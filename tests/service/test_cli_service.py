@@ -16,8 +16,10 @@ from service.testing import ROOT, live_service
 from .conftest import TINY_JOB, previous_revision
 
 
-def symopt(*args: str, home, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SYMOPT_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
+def symopt(
+    *args: str, home, database_url: str | None = None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SYMOPT_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), **extra_env}
     env.pop("SYMOPT_DATABASE_URL", None)
     if database_url:
         env["SYMOPT_DATABASE_URL"] = database_url
@@ -192,3 +194,10 @@ def test_sweep_create_and_show_through_the_cli(tmp_path):
         )
         assert refused.returncode == 2
         assert "valid families" in refused.stderr
+
+
+def test_the_scheduler_refuses_a_ray_client_address_and_says_what_to_run(tmp_path):
+    done = symopt("scheduler", home=tmp_path, RAY_ADDRESS="ray://127.0.0.1:10001")
+    assert done.returncode == 2, done.stderr
+    assert "RAY_ADDRESS=ray://127.0.0.1:10001 is a Ray Client address" in done.stderr
+    assert "RAY_ADDRESS=auto" in done.stderr

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.store import Store
@@ -31,6 +30,8 @@ from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
 from service.testing import live_service
 from symopt_core.spec import load_spec
+
+from .databases import scratch_database
 
 NAMES = [f"series_{i}" for i in range(10)]
 
@@ -71,34 +72,18 @@ def time_requests(client: httpx.Client, path: str, params: dict[str, Any], count
 
 
 def run(database_url: str | None, steps: int, requests: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as scratch:
-        home = Path(scratch)
-        url, cleanup = database_url or f"sqlite:///{home / 'symopt.db'}", None
-        if database_url and database_url.startswith("postgresql"):
-            server, name = make_url(database_url), f"symopt_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(server, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-            url = server.set(database=name).render_as_string(hide_password=False)
-            cleanup = (admin, name)
-        try:
-            key, job_id = prepare(url, steps)
-            with (
-                live_service(home, url) as service,
-                httpx.Client(
-                    base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-                ) as client,
-            ):
-                path = f"/v1/jobs/{job_id}/metrics"
-                time_requests(client, path, {"limit": 100_000}, 3)  # warm up
-                full = time_requests(client, path, {"limit": 100_000}, requests)
-                poll = time_requests(client, path, {"since_step": steps - 100}, requests * 5)
-        finally:
-            if cleanup is not None:
-                engine, name = cleanup
-                with engine.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                engine.dispose()
+    with tempfile.TemporaryDirectory() as scratch, scratch_database(database_url, Path(scratch)) as url:
+        key, job_id = prepare(url, steps)
+        with (
+            live_service(Path(scratch), url) as service,
+            httpx.Client(
+                base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            ) as client,
+        ):
+            path = f"/v1/jobs/{job_id}/metrics"
+            time_requests(client, path, {"limit": 100_000}, 3)  # warm up
+            full = time_requests(client, path, {"limit": 100_000}, requests)
+            poll = time_requests(client, path, {"since_step": steps - 100}, requests * 5)
     backend = make_url(url).get_backend_name()
     return {"backend": backend, "points": steps * len(NAMES), "date": time.strftime("%Y-%m-%d"),
             "full_history": full, "incremental_poll": poll}  # fmt: skip

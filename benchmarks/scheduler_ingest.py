@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.scheduler.scheduler import Run, Scheduler
@@ -31,6 +30,8 @@ from service.store.keys import create_tenant
 from service.store.migrate import upgrade
 from service.store.scheduling import start_attempt
 from symopt_core.spec import load_spec
+
+from .databases import scratch_database
 
 
 def run(url: str, jobs: int, metrics: int, ticks: int) -> dict[str, Any]:
@@ -80,21 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.metrics, args.ticks = 2, 10, 5
-    with tempfile.TemporaryDirectory() as scratch:
-        url, admin, name = args.database_url or f"sqlite:///{Path(scratch) / 'symopt.db'}", None, ""
-        if url.startswith("postgresql"):
-            server, name = make_url(url), f"symopt_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(server, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-            url = server.set(database=name).render_as_string(hide_password=False)
-        try:
-            result = run(url, args.jobs, args.metrics, args.ticks)
-        finally:
-            if admin is not None:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+    with tempfile.TemporaryDirectory() as scratch, scratch_database(args.database_url, Path(scratch)) as url:
+        result = run(url, args.jobs, args.metrics, args.ticks)
     print(
         f"{result['backend']:10} {result['points']:>8} points in {result['seconds']:.2f} s: "
         f"{result['points_per_s']:,.0f} points/s ({args.jobs} jobs x {args.metrics} metrics per tick)"

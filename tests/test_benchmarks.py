@@ -44,3 +44,17 @@ def test_scheduler_ingest_quick_run_counts_every_point(tmp_path, capsys):
     assert result["points"] == 2 * 10 * 5
     assert result["points_per_s"] > 0
     assert "points/s" in capsys.readouterr().out
+
+
+def test_service_load_quick_run_counts_requests_and_errors(tmp_path, capsys):
+    from benchmarks import service_load
+
+    out = tmp_path / "load.json"
+    assert service_load.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["submissions"] == {**result["submissions"], "submitted": 8, "errors": 0}
+    assert result["metrics"]["requests"] > 0
+    assert result["metrics"]["errors"] == 0
+    assert 0 < result["metrics"]["p50_ms"] <= result["metrics"]["p99_ms"]
+    assert result["ingest_points_per_s"] > 0
+    assert "GET metrics" in capsys.readouterr().out

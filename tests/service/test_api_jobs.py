@@ -282,3 +282,28 @@ def test_unknown_job_is_404_on_every_job_route(client, alice):
         response = client.request(method, f"/v1/jobs/{missing}{path}", headers=alice.headers)
         assert response.status_code == 404, (method, path)
         assert response.json() == {"detail": f"No job {missing}"}
+
+
+def test_the_event_stream_sends_a_point_written_later_at_the_newest_step(client, alice):
+    # The scheduler may store step 10's train_loss in one write and its val_loss in the next.
+    job_id = submit(client, alice).json()["id"]
+    set_status(client, job_id, JobStatus.RUNNING)
+    store = client.app.state.store
+    with store.transaction() as session:
+        record_metrics(session=session, job_id=job_id, points=[Point("train_loss", 10, 3.0, 0.0)])
+    sent: list[tuple[str, int]] = []
+    event = None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=alice.headers) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "metrics":
+                page = json.loads(line.removeprefix("data: "))
+                sent += [(s["name"], step) for s in page["series"] for step in s["steps"]]
+                if sent == [("train_loss", 10)]:  # the first write is out: now the second one
+                    with store.transaction() as session:
+                        record_metrics(
+                            session=session, job_id=job_id, points=[Point("val_loss", 10, 3.1, 0.0)]
+                        )
+                    set_status(client, job_id, JobStatus.SUCCEEDED)
+    assert sent == [("train_loss", 10), ("val_loss", 10)]  # each point once, none lost

@@ -211,14 +211,23 @@ async def stream_job_events_route(
         return job.status, [EventPublic.of(e) for e in events], metrics
 
     event_cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after_id
-    step_cursor = since_step
+    # The scheduler may store a step's train_loss in one write and the same step's val_loss in the
+    # next: each poll reads the newest sent step again and sends only the series not sent at it.
+    step_cursor, sent_at_cursor = since_step, None  # None: the client has all of since_step
     while True:
-        job_status, events, metrics = await run_in_threadpool(load, event_cursor, step_cursor)
+        job_status, events, metrics = await run_in_threadpool(load, event_cursor, step_cursor - 1)
         for event in events:
             event_cursor = event.id
             yield ServerSentEvent(data=event.model_dump(mode="json"), event="event", id=str(event.id))
-        if metrics.series and metrics.last_step is not None:
-            step_cursor = metrics.last_step
+        metrics.series = _unsent(metrics.series, step_cursor, sent_at_cursor)
+        if metrics.series:
+            newest = max(series.steps[-1] for series in metrics.series)
+            at_newest = {series.name for series in metrics.series if series.steps[-1] == newest}
+            if newest > step_cursor:
+                step_cursor, sent_at_cursor = newest, at_newest
+            else:
+                sent_at_cursor = (sent_at_cursor or set()) | at_newest
+            metrics.last_step = step_cursor
             yield ServerSentEvent(data=metrics.model_dump(mode="json"), event="metrics")
         drained = not events and not metrics.series
         if drained and JobStatus(job_status).terminal:
@@ -228,3 +237,19 @@ async def stream_job_events_route(
             if await request.is_disconnected():
                 return
             await asyncio.sleep(settings.sse_poll_seconds)
+
+
+def _unsent(series: list[SeriesPublic], step: int, sent: set[str] | None) -> list[SeriesPublic]:
+    """`series` without the points at `step` already sent (`sent` None: all of that step)."""
+    kept = []
+    for one in series:
+        pairs = [
+            (s, v)
+            for s, v in zip(one.steps, one.values, strict=True)
+            if s != step or (sent is not None and one.name not in sent)
+        ]
+        if pairs:
+            kept.append(
+                SeriesPublic(name=one.name, steps=[s for s, _ in pairs], values=[v for _, v in pairs])
+            )
+    return kept

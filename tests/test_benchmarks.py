@@ -58,3 +58,16 @@ def test_service_load_quick_run_counts_requests_and_errors(tmp_path, capsys):
     assert 0 < result["metrics"]["p50_ms"] <= result["metrics"]["p99_ms"]
     assert result["ingest_points_per_s"] > 0
     assert "GET metrics" in capsys.readouterr().out
+
+
+def test_dashboard_load_quick_run_times_a_page_that_drew_every_point(tmp_path, capsys):
+    from benchmarks import dashboard_load
+
+    out = tmp_path / "dashboard.json"
+    assert dashboard_load.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps"] == 500
+    assert result["points"] == 500 + 5  # train_loss at every step, val_loss every 100
+    assert len(result["page_ms"]) == result["loads"] == 1
+    assert 0 < result["median_page_ms"] <= result["median_wall_ms"]
+    assert "loss curve drawn" in capsys.readouterr().out

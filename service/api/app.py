@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from ..dashboard import mount_dashboard
 from ..scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     for router in (jobs.router, sweeps.router, studies.router, catalog.router, account.router, health.router):
         app.include_router(router)
+    mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

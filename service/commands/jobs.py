@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .local import add_settings
 from .remote import EXIT_CANCELLED, add_output, number, print_json, print_table, remote, show, watch_exit_code
 
 
@@ -17,14 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     submit = sub.add_parser("submit", help="queue a job spec (YAML/JSON); prints its id")
     submit.add_argument("spec", type=Path, help="a YAML or JSON job spec")
-    submit.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field by dotted path, as `symopt train --set` (repeatable)",
-    )
+    add_settings(submit)
     submit.add_argument(
         "--watch", action="store_true", help="then follow it to the end (exit code as `watch`)"
     )

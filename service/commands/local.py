@@ -17,14 +17,7 @@ from .remote import print_table
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = commands.add_parser("train", help="run a job spec locally, with a progress bar")
     train.add_argument("spec", type=Path, help="a YAML or JSON job spec")
-    train.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field by dotted path, e.g. --set optimizer.preset=muon (repeatable)",
-    )
+    add_settings(train)
     train.add_argument(
         "--run-dir",
         type=Path,
@@ -43,6 +36,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ("rules", list_rules, "update rules and their symmetry groups"),
     ):
         commands.add_parser(name, help=summary).set_defaults(handler=handler)
+
+
+def add_settings(parser: argparse.ArgumentParser, example: str = "optimizer.preset=muon") -> None:
+    """The repeatable `--set KEY=VALUE` of every command that takes a spec."""
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a field by dotted path, e.g. --set {example} (repeatable; values are YAML)",
+    )
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:

@@ -15,20 +15,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .local import add_settings
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "run", help="run a job spec on the service (starting an embedded one if needed)"
     )
     run.add_argument("spec", type=Path, help="a YAML or JSON job spec")
-    run.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field by dotted path (repeatable)",
-    )
+    add_settings(run)
     run.set_defaults(handler=run_job)
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .local import add_settings
 from .remote import add_output, number, print_json, print_table, remote, show, table_lines
 
 
@@ -14,14 +15,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub = study.add_subparsers(dest="study_command", required=True, metavar="COMMAND")
     submit = sub.add_parser("submit", help="queue a study spec (YAML/JSON); prints its id")
     submit.add_argument("spec", type=Path)
-    submit.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field by dotted path, e.g. --set tuning.n_trials=4 --set seeds=5",
-    )
+    add_settings(submit, "tuning.n_trials=4")
     add_output(submit)
     submit.set_defaults(handler=submit_study)
     listing = sub.add_parser("list", help="this tenant's studies, newest first")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .local import add_settings
 from .remote import add_output, number, print_json, print_table, remote, show, table_lines
 
 
@@ -21,14 +22,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             + (" (= submit)" if name == "create" else ""),
         )
         submit.add_argument("spec", type=Path)
-        submit.add_argument(
-            "--set",
-            dest="settings",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a field by dotted path, e.g. --set n_trials=4 --set base.steps=500",
-        )
+        add_settings(submit, "n_trials=4")
         add_output(submit)
         submit.set_defaults(handler=submit_sweep)
     listing = sub.add_parser("list", help="this tenant's sweeps, newest first")

@@ -7,11 +7,13 @@ are chosen from registries by name.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,12 +32,14 @@ from .presets import PRESETS
 from .spec_tree import set_path, spec_tree
 
 __all__ = [
+    "MAX_SEED",
     "BatchSpec",
     "CheckpointSpec",
     "DataSpec",
     "EvalSpec",
     "JobSpec",
     "ModelSpec",
+    "Name",
     "OptimizerSpec",
     "OverrideSpec",
     "RampSpec",
@@ -44,6 +48,7 @@ __all__ = [
     "ScheduleSpec",
     "describe_validation_error",
     "load_spec",
+    "printable",
     "set_path",
     "spec_tree",
 ]
@@ -52,16 +57,40 @@ __all__ = [
 # Bounds on sizes: anything larger is a typo, not a job.
 MAX_DIM = 1 << 20
 MAX_VOCAB = 1 << 22
+# Seeds reach torch, numpy (< 2**32), Optuna's samplers and a 32-bit database column (a study's
+# confirmation seed): one bound that all of them take.
+MAX_SEED = 2**31 - 1
+
+# Embedding, overriding and isolating bidi controls: they reorder what a terminal or the dashboard
+# shows ("Trojan Source"); right-to-left letters themselves are fine.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(value: str, what: str = "name") -> str:
+    """`value`, unless it holds a control character (NUL included: PostgreSQL rejects it in text),
+    a lone surrogate (not encodable) or a bidi override; emoji and any script are accepted."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS:
+            raise ValueError(
+                f"{what} contains U+{ord(char):04X} (a control character, lone surrogate or bidi "
+                "override); use printable characters: letters of any script, digits, punctuation, emoji"
+            )
+    return value
+
+
+Name = Annotated[str, AfterValidator(printable)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: JSON has no NaN or Infinity (Python's parser accepts them, PostgreSQL's
+    # jsonb does not), and no bound of a spec means anything at infinity.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(BaseModel):
     """A family and a named size; any other key is a dim of that family (n_layers, d_model, ...)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     family: str = Field(description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss")
     size: str | None = Field(None, description="tiny | small | a paper shape; None: the family defaults")
@@ -96,14 +125,17 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_corpus(self) -> DataSpec:
+        printable(self.corpus, "data.corpus")
         if self.corpus.startswith("file:"):
             relative = self.corpus.removeprefix("file:")
-            parts = relative.replace("\\", "/").split("/")
-            outside = relative.startswith(("/", "\\", "~")) or ":" in relative or ".." in parts
-            if not relative or outside or "\x00" in relative:
+            # Checked as NFKC too ("\u2024\u2024" is ".." there), and without percent-escapes: a
+            # layer that decodes either must not turn a name inside the root into one outside it.
+            folded = unicodedata.normalize("NFKC", relative).replace("\\", "/")
+            outside = folded.startswith(("/", "~")) or ":" in folded or ".." in folded.split("/")
+            if not relative or outside or "%" in relative:
                 raise ValueError(
                     f"corpus {self.corpus!r}: a file corpus must be a relative path inside the data root, "
-                    "without '..', e.g. file:books/moby_dick.txt"
+                    "without '..' or %-escapes, e.g. file:books/moby_dick.txt"
                 )
             return self
         if self.corpus not in CORPORA:
@@ -254,7 +286,7 @@ class ResourcesSpec(_Strict):
 
 
 class JobSpec(_Strict):
-    name: str = Field("", max_length=200)
+    name: Name = Field("", max_length=200)
     model: ModelSpec
     data: DataSpec = DataSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
@@ -265,7 +297,7 @@ class JobSpec(_Strict):
     eval: EvalSpec = EvalSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     resources: ResourcesSpec = ResourcesSpec()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     log_every: PositiveInt = 10
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA"

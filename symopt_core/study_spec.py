@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from .spec import JobSpec, OptimizerSpec
+from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
 from .sweep_spec import ParamRange, SweepSpec
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]
@@ -33,7 +33,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Candidate(BaseModel):
     """One optimizer stack of the comparison: a name and the spec's `optimizer` section."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     optimizer: OptimizerSpec
@@ -51,7 +51,7 @@ class Candidate(BaseModel):
 class TuningSpec(BaseModel):
     """Stage 1, the same for every candidate: the budget that makes the comparison fair."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     n_trials: PositiveInt = Field(8, le=1_000, description="trials per candidate")
     search_space: dict[str, ParamRange] | None = Field(
@@ -61,7 +61,7 @@ class TuningSpec(BaseModel):
     sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     parallelism: PositiveInt = Field(2, le=256, description="trials of one candidate at once")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -70,9 +70,10 @@ class TuningSpec(BaseModel):
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field("", max_length=200)
+    # At most 80: its sweeps are named `<study>-<candidate>` (candidates: 64), within a sweep's 150.
+    name: Name = Field("", max_length=80)
     base: JobSpec
     candidates: list[Candidate] = Field(min_length=2, max_length=16)
     baseline: str | None = Field(
@@ -88,7 +89,7 @@ class StudySpec(BaseModel):
     )
     confidence: float = Field(0.95, ge=0.5, le=0.999)
     bootstrap_resamples: PositiveInt = Field(10_000, ge=100, le=1_000_000)
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = Field(0, ge=0, le=MAX_SEED)
     parallelism: PositiveInt = Field(4, le=256, description="confirmation runs at once")
 
     @model_validator(mode="before")
@@ -121,6 +122,8 @@ class StudySpec(BaseModel):
         seeds = self.confirmation_seeds
         if not 1 <= len(seeds) <= 64:
             raise ValueError(f"seeds: {self.seeds!r}; give k from 1 to 64, or a list of 1 to 64 seeds")
+        if not all(0 <= seed <= MAX_SEED for seed in seeds):
+            raise ValueError(f"seeds: {self.seeds!r}; each confirmation seed must lie in [0, {MAX_SEED}]")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         if self.base.seed in seeds:

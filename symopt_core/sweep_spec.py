@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .presets import PRESETS
-from .spec import JobSpec, describe_validation_error, set_path
+from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable, set_path
 
 __all__ = ["ParamRange", "SweepSpec"]
 
@@ -31,7 +31,7 @@ __all__ = ["ParamRange", "SweepSpec"]
 class ParamRange(BaseModel):
     """One dimension of a search space."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: Literal["log_uniform", "uniform", "int", "log_int", "pow2", "categorical"]
     low: float | None = None
@@ -40,6 +40,9 @@ class ParamRange(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> ParamRange:
+        for choice in self.choices or []:
+            if isinstance(choice, str):
+                printable(choice, "a categorical choice")
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical range needs a non-empty `choices` list")
@@ -77,9 +80,10 @@ def _powers_of_two(low: int, high: int) -> list[int]:
 
 
 class SweepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field("", max_length=200)
+    # At most 150: a trial's job is named `<sweep>-<optuna study>-<number>` and job names hold 200.
+    name: Name = Field("", max_length=150)
     base: JobSpec
     search_space: dict[str, ParamRange] | None = Field(
         None, description='dotted JobSpec paths -> ranges; "auto" or null: derived from the preset and model'
@@ -97,7 +101,7 @@ class SweepSpec(BaseModel):
     max_tokens: PositiveInt | None = Field(
         None, description="stop starting trials after this many tokens in all"
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("search_space", mode="before")
     @classmethod

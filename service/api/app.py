@@ -14,7 +14,7 @@ from ..settings import Settings
 from ..store import Store
 from ..store.migrate import ensure_schema
 from .errors import install_error_handlers
-from .limits import BodySizeLimit, RateLimiter
+from .limits import BodyLimits, RateLimiter, UrlCharacters
 from .observability import Metrics, RequestMetrics
 from .routes import account, catalog, health, jobs, studies, sweeps
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.include_router(router)
     mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UrlCharacters)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +21,9 @@ from ..errors import (
     ServiceError,
     StoreError,
 )
+from .schemas import ErrorPublic, ValidationErrorPublic
 
-__all__ = ["install_error_handlers"]
+__all__ = ["error_responses", "install_error_handlers"]
 
 _STATUS: list[tuple[type[Exception], int]] = [
     (NotFoundError, 404),
@@ -33,6 +35,45 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (DatabaseBehindError, 503),
     (ServiceError, 400),
 ]
+
+
+_DESCRIPTIONS = {
+    400: "A request the service cannot carry out (a control character in the URL, ...)",
+    401: "Missing, malformed, unknown or revoked API key",
+    403: "A valid key that may not do this",
+    404: "No such object for this tenant",
+    409: "The object is in the wrong state for this request (e.g. already finished)",
+    413: "The request body is larger than the service accepts",
+    422: "The request, its query or its spec does not validate: `message` says what to fix",
+    429: "Too many submissions for this API key: retry after `Retry-After` seconds",
+    503: "The database is unreachable or its schema is behind this service's",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+def error_responses(*codes: int, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route may answer with, and their JSON bodies.
+
+    `by_reference`: for a route that answers a file or an event stream. FastAPI would declare a
+    `model` under the route's own media type, so these name the schema instead (other routes'
+    `model`s put it in the components)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        model = ValidationErrorPublic if code == 422 else ErrorPublic
+        body: dict[str, Any] = (
+            {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+            if by_reference
+            else {"model": model}
+        )
+        responses[code] = {"description": _DESCRIPTIONS[code], **body, **_headers(code)}
+    return responses
+
+
+def _headers(code: int) -> dict[str, Any]:
+    return {"headers": _HEADERS[code]} if code in _HEADERS else {}
 
 
 def _validation_errors(error: RequestValidationError) -> tuple[list[dict[str, object]], str]:
@@ -53,7 +94,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConfigError)
     async def invalid_configuration(request: Request, error: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "message": str(error)}, status_code=422)
+        # The shape of every other 422: one problem, at no particular field.
+        problem = {"loc": [], "msg": str(error), "type": "value_error"}
+        return JSONResponse({"detail": [problem], "message": str(error)}, status_code=422)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Request limits: a body-size cap (413) for every route, and a per-key rate limit (429)."""
+"""Request limits: a body-size cap (413) and a JSON nesting cap (422) for every route, control
+characters kept out of URLs (400), and a per-key rate limit (429)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,33 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import RateLimitedError
 
-__all__ = ["BodySizeLimit", "RateLimiter"]
+__all__ = ["MAX_JSON_DEPTH", "BodyLimits", "RateLimiter", "UrlCharacters", "nests_deeper"]
+
+# The deepest spec (a study's base job's data options) nests 5 levels; 64 leaves room for any
+# options a corpus takes, and keeps parsing far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
 
 
-class BodySizeLimit:
-    """ASGI middleware: bodies over `max_bytes` get 413 before any route sees them.
+class BodyLimits:
+    """ASGI middleware: bodies over `max_bytes` get 413, and JSON nested deeper than `max_depth`
+    gets 422 (as does a body that is not UTF-8), before any route sees them.
 
     A declared Content-Length is checked at once; a chunked body is read (at most max_bytes + 1
-    bytes are held) and replayed to the application when it fits.
+    bytes are held) and replayed to the application when it fits. Without the depth cap, 30 000
+    nested brackets (60 KB) would exhaust the JSON parser's recursion and come back as FastAPI's
+    400 "There was an error parsing the body", which names nothing to fix.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -47,6 +57,10 @@ class BodySizeLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
+        problem = self._unreadable(body)
+        if problem is not None:
+            await _send_json(send, 422, {"detail": [problem], "message": problem["msg"]})
+            return
 
         async def replay() -> Message:
             nonlocal replayed
@@ -57,20 +71,86 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
+    def _unreadable(self, body: bytes) -> dict[str, object] | None:
+        """The 422 problem of a body no JSON parser should be handed, if it is one."""
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = body[error.start : error.start + 1].hex().upper()
+            message = (
+                f"The body is not UTF-8 (byte 0x{bad} at offset {error.start}); send JSON encoded as UTF-8"
+            )
+            return {"loc": [], "msg": message, "type": "json_not_utf8"}
+        if nests_deeper(body, self.max_depth):
+            message = (
+                f"The JSON body nests deeper than {self.max_depth} levels of objects and arrays; no spec does"
+            )
+            return {"loc": [], "msg": message, "type": "json_too_deep"}
+        return None
+
     async def _reject(self, send: Send) -> None:
         detail = f"Request body too large: at most {self.max_bytes} bytes are accepted"
-        body = json.dumps({"detail": detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, {"detail": detail})
+
+
+def nests_deeper(body: bytes, limit: int) -> bool:
+    """Whether `body`'s objects and arrays nest deeper than `limit` (brackets inside strings do not
+    count). Bytes that are not JSON are left to the parser to reject."""
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return False  # cannot nest deeper: most bodies end here, at the speed of bytes.count
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return False
+
+
+def _control(data: bytes) -> int | None:
+    return next((byte for byte in data if byte < 0x20 or byte == 0x7F), None)
+
+
+class UrlCharacters:
+    """ASGI middleware: a path or query holding a control character (`%00`, `%0a`, ...) gets 400.
+
+    No id, name or filter has one, and PostgreSQL rejects NUL in any text parameter: without this,
+    `GET /v1/jobs/a%00b` would reach the database and come back as a 503 "database error".
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+            found = _control(unquote_to_bytes(path) + unquote_to_bytes(scope["query_string"]))
+            if found is not None:
+                detail = (
+                    f"The URL holds the control character 0x{found:02X} (percent-encoded in its path "
+                    "or query): ids, names and filters never contain one; check how the URL is built"
+                )
+                await _send_json(send, 400, {"detail": detail})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, content: dict[str, object]) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

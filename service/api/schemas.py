@@ -11,6 +11,7 @@ from ..store.models import Job, JobEvent, Sweep
 from ..store.status import JobStatus, SweepStatus
 
 __all__ = [
+    "ErrorPublic",
     "EventPublic",
     "EventsPublic",
     "HistoryTrialPublic",
@@ -19,6 +20,8 @@ __all__ = [
     "JobsPublic",
     "MetricsPublic",
     "PrincipalPublic",
+    "ProblemPublic",
+    "ReadinessPublic",
     "SeriesPublic",
     "StudiesPublic",
     "StudyHistoryPublic",
@@ -28,9 +31,34 @@ __all__ = [
     "SweepsPublic",
     "TrialPublic",
     "TrialsPublic",
+    "ValidationErrorPublic",
 ]
 
 MetricValue = float | Literal["nan", "inf", "-inf"]
+
+
+class ErrorPublic(BaseModel):
+    """The body of every error answer but a 422."""
+
+    detail: str = Field(description="what went wrong, and what to do about it")
+
+
+class ProblemPublic(BaseModel):
+    loc: list[str] = Field(description="where: the field path in the body, or query/header/path and its name")
+    msg: str = Field(description="what is wrong there, and what would be valid")
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """The body of a 422: a request, query or spec that does not validate."""
+
+    detail: list[ProblemPublic]
+    message: str = Field(description="every problem on one line: `field.path: message; ...`")
+
+
+class ReadinessPublic(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="database, migrations and ray: ok, or what is wrong")
 
 
 class PrincipalPublic(BaseModel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..deps import PrincipalDep
+from ..errors import error_responses
 from ..schemas import PrincipalPublic
 
-router = APIRouter(prefix="/v1", tags=["account"])
+router = APIRouter(prefix="/v1", tags=["account"], responses=error_responses(400, 401, 503))
 
 
 @router.get("/me", response_model=PrincipalPublic)

@@ -17,8 +17,9 @@ from symopt_core.params import ParamClass
 from symopt_core.presets import PRESETS, Preset, default_lr_multiplier
 
 from ..deps import PrincipalDep
+from ..errors import error_responses
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=error_responses(400, 401, 503))
 
 
 class DimPublic(BaseModel):

@@ -10,8 +10,10 @@ from sqlalchemy import text
 from ...errors import ForbiddenError
 from ...store.migrate import current_revision, head_revision
 from ..deps import PrincipalDep, StoreDep
+from ..errors import error_responses
+from ..schemas import ReadinessPublic
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=error_responses(400))
 
 RAY_NOT_USED = "not used by this process (API only: the scheduler runs elsewhere)"
 
@@ -22,7 +24,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadinessPublic,
+    responses={503: {"model": ReadinessPublic, "description": "Not ready: `checks` says what is wrong"}},
+)
 def readyz(request: Request, store: StoreDep) -> JSONResponse:
     """Ready to serve: the database answers, its schema is at head, and Ray answers when this
     process runs the scheduler (503 otherwise, with what is wrong in `checks`)."""
@@ -46,7 +52,12 @@ def readyz(request: Request, store: StoreDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=error_responses(400, 401, 403, 503, by_reference=True)
+    | {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 def prometheus_metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus text format: requests by route and status, latency, jobs by status (admin keys only)."""
     if not principal.is_admin:

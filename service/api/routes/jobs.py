@@ -19,13 +19,20 @@ from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_event
 from ...store.metrics import read_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..errors import error_responses
 from ..params import IdempotencyKey, csv, statuses
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 422, 503))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses=error_responses(413, 429)
+    | {200: {"model": JobPublic, "description": "Replayed: the job this Idempotency-Key created"}},
+)
 def create_job_route(
     spec: JobSpec,
     principal: PrincipalDep,
@@ -75,21 +82,26 @@ def list_jobs_route(
         return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404))
 def get_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
     """One job, with its spec, status, progress and result."""
     with store.read() as session:
         return JobPublic.of(get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=error_responses(404, 409, 413),
+)
 def cancel_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
     """Cancel a job: queued ones at once, running ones as soon as their task stops."""
     with store.transaction() as session:
         return JobPublic.of(request_cancel(session=session, tenant_id=principal.tenant_id, job_id=job_id))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 409))
 def delete_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> Response:
     """Delete a finished job with its metrics and events (409 while it is queued or running)."""
     with store.transaction() as session:
@@ -97,7 +109,7 @@ def delete_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=error_responses(404))
 def get_job_metrics_route(
     job_id: str,
     principal: PrincipalDep,
@@ -118,7 +130,7 @@ def get_job_metrics_route(
     return MetricsPublic(job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated)
 
 
-@router.get("/{job_id}/logs", response_model=EventsPublic)
+@router.get("/{job_id}/logs", response_model=EventsPublic, responses=error_responses(404))
 def get_job_logs_route(
     job_id: str,
     principal: PrincipalDep,
@@ -138,7 +150,8 @@ def get_job_logs_route(
 @router.get(
     "/{job_id}/checkpoint",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "a torch checkpoint"}},
+    responses=error_responses(400, 401, 404, 422, 503, by_reference=True)
+    | {200: {"content": {"application/octet-stream": {}}, "description": "a torch checkpoint"}},
 )
 def download_checkpoint_route(
     job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
@@ -184,7 +197,11 @@ def visible_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> str:
     return job_id
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses=error_responses(400, 401, 404, 422, 503, by_reference=True),
+)
 async def stream_job_events_route(
     job_id: Annotated[str, Depends(visible_job)],
     request: Request,

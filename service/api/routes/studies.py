@@ -22,10 +22,11 @@ from ...store.studies import (
 )
 from ...studies.controller import current_result
 from ..deps import LimiterDep, PrincipalDep, StoreDep
+from ..errors import error_responses
 from ..params import IdempotencyKey, statuses
 from ..schemas import StudiesPublic, StudyPublic
 
-router = APIRouter(prefix="/v1/studies", tags=["studies"])
+router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=error_responses(400, 401, 422, 503))
 
 
 def _progress(session: Session, study: Study, spec: StudySpec) -> dict[str, Any]:
@@ -66,7 +67,13 @@ def _public(session: Session, study: Study, *, with_result: bool = True) -> Stud
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyPublic,
+    responses=error_responses(413, 429)
+    | {200: {"model": StudyPublic, "description": "Replayed: the study this Idempotency-Key created"}},
+)
 def create_study_route(
     spec: StudySpec,
     principal: PrincipalDep,
@@ -104,7 +111,7 @@ def list_studies_route(
         return StudiesPublic(data=[_public(session, s, with_result=False) for s in found], count=count)
 
 
-@router.get("/{study_id}", response_model=StudyPublic)
+@router.get("/{study_id}", response_model=StudyPublic, responses=error_responses(404))
 def get_study_route(study_id: str, principal: PrincipalDep, store: StoreDep) -> StudyPublic:
     """A study's progress and result (so far): per candidate the tuned configuration, the
     objective on each seed with mean, spread and intervals; paired differences and verdicts."""
@@ -112,7 +119,12 @@ def get_study_route(study_id: str, principal: PrincipalDep, store: StoreDep) -> 
         return _public(session, get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id))
 
 
-@router.post("/{study_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=StudyPublic)
+@router.post(
+    "/{study_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StudyPublic,
+    responses=error_responses(404, 409, 413),
+)
 def cancel_study_route(study_id: str, principal: PrincipalDep, store: StoreDep) -> StudyPublic:
     """Cancel a study, its sweeps and its runs; what has finished stays readable."""
     with store.transaction() as session:

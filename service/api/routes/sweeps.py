@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import optuna
@@ -20,6 +20,7 @@ from ...sweeps.controller import study_names
 from ...sweeps.space import check_sampler, resolved_spaces
 from ...sweeps.storage import optuna_storage
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..errors import error_responses
 from ..params import IdempotencyKey, statuses
 from ..schemas import (
     HistoryTrialPublic,
@@ -32,7 +33,7 @@ from ..schemas import (
     TrialsPublic,
 )
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=error_responses(400, 401, 422, 503))
 
 
 def _trials(session: Session, sweep: Sweep) -> list[TrialPublic]:
@@ -53,7 +54,13 @@ def _trials(session: Session, sweep: Sweep) -> list[TrialPublic]:
     ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    responses=error_responses(413, 429)
+    | {200: {"model": SweepPublic, "description": "Replayed: the sweep this Idempotency-Key created"}},
+)
 def create_sweep_route(
     spec: SweepSpec,
     principal: PrincipalDep,
@@ -96,7 +103,7 @@ def list_sweeps_route(
         return SweepsPublic(data=[SweepPublic.of(s, _trials(session, s)) for s in sweeps], count=count)
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic)
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=error_responses(404))
 def get_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> SweepPublic:
     """A sweep's status, progress and best trial so far."""
     with store.read() as session:
@@ -104,7 +111,7 @@ def get_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> 
         return SweepPublic.of(sweep, _trials(session, sweep))
 
 
-@router.get("/{sweep_id}/trials", response_model=TrialsPublic)
+@router.get("/{sweep_id}/trials", response_model=TrialsPublic, responses=error_responses(404))
 def list_trials_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> TrialsPublic:
     """Every trial of a sweep: its job, parameters, state and objective."""
     with store.read() as session:
@@ -113,7 +120,12 @@ def list_trials_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -
     return TrialsPublic(data=found, count=len(found))
 
 
-@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=SweepPublic)
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SweepPublic,
+    responses=error_responses(404, 409, 413),
+)
 def cancel_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> SweepPublic:
     """Cancel a sweep and its unfinished trials; finished trials stay readable."""
     with store.transaction() as session:
@@ -121,7 +133,9 @@ def cancel_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) 
         return SweepPublic.of(sweep, _trials(session, sweep))
 
 
-@router.get("/{sweep_id}/importances", response_model=dict[str, dict[str, float]])
+@router.get(
+    "/{sweep_id}/importances", response_model=dict[str, dict[str, float]], responses=error_responses(404)
+)
 def get_importances_route(
     sweep_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> dict[str, dict[str, float]]:
@@ -150,7 +164,7 @@ _STATES = {
 }
 
 
-@router.get("/{sweep_id}/history", response_model=SweepHistoryPublic)
+@router.get("/{sweep_id}/history", response_model=SweepHistoryPublic, responses=error_responses(404))
 def get_history_route(
     sweep_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> SweepHistoryPublic:
@@ -200,6 +214,12 @@ def _history(found: list[FrozenTrial], jobs: dict[int | None, str]) -> dict[str,
     return {"finished": history, "running": running}
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    """Optuna stores its trials' times naive, in the local time of the process that wrote them;
+    the API's times carry their offset (RFC 3339), as every other time it answers does."""
+    return moment.astimezone(UTC) if moment is not None else None
+
+
 def _trial(
     trial: FrozenTrial, jobs: dict[int | None, str], value: float | None, best: float | None
 ) -> HistoryTrialPublic:
@@ -210,7 +230,7 @@ def _trial(
         params=dict(trial.params),
         objective=value,
         best_so_far=best,
-        completed_at=trial.datetime_complete,
+        completed_at=_aware(trial.datetime_complete),
         intermediate=[
             IntermediatePublic(tokens=int(tokens), value=float(v))
             for tokens, v in sorted(trial.intermediate_values.items())

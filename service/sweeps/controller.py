@@ -7,7 +7,9 @@ jobs, then
   - tells Optuna how finished jobs ended (idempotently: skip_if_finished),
   - reports new validation losses of running trials as intermediate values (resource = training
     tokens) and, when the pruner says so, tells PRUNED and cancels the job's Ray task,
-  - asks for new trials while fewer than `parallelism` run and the budgets allow,
+  - asks for new trials while fewer than `parallelism` run and the budgets allow (a trial whose
+    values make no valid job, a point inside the ranges their bounds could not rule out, is told
+    FAIL with the reason and counts as run: the sweep goes on),
   - finishes the sweep once every study has its `n_trials` finished trials.
 A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,10 +40,11 @@ from typing import Any
 import optuna
 from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from symopt_core.spec import JobSpec
+from symopt_core.spec import JobSpec, describe_validation_error
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..errors import StoreError
@@ -53,12 +57,19 @@ from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_swe
 from .space import distribution, make_pruner, make_sampler, token_budget, trial_spec
 from .storage import optuna_storage
 
-__all__ = ["SweepController", "report_and_maybe_prune", "study_names"]
+__all__ = ["ABANDONED_ASK", "INVALID_TRIAL", "SweepController", "report_and_maybe_prune", "study_names"]
 
 log = logging.getLogger("symopt.sweeps")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING})
+# A user attribute of a trial whose ask was cut off before all its parameters were set (the
+# service was killed mid-ask): it never ran, is told FAIL, and does not count against n_trials.
+ABANDONED_ASK = "symopt_abandoned_ask"
+# A user attribute holding why a trial's values make no valid job: a point inside the ranges that
+# the check of their bounds at submission cannot rule out (n_heads=3 of a d_model=64 model). That
+# trial is told FAIL and counts against n_trials (else a sampler could propose it forever).
+INVALID_TRIAL = "symopt_invalid_trial"
 
 
 def study_names(sweep: Sweep, spec: SweepSpec) -> dict[str, str | None]:
@@ -74,6 +85,26 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, ModuleNotFoundError) and error.name:
         text += f" (install it where the scheduler runs: pip install {error.name.split('.')[0]})"
     return text
+
+
+def _counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that n_trials counts: all but asks abandoned halfway (they never ran)."""
+    return [t for t in trials if not t.user_attrs.get(ABANDONED_ASK)]
+
+
+def _trial_spec_or_fail(
+    study: optuna.Study, trial: optuna.trial.Trial | FrozenTrial, spec: SweepSpec, preset: str | None
+) -> JobSpec | None:
+    """The trial's job, or None when its values make an invalid job: then that trial is told FAIL,
+    with the reason kept in its INVALID_TRIAL user attribute, and the sweep goes on."""
+    try:
+        return trial_spec(spec.base, trial.params, preset)
+    except ValidationError as error:
+        reason = f"{trial.params}: {describe_validation_error(error)}"
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr(INVALID_TRIAL, reason)
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        log.warning("sweep trial %s of %s failed without a job: %s", trial.number, study.study_name, reason)
+        return None
 
 
 def _readable(sweep: Sweep) -> bool:
@@ -318,11 +349,15 @@ class SweepController:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 job = snapshot.jobs.get((name, trial.number))
                 if job is None and set(trial.params) != set(snapshot.spaces[name]):
-                    # an ask that failed halfway (its parameters are not all set): never a job
+                    # an ask that failed halfway (its parameters are not all set): never a job.
+                    # Marked first, so that a kill between the two writes leaves it to redo.
+                    optuna.trial.Trial(study, trial._trial_id).set_user_attr(ABANDONED_ASK, True)
                     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
                 elif job is None:  # asked before a restart, never submitted: submit it now
-                    plan.submit.append((name, trial.number, trial_spec(spec.base, trial.params, preset)))
-                    running += 1
+                    job_spec = _trial_spec_or_fail(study, trial, spec, preset)
+                    if job_spec is not None:
+                        plan.submit.append((name, trial.number, job_spec))
+                        running += 1
                 elif job.status in ACTIVE:
                     pruned_at = report_and_maybe_prune(study, trial, job)
                     if pruned_at is not None:
@@ -356,14 +391,17 @@ class SweepController:
         while running < spec.parallelism and progress:
             progress = False
             for name, study in studies.items():
-                if running >= spec.parallelism or len(study.get_trials(deepcopy=False)) >= spec.n_trials:
+                if (
+                    running >= spec.parallelism
+                    or len(_counted(study.get_trials(deepcopy=False))) >= spec.n_trials
+                ):
                     continue
                 trial = study.ask({path: distribution(r) for path, r in snapshot.spaces[name].items()})
-                plan.submit.append(
-                    (name, trial.number, trial_spec(spec.base, trial.params, snapshot.studies[name]))
-                )
-                running += 1
                 progress = True
+                job_spec = _trial_spec_or_fail(study, trial, spec, snapshot.studies[name])
+                if job_spec is not None:
+                    plan.submit.append((name, trial.number, job_spec))
+                    running += 1
 
     def _out_of_budget(self, snapshot: Snapshot) -> bool:
         spec = snapshot.spec
@@ -379,7 +417,7 @@ class SweepController:
     def _maybe_finish(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan) -> None:
         if any(job.status in ACTIVE for job in snapshot.jobs.values()):
             return
-        trials = {name: study.get_trials(deepcopy=False) for name, study in studies.items()}
+        trials = {name: _counted(study.get_trials(deepcopy=False)) for name, study in studies.items()}
         finished = sum(1 for found in trials.values() for t in found if t.state.is_finished())
         if finished < snapshot.spec.n_trials * len(studies) and not self._out_of_budget(snapshot):
             return
@@ -395,6 +433,14 @@ class SweepController:
         else:
             plan.status = SweepStatus.FAILED
             plan.error = "no trial finished with an objective (all failed, diverged or were pruned)"
+            invalid = [
+                t.user_attrs[INVALID_TRIAL]
+                for found in trials.values()
+                for t in found
+                if INVALID_TRIAL in t.user_attrs
+            ]
+            if invalid:
+                plan.error += f"; {len(invalid)} had values that make an invalid job, e.g. {invalid[0]}"
 
     def _plan_cancel(self, snapshot: Snapshot) -> Plan:
         plan = Plan()
@@ -446,4 +492,7 @@ class SweepController:
                     and plan.status != SweepStatus.CANCELLED
                 ):
                     return  # cancelled meanwhile: the next tick finishes the cancellation
+                if SweepStatus(sweep.status) == SweepStatus.QUEUED and plan.status.terminal:
+                    # finished in its first tick (every trial it asked was invalid): it ran first
+                    set_sweep_status(session=session, sweep=sweep, to=SweepStatus.RUNNING)
                 set_sweep_status(session=session, sweep=sweep, to=plan.status, error=plan.error)

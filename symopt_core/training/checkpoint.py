@@ -33,12 +33,31 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        raise
+        failed_write = _os_error_of(error)
+        if failed_write is None or not isinstance(error, Exception):
+            raise
+        raise OSError(
+            failed_write.errno,
+            f"{failed_write.strerror} (writing a checkpoint: free space there, or write them elsewhere)",
+            str(target),
+        ) from error
     for old in _checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return target
+
+
+def _os_error_of(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write. torch.save reports one of its stream as a RuntimeError
+    ("[enforce fail at inline_container.cc] unexpected pos ...") that names neither the errno
+    (ENOSPC, EIO, EDQUOT) nor the file; the OSError is only its context."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _checkpoints(directory: Path) -> list[Path]:

@@ -3,7 +3,9 @@ metrics it reports, and checkpoint files."""
 
 from __future__ import annotations
 
+import errno
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,23 @@ def test_a_failed_write_leaves_no_checkpoint_and_no_temp_file(tmp_path):
         save_checkpoint(tmp_path, 7, {"step": 7, "unpicklable": lambda: None}, keep=3)
     assert list(tmp_path.iterdir()) == []
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_full_disk_says_so_and_names_the_checkpoint(tmp_path):
+    # torch.save turns the stream's ENOSPC into "RuntimeError: unexpected pos ...": the errno and
+    # the file must reach whoever reads the job's error. A real full disk: a 64 KiB tmpfs (root only).
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"needs root to mount a tmpfs as a full disk: {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(OSError, match="No space left on device") as raised:
+            save_checkpoint(disk, 3, {"weights": torch.zeros(100_000)}, keep=3)
+        assert raised.value.errno == errno.ENOSPC
+        assert raised.value.filename == str(disk / "step_000000003.pt")
+        assert list(disk.iterdir()) == []  # the temp file is gone too
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -17,7 +17,13 @@ from service.store import JobStatus, Store, SweepStatus
 from service.store.jobs import transition
 from service.store.models import Sweep, utcnow
 from service.store.sweeps import create_sweep, create_trial_job, request_cancel_sweep, trial_jobs
-from service.sweeps.controller import SweepController, TrialJob, report_and_maybe_prune
+from service.sweeps.controller import (
+    ABANDONED_ASK,
+    INVALID_TRIAL,
+    SweepController,
+    TrialJob,
+    report_and_maybe_prune,
+)
 from service.sweeps.storage import optuna_storage
 from symopt_core.spec import load_spec
 from symopt_core.sweep_spec import SweepSpec
@@ -170,6 +176,93 @@ def test_a_trial_that_finished_just_before_the_cancel_keeps_its_result(
         study_name=f"symopt-{sweep_id}", storage=optuna_storage(database_url)
     ).get_trials(deepcopy=False)
     assert (trial.state, trial.value) == (TrialState.COMPLETE, 2.5)
+
+
+def test_an_ask_cut_off_by_a_killed_service_does_not_use_up_a_trial(
+    store: Store, database_url: str, tmp_path: Path
+):
+    tenant = make_tenant(store, "sweeper")
+    sweep_id = new_sweep(store, tenant.id, n_trials=2, parallelism=1)
+    # What a service killed mid-ask leaves behind: a running trial with no parameters, no job.
+    study_name = f"symopt-{sweep_id}"
+    optuna.create_study(study_name=study_name, storage=optuna_storage(database_url)).ask()
+    controller = SweepController(store, Settings(database_url=database_url, home=tmp_path / "h"), "owner-1")
+    for _ in range(3):  # each tick finishes the job of the trial it asked the tick before
+        controller.tick()
+        with store.transaction() as session:
+            for job in trial_jobs(session=session, sweep_id=sweep_id).values():
+                if job.status == JobStatus.QUEUED:
+                    transition(session=session, job=job, to=JobStatus.RUNNING)
+                    transition(
+                        session=session, job=job, to=JobStatus.SUCCEEDED, result={"best_val_loss": 2.5}
+                    )
+    controller.tick()
+    assert sweep_row(store, sweep_id) == ("succeeded", None, 2)  # two trials ran, as asked
+    trials = optuna.load_study(study_name=study_name, storage=optuna_storage(database_url)).trials
+    assert [(t.number, t.state) for t in trials] == [
+        (0, TrialState.FAIL),
+        (1, TrialState.COMPLETE),
+        (2, TrialState.COMPLETE),
+    ]
+    assert trials[0].user_attrs == {ABANDONED_ASK: True}
+    assert trials[0].params == {}
+
+
+def finish_queued_trials(store: Store, sweep_id: str) -> None:
+    with store.transaction() as session:
+        for job in trial_jobs(session=session, sweep_id=sweep_id).values():
+            if job.status == JobStatus.QUEUED:
+                transition(session=session, job=job, to=JobStatus.RUNNING)
+                transition(session=session, job=job, to=JobStatus.SUCCEEDED, result={"best_val_loss": 2.5})
+
+
+HEADS = {"model.n_heads": {"type": "int", "low": 2, "high": 8}}
+
+
+def test_a_trial_whose_values_make_an_invalid_job_fails_alone(
+    store: Store, database_url: str, tmp_path: Path
+):
+    # Both bounds fit the tiny qwen3 (d_model 64, 2 kv heads); 3, 5, 6 and 7 heads do not.
+    tenant = make_tenant(store, "sweeper")
+    spec = SweepSpec.model_validate(
+        {"base": TINY_JOB, "search_space": HEADS, "sampler": "grid", "n_trials": 7, "parallelism": 7}
+    )
+    with store.transaction() as session:
+        sweep, _ = create_sweep(
+            session=session, tenant_id=tenant.id, spec=spec, resolved_space={"default": HEADS}
+        )
+        sweep_id = sweep.id
+    controller = SweepController(store, Settings(database_url=database_url, home=tmp_path / "h"), "owner-1")
+    for _ in range(3):
+        controller.tick()
+        finish_queued_trials(store, sweep_id)
+    assert sweep_row(store, sweep_id) == ("succeeded", None, 3)  # 2, 4 and 8 heads ran
+    trials = optuna.load_study(study_name=f"symopt-{sweep_id}", storage=optuna_storage(database_url)).trials
+    ran = sorted(t.params["model.n_heads"] for t in trials if t.state == TrialState.COMPLETE)
+    invalid = {
+        t.params["model.n_heads"]: t.user_attrs[INVALID_TRIAL] for t in trials if t.state == TrialState.FAIL
+    }
+    assert (ran, sorted(invalid)) == ([2, 4, 8], [3, 5, 6, 7])
+    assert "not divisible by n_heads=3" in invalid[3]
+
+
+def test_a_sweep_whose_every_trial_is_invalid_fails_saying_why(
+    store: Store, database_url: str, tmp_path: Path
+):
+    tenant = make_tenant(store, "sweeper")
+    sweep_id = new_sweep(store, tenant.id, n_trials=2, parallelism=2)
+    with store.transaction() as session:  # a space whose every value breaks the model (stored as is)
+        sweep = session.get(Sweep, sweep_id)
+        assert sweep is not None
+        sweep.resolved_space = {"default": {"model.n_heads": {"type": "categorical", "choices": [3, 5]}}}
+    controller = SweepController(store, Settings(database_url=database_url, home=tmp_path / "h"), "owner-1")
+    for _ in range(2):
+        controller.tick()
+    status, error, jobs = sweep_row(store, sweep_id)
+    assert (status, jobs) == ("failed", 0)
+    assert error is not None
+    assert "2 had values that make an invalid job" in error
+    assert "n_heads" in error
 
 
 @pytest.mark.parametrize(

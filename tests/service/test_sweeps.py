@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 
 from service.store import Store
+from service.sweeps.controller import ABANDONED_ASK
 from service.testing import live_service
 
 from .conftest import make_tenant
@@ -46,6 +48,11 @@ class Sweeps:
 
     def trials(self, sweep_id: str) -> list[dict[str, Any]]:
         return list(self.http.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"])
+
+    def steps(self, job_id: str, name: str) -> list[int]:
+        """The steps of one metric series of a job."""
+        body = self.http.get(f"/v1/jobs/{job_id}/metrics", params={"names": name, "limit": 100000}).json()
+        return next((list(s["steps"]) for s in body["series"] if s["name"] == name), [])
 
     def wait(self, sweep_id: str, timeout: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -188,10 +195,26 @@ def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
         sweep = sweeps.wait(sweep_id)
         assert sweep["status"] == "succeeded"
         trials = sweeps.trials(sweep_id)
-        assert sorted(t["trial_number"] for t in trials) == list(range(6))  # none lost, none twice
+        numbers = [t["trial_number"] for t in trials]
+        assert len(numbers) == len(set(numbers)) == 6  # none lost, none twice
         assert all(t["status"] == "succeeded" for t in trials)
+        # Nothing lost, nothing twice: each trial's series has every step once, also the series
+        # of the trials that were running when the service died (resumed, with a new attempt).
+        for trial in trials:
+            assert sweeps.steps(trial["job_id"], "train_loss") == list(range(10, 301, 10)), trial
+            assert sweeps.steps(trial["job_id"], "val_loss") == list(range(0, 301, 15)), trial
+        attempts = [sweeps.http.get(f"/v1/jobs/{t['job_id']}").json()["attempt"] for t in trials]
+        assert max(attempts) == 2, attempts  # the trial killed mid-run was resumed
         counts = study_counts(url, sweep["study_name"])
-        assert counts == {"COMPLETE": 6}
+        # A kill can cut an ask off before its parameters are set: that trial never ran, is told
+        # FAIL, has no job, and is not counted (the sweep asks another in its place).
+        failed = [
+            t
+            for t in optuna.load_study(study_name=sweep["study_name"], storage=url).trials
+            if t.state == TrialState.FAIL
+        ]
+        assert all(t.user_attrs.get(ABANDONED_ASK) and t.number not in numbers for t in failed)
+        assert counts == {"COMPLETE": 6, **({"FAIL": len(failed)} if failed else {})}
 
 
 def test_sweep_counts_agree_with_optuna(tmp_path: Path, database_url: str) -> None:

@@ -20,17 +20,35 @@ __all__ = ["CausalLM", "check_config", "check_heads", "init_weights"]
 _RESIDUAL_SUFFIXES = ("attn.o.weight", "mlp.down.weight", "mlp.proj.weight", "experts.down")
 
 
+# (field, exclusive lower bound, the rule): RoPE frequencies are base^(-2i/d), so a base below 1
+# makes them grow with i (a base of 1e-146 overflows to inf, and the loss is NaN).
+_SCALES = [
+    ("rope_theta", 1.0, "a RoPE base must be greater than 1 (Qwen3 uses 1e6)"),
+    ("rope_local_theta", 1.0, "a RoPE base must be greater than 1 (Gemma 3 uses 1e4 on local layers)"),
+    ("norm_eps", 0.0, "it must be a positive number"),
+    ("init_std", 0.0, "it must be a positive number"),
+]
+
+
 def check_config(
     config: object, family: str, positive: Sequence[str], rates: Sequence[str] = ("dropout",)
 ) -> None:
-    """Raise a ConfigError naming the field when a size is not a positive int or a rate not in [0, 1).
+    """Raise a ConfigError naming the field when a size is not a positive int, a rate not in [0, 1),
+    or a scale (RoPE bases, norm epsilon, init std: whichever the config has) out of its range.
 
     A size may be None where the config allows it (e.g. head_dim: None means d_model / n_heads).
+    A zero RoPE base or norm epsilon does not fail at construction: it makes the first loss NaN.
     """
     for name in positive:
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"Invalid {family} {name}: {value!r}; it must be a positive integer")
+    for name, least, rule in _SCALES:
+        scale = getattr(config, name, None)
+        if scale is not None and (
+            isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > least
+        ):
+            raise ConfigError(f"Invalid {family} {name}: {scale!r}; {rule}")
     for name in rates:
         rate = getattr(config, name)
         if not 0.0 <= rate < 1.0:

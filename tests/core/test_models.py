@@ -315,7 +315,11 @@ def test_unknown_names_raise_value_errors_listing_valid_ones(args, dims, bad, li
     ("family", "dims", "field"),
     [("qwen3", {"n_heads": 5}, "n_heads"), ("qwen3", {"n_kv_heads": 3}, "n_kv_heads"),
      ("olmoe", {"top_k": 5}, "top_k"), ("gpt2", {"n_layers": 0}, "n_layers"),
-     ("gemma3", {"dropout": 1.5}, "dropout"), ("gpt-oss", {"head_dim": 7}, "head_dim")],
+     ("gemma3", {"dropout": 1.5}, "dropout"), ("gpt-oss", {"head_dim": 7}, "head_dim"),
+     # found by tests/service/test_fuzz_specs.py: these built, then the first loss was NaN
+     ("qwen3", {"rope_theta": 0.0}, "rope_theta"), ("qwen3", {"rope_theta": 4.7e-146}, "rope_theta"),
+     ("gemma3", {"rope_local_theta": -1.0}, "rope_local_theta"),
+     ("gpt2", {"norm_eps": 0.0}, "norm_eps"), ("olmoe", {"init_std": 0}, "init_std")],
 )  # fmt: skip
 def test_bad_dims_raise_value_errors(family, dims, field):
     with pytest.raises(ValueError, match=field):

@@ -45,7 +45,7 @@ from symopt_core.training.loop import batch_shape, build_run, forward_backward
 
 from .conftest import TINY_JOB, Tenant, make_tenant
 
-EXAMPLES = int(os.environ.get("SYMOPT_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("SYMOPT_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -118,7 +118,7 @@ dim_values = {
 model = st.fixed_dictionaries(
     {
         "family": st.sampled_from([*MODEL_FAMILIES, "gpt_oss"]),
-        "size": st.sampled_from(["tiny", "tiny", "small"]),
+        "size": st.just("tiny"),
     },
     optional=dim_values,
 )
@@ -233,7 +233,7 @@ def assert_worker_builds(spec: JobSpec) -> None:
         failure = str(error)
     event("job: built and stepped" if failure is None else "job: accepted, failed cleanly in the worker")
     if failure is None:
-        assert math.isfinite(loss)
+        assert math.isfinite(loss), spec.model_dump(mode="json", exclude_defaults=True)
     else:
         assert failure.strip()  # the job fails with a message the user can act on
 

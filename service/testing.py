@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ROOT", "LiveService", "free_port", "live_service"]
+__all__ = ["ROOT", "LiveService", "free_port", "live_service", "restartable_port"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +26,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def restartable_port() -> int:
+    """A free port for a server that is killed and started again on it: one outside the kernel's
+    ephemeral range (what port 0 hands out) and above Ray's worker ports (10002-19999). A port from
+    free_port() may be handed to another socket in the seconds between the two starts: the new
+    server's own local Ray binds dozens of port-0 sockets before the server binds its port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(20_000, max(20_001, low)))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from service.client import Client, RateLimitedError, ServerError
-from service.testing import free_port, live_service
+from service.testing import free_port, live_service, restartable_port
 
 from .faults import LosingProxy, scripted_server
 
@@ -56,7 +56,7 @@ def test_a_submission_whose_answer_is_lost_is_retried_and_creates_one_job(tmp_pa
 
 
 def test_wait_survives_a_restart_of_the_service(tmp_path: Path) -> None:
-    port, env = free_port(), {"SYMOPT_RAY_NUM_CPUS": "1"}
+    port, env = restartable_port(), {"SYMOPT_RAY_NUM_CPUS": "1"}
     spec = {
         **TINY,
         "steps": 200,

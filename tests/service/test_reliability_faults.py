@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from service.store import Store
 from service.store.migrate import upgrade
-from service.testing import free_port, live_service
+from service.testing import live_service, restartable_port
 
 from .conftest import make_tenant
 from .test_scheduler import Api, complete_series, events, tiny, wait_for_checkpoint
@@ -139,7 +139,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as postgres.
     directory = Path(tempfile.mkdtemp(prefix="symopt-pg-"))
     shutil.chown(directory, "postgres", "postgres")
-    server = PrivatePostgres(directory, free_port())
+    server = PrivatePostgres(directory, restartable_port())
     try:
         data = str(directory / "data")
         as_postgres("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "--no-instructions")

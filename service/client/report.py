@@ -22,6 +22,21 @@ def _number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    """A count (tokens) with thousands separators; a mean over seeds is rounded to a whole number."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{round(float(value)):,}"
+
+
+def _model(model: dict[str, Any]) -> str:
+    """`gpt2` small, or `gpt2` n_layers=4, n_heads=4, d_model=128 for explicit dims."""
+    if model.get("size"):
+        return f"`{model.get('family')}` {model['size']}"
+    dims = ", ".join(f"{k}={v}" for k, v in model.items() if k not in ("family", "size") and v is not None)
+    return f"`{model.get('family')}` {dims}".rstrip()
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -88,8 +103,7 @@ def write_report(
     lines = [
         f"# Study {study['name'] or study['id']}",
         "",
-        f"Status **{study['status']}** ({study['stage']}). Model `{model.get('family')}` "
-        f"{model.get('size') or {k: v for k, v in model.items() if k != 'family'}}, corpus "
+        f"Status **{study['status']}** ({study['stage']}). Model {_model(model)}, corpus "
         f"`{base.get('data', {}).get('corpus', 'shakespeare')}`, {base.get('steps')} steps per run.",
         f"Objective `{result.get('objective', spec.get('objective'))}` (lower is better); baseline "
         f"`{result.get('baseline')}`; confirmation seeds {result.get('seeds')}.",
@@ -100,7 +114,7 @@ def write_report(
         "## Result",
         "",
         "| candidate | tuned params | objective mean | std | "
-        f"{_number(100 * result.get('statistics', {}).get('confidence', 0.95), 3)}% CI (bootstrap) | "
+        f"{100 * result.get('statistics', {}).get('confidence', 0.95):g}% CI (bootstrap) | "
         "t interval | tokens to target | runs |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -117,7 +131,7 @@ def write_report(
             _number(summary.get("std")),
             f"[{_number(boot.get('low'))}, {_number(boot.get('high'))}]",
             f"[{_number(t.get('low'))}, {_number(t.get('high'))}]",
-            f"{_number(reach.get('mean'), 3)} ({reach.get('reached', 0)}/{reach.get('runs', 0)})",
+            f"{_count(reach.get('mean'))} ({reach.get('reached', 0)}/{reach.get('runs', 0)})",
             str(len(candidate["runs"])),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -137,6 +137,7 @@ def test_a_study_survives_a_restart_spends_equal_budgets_and_its_statistics_chec
         report = study.report(tmp_path / "report")
         text_ = report.read_text()
         assert "| adamw |" in text_
+        assert "| 95% CI (bootstrap) |" in text_
         assert comparison["verdict"] in text_
         for picture in ("curves.png", "tuning-adamw.png", "tuning-muon.png"):
             assert (tmp_path / "report" / picture).read_bytes()[:4] == b"\x89PNG"

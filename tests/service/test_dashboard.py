@@ -2,8 +2,9 @@
 
 One service for the module: a small finished job and a tiny comparison study (2 candidates, 2
 trials each, 2 seeds, 20 steps) whose sweeps serve the sweep page; a long job for the live
-checks, cancelled from the page. Screenshots go to $SYMOPT_TEST_ARTIFACTS/dashboard
-(default .artifacts/dashboard under the repository root).
+checks, cancelled from the page; a tiny OLMoE job for the MoE panels; a sweep with a pruned
+trial, written into the service's store as its sweep controller writes one. Screenshots go to
+$SYMOPT_TEST_ARTIFACTS/dashboard (default .artifacts/dashboard under the repository root).
 """
 
 from __future__ import annotations
@@ -18,11 +19,30 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import select
 
 from service.client import Client
+from service.store import JobStatus, Store, SweepStatus
+from service.store.jobs import request_cancel, transition
+from service.store.metrics import Point, record_metrics
+from service.store.models import Sweep, Tenant
+from service.store.sweeps import create_sweep, create_trial_job, set_sweep_status
+from service.sweeps.controller import TrialJob, report_and_maybe_prune
+from service.sweeps.space import (
+    distribution,
+    make_pruner,
+    make_sampler,
+    resolved_spaces,
+    token_budget,
+    trial_spec,
+)
+from service.sweeps.storage import optuna_storage
 from service.testing import ROOT, LiveService, live_service
+from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 # Run with `--dist loadgroup` to keep the module on one xdist worker (one service, not two).
 pytestmark = pytest.mark.xdist_group("dashboard")
@@ -356,3 +376,150 @@ def test_no_page_scrolls_sideways(browser: Browser, service: LiveService, finish
             shot(page, f"{name}-{viewport['width']}")
             width, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert width <= inner, (name, width, inner, page.evaluate(WIDER_THAN_VIEWPORT))
+
+
+# The job page's MoE panels (jobs.js PANELS): the layer means, and max/mean load per layer.
+MOE_MEANS = ("moe/load_cv", "moe/max_mean_load", "moe/maxvio", "moe/dead_expert_fraction",
+             "moe/load_balancing_loss")  # fmt: skip
+
+
+def test_the_job_page_of_an_moe_model_plots_its_expert_load(page: Page, service: LiveService, client: Client):
+    # A real OLMoE (tiny: 2 layers, 4 experts, top-2) trained by the service's worker: the moe/*
+    # series are what the training loop really logs.
+    job = client.submit({**BASE, "name": "dash-moe", "model": {"family": "olmoe", "size": "tiny"}, "steps": 8,
+                         "eval": {"every": 4, "batches": 1}})  # fmt: skip
+    job.wait(timeout=600, progress=False)
+    assert job.status == "succeeded", job.data["error"]
+    held: dict[str, int] = {}
+    for row in client.job(job.id).metrics():
+        held[row["name"]] = held.get(row["name"], 0) + 1
+    layers = {n: c for n, c in held.items() if n.startswith("moe/layer") and n.endswith("/max_mean_load")}
+    assert sorted(layers) == ["moe/layer0/max_mean_load", "moe/layer1/max_mean_load"]
+
+    go(page, service, f"/job/{job.id}")
+    assert points(page, "moe") == {name: held[name] for name in MOE_MEANS}
+    assert points(page, "moe_layers") == layers
+    assert set(points(page, "moe").values()) == set(layers.values()) == {4}  # 8 steps, log_every 2
+    # The panels come in their place, after the dense ones, with their titles.
+    heads = page.locator("#page .grid h2").all_inner_texts()
+    assert heads[-2:] == ["MoE load imbalance (mean over layers)", "MoE max/mean expert load per layer"], (
+        heads
+    )
+    shot(page, "job-moe")
+
+
+def pruned_sweep(service: LiveService, client: Client) -> str:
+    """A finished median-pruner sweep of three trials, the third pruned, written as the sweep
+    controller writes one: Optuna asks, reports (report_and_maybe_prune: the pruner decides),
+    tells; the trials' jobs via create_trial_job and the job state machine, a pruned job
+    cancelled with its pruned_at. The sweep is made terminal first, so that the service's own
+    controller never takes it, and its jobs reach a terminal status in the transaction that
+    creates them, so that its scheduler never launches them."""
+    # The lr alone: one batch size, so every trial reports at the same token counts.
+    space = {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 2e-2}}
+    spec = SweepSpec.model_validate({"name": "dash-pruned", "base": BASE, "search_space": space,
+                                     "sampler": "random", "pruner": "median", "n_trials": 3})  # fmt: skip
+    url = f"sqlite:///{service.home / 'symopt.db'}"
+    assert (service.home / "symopt.db").is_file()
+    store = Store.connect(url)
+    try:
+        tenant = client.me()["tenant"]
+        with store.transaction() as session:
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == tenant))
+            assert tenant_id is not None
+            sweep, _ = create_sweep(
+                session=session, tenant_id=tenant_id, spec=spec, resolved_space=resolved_spaces(spec)
+            )
+            set_sweep_status(session=session, sweep=sweep, to=SweepStatus.RUNNING)
+            set_sweep_status(session=session, sweep=sweep, to=SweepStatus.SUCCEEDED)
+            sweep_id, name = sweep.id, sweep.study_name
+        ranges = {path: ParamRange.model_validate(r) for path, r in space.items()}
+        study = optuna.create_study(
+            study_name=name,
+            storage=optuna_storage(url),
+            direction="minimize",
+            sampler=make_sampler(spec, ranges),
+            pruner=make_pruner(spec, token_budget(spec.base)),
+        )
+        per_step = spec.base.batch.size * spec.base.data.seq_len
+        # (validation losses at steps 5, 10, ...) of each trial: two complete, then a worse one.
+        runs = [[3.0, 2.6, 2.4, 2.3], [3.1, 2.7, 2.5, 2.2], [4.2, 4.1]]
+        outcomes = []
+        for losses in runs:
+            trial = study.ask({path: distribution(r) for path, r in ranges.items()})
+            (frozen,) = [
+                t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.number == trial.number
+            ]
+            val = tuple((5 * (i + 1), loss) for i, loss in enumerate(losses))
+            running = TrialJob("job", tenant_id, JobStatus.RUNNING, None, per_step, val[-1][0] * per_step,
+                               spec.base.steps, val)  # fmt: skip
+            pruned_at = report_and_maybe_prune(study, frozen, running)
+            if pruned_at is None:
+                study.tell(trial.number, min(losses))
+            outcomes.append((trial.number, dict(trial.params), val, pruned_at))
+        assert [p is not None for *_, p in outcomes] == [False, False, True]  # the median pruner's call
+        with store.transaction() as session:
+            sweep = session.get(Sweep, sweep_id)
+            best: tuple[float, str] | None = None
+            for number, params, val, pruned_at in outcomes:
+                job = create_trial_job(session=session, sweep=sweep, study=name, number=number,
+                                       spec=trial_spec(spec.base, params, None), max_attempts=1)  # fmt: skip
+                session.flush()
+                transition(session=session, job=job, to=JobStatus.RUNNING, step=val[-1][0])
+                record_metrics(
+                    session=session,
+                    job_id=job.id,
+                    points=[Point("val_loss", step, loss, time.time()) for step, loss in val],
+                )
+                if pruned_at is None:
+                    value = min(loss for _, loss in val)
+                    transition(
+                        session=session, job=job, to=JobStatus.SUCCEEDED, result={"best_val_loss": value}
+                    )
+                    best = min(best or (value, job.id), (value, job.id))
+                else:
+                    job.pruned_at = pruned_at
+                    request_cancel(session=session, tenant_id=tenant_id, job_id=job.id)
+                    transition(session=session, job=job, to=JobStatus.CANCELLED)
+            assert best is not None
+            sweep.best_job_id = best[1]
+        return sweep_id
+    finally:
+        store.close()
+
+
+def test_the_sweep_page_marks_a_pruned_trial(page: Page, service: LiveService, client: Client):
+    sweep = client.sweep(pruned_sweep(service, client))
+    trials = sweep.trials()
+    assert [t["state"] for t in sorted(trials, key=lambda t: t["trial_number"])] == [
+        "succeeded",
+        "succeeded",
+        "pruned",
+    ]
+    (pruned,) = [t for t in trials if t["state"] == "pruned"]
+    assert pruned["status"] == "cancelled"
+    assert pruned["pruned_at_tokens"] == 10 * BASE["batch"]["size"] * BASE["data"]["seq_len"]
+    (history,) = client.request("GET", f"/v1/sweeps/{sweep.id}/history")["data"]
+
+    go(page, service, f"/sweep/{sweep.id}")
+    drawn = points(page, "history")
+    # Completed trials at their objective, the pruned one hollow and grey at its last report.
+    assert drawn == {
+        "symmetric": 2,
+        "pruned": 1,
+        "best symmetric": sum(1 for t in history["finished"] if t["best_so_far"] is not None),
+    }
+    assert points(page, "optimizer.lr") == {"symmetric": 2, "pruned": 1}
+    assert "Pruner" in (page.text_content("#page .facts") or "")
+    assert "median" in (page.text_content("#page .facts") or "")
+    rows = page.locator("#trials tbody tr")
+    assert rows.count() == 3
+    marked = page.locator("#trials tbody tr.pruned")
+    assert marked.count() == 1
+    text = marked.inner_text()
+    assert "pruned" in text
+    assert str(pruned["pruned_at_tokens"]) in text
+    assert pruned["job_id"][:8] in text
+    assert marked.locator(".status.pruned").count() == 1
+    assert page.locator("#trials tbody tr:not(.pruned) .status.succeeded").count() == 2
+    shot(page, "sweep-pruned")

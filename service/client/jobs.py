@@ -182,11 +182,22 @@ class Job(Handle):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s (it is {self.status})")
 
         progress = Progress(self.id, self.status, self.step, int(self.spec["steps"]))
+        # The newest step whose points were taken, and the series taken at it (None: all). The
+        # worker may store a step's val_loss after its train_loss, so the stream (resumed) and the
+        # polls ask again from that step and drop what was taken. A job at step 0 has none taken
+        # (its first evaluation is at step 0).
+        cursor: tuple[int, set[str] | None] = (progress.step, None if progress.step else set())
+
+        def take(page: dict[str, Any]) -> bool:
+            nonlocal cursor
+            fresh, cursor = _untaken(page, *cursor)
+            return progress.absorb(fresh)
+
         event_id, stream_failures, idle = 0, 0, 0
         while True:
             if stream and stream_failures < STREAM_FAILURES_BEFORE_POLLING:
                 try:
-                    for kind, data in self.events(after_id=event_id, since_step=progress.step, pings=True):
+                    for kind, data in self.events(after_id=event_id, since_step=cursor[0] - 1, pings=True):
                         stream_failures, idle = 0, 0
                         check_deadline()
                         if kind == "event":
@@ -195,7 +206,7 @@ class Job(Handle):
                             if status in STATUSES:
                                 progress.status = self.data["status"] = str(status)
                                 yield progress
-                        elif kind == "metrics" and progress.absorb(data):
+                        elif kind == "metrics" and take(data):
                             yield progress
                         elif kind == "end":
                             self.refresh()
@@ -208,8 +219,8 @@ class Job(Handle):
             try:  # one poll: what the stream would have said
                 self.refresh()
                 fresh = False
-                for page in self.metric_pages(since_step=progress.step):
-                    fresh = progress.absorb(page) or fresh
+                for page in self.metric_pages(since_step=cursor[0] - 1):
+                    fresh = take(page) or fresh
                 if fresh or self.status != progress.status:
                     progress.status = self.status
                     yield progress
@@ -234,3 +245,30 @@ class Job(Handle):
             if view is not None:
                 view.close()
         return self
+
+
+def _untaken(
+    page: dict[str, Any], step: int, taken: set[str] | None
+) -> tuple[dict[str, Any], tuple[int, set[str] | None]]:
+    """`page` without the points at or before `step` already taken (`taken` None: all of `step`),
+    and the cursor after it: its newest step and the series taken there."""
+    kept = []
+    for series in page["series"]:
+        pairs = [
+            (s, v)
+            for s, v in zip(series["steps"], series["values"], strict=True)
+            if s > step or (s == step and taken is not None and series["name"] not in taken)
+        ]
+        if pairs:
+            kept.append(
+                {"name": series["name"], "steps": [s for s, _ in pairs], "values": [v for _, v in pairs]}
+            )
+    if not kept:
+        return {**page, "series": []}, (step, taken)
+    newest = max(series["steps"][-1] for series in kept)
+    at_newest = {series["name"] for series in kept if series["steps"][-1] == newest}
+    if newest > step:
+        cursor: tuple[int, set[str] | None] = (newest, at_newest)
+    else:
+        cursor = (step, (taken or set()) | at_newest)
+    return {**page, "series": kept, "last_step": newest}, cursor

@@ -3,7 +3,9 @@ being waited on, and the retry policy against a server answering 429/5xx."""
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,10 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from service.client import Client, RateLimitedError, ServerError
+from service.client import Client, Job, RateLimitedError, ServerError
+from service.client import jobs as client_jobs
+from service.client.progress import Progress
 from service.testing import free_port, live_service, restartable_port
 
-from .faults import LosingProxy, scripted_server
+from .faults import LosingProxy, _read_request, scripted_server
 
 TINY: dict[str, Any] = {
     "name": "faults",
@@ -128,3 +132,145 @@ def test_retries_are_bounded_and_only_where_repeating_is_safe() -> None:
         pytest.raises(httpx.ConnectError),
     ):
         client.request("GET", "/v1/jobs")
+
+
+class SseBreakingProxy:
+    """An HTTP proxy in front of the service, one request per connection (it makes each request
+    `Connection: close`). Every request is forwarded, except those for the job's event stream:
+    the first `cut_after_metrics` of them are passed on until one `metrics` event has gone
+    through and then cut; the rest are dropped before any answer. `.streams` counts the
+    event-stream requests, `.others` the rest."""
+
+    def __init__(self, target_port: int, *, cut_after_metrics: int = 0) -> None:
+        self.target_port = target_port
+        self.to_cut = cut_after_metrics
+        self.streams = self.others = 0
+        self.cut_at_step: int | None = None  # the newest step the cut stream passed on
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            head, _, body = _read_request(client).partition(b"\r\n\r\n")
+            lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+            stream = re.match(rb"GET /v1/jobs/[^/?]+/events[?\s]", lines[0]) is not None
+            with self.lock:
+                if stream:
+                    self.streams += 1
+                    cut = self.streams <= self.to_cut
+                else:
+                    self.others += 1
+            if stream and not cut:
+                return  # refused: the connection closes with no answer
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream.sendall(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + body)
+                passed = b""
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+                    passed += data if stream else b""
+                    if stream and re.search(rb"event: ?metrics\r?\n(.*\r?\n)*?\r?\n", passed):
+                        steps = re.findall(rb'"last_step": ?(\d+)', passed)
+                        self.cut_at_step = max(int(step) for step in steps)
+                        return  # one metrics event went through: cut the stream
+            finally:
+                upstream.close()
+        except OSError:
+            return
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class RecordingProgress(Progress):
+    """The client's own Progress, noting every point that `follow()` hands it."""
+
+    points: list[tuple[int, str]]
+
+    def absorb(self, page: dict[str, Any]) -> bool:
+        self.points += [(step, s["name"]) for s in page["series"] for step in s["steps"]]
+        return super().absorb(page)
+
+
+def follow_recorded(job: Job, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[list[Any], list[Any]]:
+    """What `job.follow(**options)` yields (status and step of each state) and every point it took."""
+    points: list[tuple[int, str]] = []
+    monkeypatch.setattr(RecordingProgress, "points", points, raising=False)
+    monkeypatch.setattr(client_jobs, "Progress", RecordingProgress)
+    states = [(state.status, state.step) for state in job.follow(timeout=120, **options)]
+    return states, points
+
+
+def assert_followed_whole(
+    job: Job, stored: list[tuple[int, str]], states: list[Any], points: list[Any], steps: int
+) -> None:
+    """Every point the job stored was taken once, in step order; the states move forward to the end."""
+    assert sorted(points) == stored, "each stored point once, none missing"
+    for name in {name for _, name in stored}:
+        taken = [step for step, named in points if named == name]
+        assert taken == sorted(taken), f"{name} in step order"
+    assert {0, 5, 10, 15, 20} <= {step for step, _ in points}
+    assert [step for _, step in states] == sorted(step for _, step in states)
+    assert states[-1] == ("succeeded", steps)
+    assert job.status == "succeeded"
+    assert job.result is not None
+    assert job.result["steps"] == steps
+
+
+FOLLOWED = {**TINY, "name": "followed", "steps": 20, "log_every": 5, "eval": {"every": 5, "batches": 1}}
+
+
+def test_follow_without_the_stream_polls_every_point_once_to_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        proxy = SseBreakingProxy(int(service.url.rsplit(":", 1)[1]))  # counts; breaks nothing
+        try:
+            with Client(proxy.url, service.api_key) as client:
+                job = client.submit(FOLLOWED)
+                states, points = follow_recorded(job, monkeypatch, stream=False, poll=0.2)
+                stored = [(row["step"], row["name"]) for row in job.metrics()]
+        finally:
+            proxy.close()
+        assert proxy.streams == 0, "polled the REST API, never the stream"
+        assert proxy.others > 3
+        assert_followed_whole(job, stored, states, points, 20)
+
+
+def test_follow_falls_back_to_polling_after_repeated_stream_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {**FOLLOWED, "steps": 60}
+    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
+        proxy = SseBreakingProxy(int(service.url.rsplit(":", 1)[1]), cut_after_metrics=1)
+        try:
+            with Client(proxy.url, service.api_key) as client:
+                job = client.submit(spec)
+                states, points = follow_recorded(job, monkeypatch, poll=0.2)
+                polled_from = proxy.others
+                stored = [(row["step"], row["name"]) for row in job.metrics()]
+        finally:
+            proxy.close()
+        # One stream cut after its first metrics, then refused until the client stopped asking.
+        assert proxy.streams == client_jobs.STREAM_FAILURES_BEFORE_POLLING
+        assert polled_from > 2 * client_jobs.STREAM_FAILURES_BEFORE_POLLING
+        assert_followed_whole(job, stored, states, points, 60)
+        assert proxy.cut_at_step is not None
+        polled = [step for status, step in states if status == "running" and step > proxy.cut_at_step]
+        assert polled, f"the polls followed the running job, not only its end: {states}"

@@ -23,14 +23,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--limit", type=int, default=20)
     add_output(listing)
     listing.set_defaults(handler=list_studies)
-    for name, summary in (
-        ("show", "progress and the result so far"),
-        ("watch", "follow until it has finished"),
-    ):
-        show = sub.add_parser(name, help=summary)
-        show.add_argument("study_id")
-        add_output(show)
-        show.set_defaults(handler=show_study, watch=name == "watch")
+    show = sub.add_parser("show", help="progress and the result so far")
+    show.add_argument("study_id")
+    show.add_argument("--watch", action="store_true", help="follow until the study has finished")
+    add_output(show)
+    show.set_defaults(handler=show_study)
+    watch = sub.add_parser("watch", help="= show --watch")
+    watch.add_argument("study_id")
+    add_output(watch)
+    watch.set_defaults(handler=show_study, watch=True)
     cancel = sub.add_parser("cancel", help="cancel a study with its sweeps and runs")
     cancel.add_argument("study_id")
     add_output(cancel)

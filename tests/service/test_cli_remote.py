@@ -210,3 +210,55 @@ def test_sweep_submit_watch_list_and_cancel(cli: Cli, tmp_path: Path) -> None:
     cancelled = cli("sweep", "cancel", other, "--output", "json")
     assert json.loads(cancelled.stdout)["status"] in ("cancelling", "cancelled")
     assert cli("sweep", "show", other, "--watch", "--output", "json").returncode == 0
+
+
+def test_study_submit_watch_show_report_and_cancel(cli: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "study.yaml"
+    base = {**TINY, "steps": 20, "eval": {"every": 10, "batches": 1}}
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli-study",
+                "base": base,
+                "candidates": ["adamw", "muon"],
+                "tuning": {
+                    "n_trials": 3,
+                    "search_space": {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 2e-2}},
+                    "sampler": "grid",
+                    "pruner": "none",
+                },
+                "seeds": 3,
+            }
+        )
+    )
+    submitted = cli("study", "submit", str(spec), "--set", "tuning.n_trials=2", "--set", "seeds=2")
+    assert submitted.returncode == 0, submitted.stderr
+    study_id = submitted.stdout.strip()
+    watched = cli("study", "watch", study_id, timeout=480)
+    assert watched.returncode == 0, watched.stderr
+    assert "muon vs adamw" in watched.stdout or "adamw" in watched.stdout
+    shown = json.loads(cli("study", "show", study_id, "--output", "json").stdout)
+    assert (shown["status"], shown["stage"]) == ("succeeded", "done")
+    assert shown["spec"]["tuning"]["n_trials"] == 2  # the --set values, as the service stored them
+    assert shown["spec"]["seeds"] == 2
+    (comparison,) = shown["result"]["comparisons"]
+    assert comparison["verdict"] in watched.stdout  # the terminal shows the verdict the API holds
+    listed = json.loads(cli("study", "list", "--output", "json").stdout)
+    assert listed[0]["id"] == study_id
+    reported = cli("study", "report", study_id, str(tmp_path / "report"))
+    assert reported.returncode == 0, reported.stderr
+    assert comparison["verdict"] in (tmp_path / "report" / "report.md").read_text()
+
+    # A long study, cancelled while it tunes: its sweeps are cancelled with it.
+    second = cli("study", "submit", str(spec), "--set", "base.steps=20000", "--output", "json")
+    other = json.loads(second.stdout)["id"]
+    cancelled = cli("study", "cancel", other, "--output", "json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] in ("cancelling", "cancelled")
+    final = cli("study", "show", other, "--watch", "--output", "json", timeout=240)
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["status"] == "cancelled"
+    for candidate in json.loads(final.stdout)["progress"]["tuning"].values():
+        shown_sweep = json.loads(cli("sweep", "show", candidate["sweep_id"], "--output", "json").stdout)
+        assert shown_sweep["sweep"]["status"] == "cancelled", shown_sweep["sweep"]
+        assert all(trial["status"] in ("cancelled", "succeeded") for trial in shown_sweep["trials"])

@@ -92,6 +92,15 @@ def _counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if not t.user_attrs.get(ABANDONED_ASK)]
 
 
+def _fail_marked(
+    study: optuna.Study, trial: optuna.trial.Trial | FrozenTrial, mark: str, why: object
+) -> None:
+    """Tell Optuna the trial failed, marked first with a user attribute saying why: a kill between
+    the two writes leaves a marked running trial, which the next tick fails again."""
+    optuna.trial.Trial(study, trial._trial_id).set_user_attr(mark, why)
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
 def _trial_spec_or_fail(
     study: optuna.Study, trial: optuna.trial.Trial | FrozenTrial, spec: SweepSpec, preset: str | None
 ) -> JobSpec | None:
@@ -101,8 +110,7 @@ def _trial_spec_or_fail(
         return trial_spec(spec.base, trial.params, preset)
     except ValidationError as error:
         reason = f"{trial.params}: {describe_validation_error(error)}"
-        optuna.trial.Trial(study, trial._trial_id).set_user_attr(INVALID_TRIAL, reason)
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        _fail_marked(study, trial, INVALID_TRIAL, reason)
         log.warning("sweep trial %s of %s failed without a job: %s", trial.number, study.study_name, reason)
         return None
 
@@ -349,10 +357,8 @@ class SweepController:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 job = snapshot.jobs.get((name, trial.number))
                 if job is None and set(trial.params) != set(snapshot.spaces[name]):
-                    # an ask that failed halfway (its parameters are not all set): never a job.
-                    # Marked first, so that a kill between the two writes leaves it to redo.
-                    optuna.trial.Trial(study, trial._trial_id).set_user_attr(ABANDONED_ASK, True)
-                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                    # an ask that failed halfway (its parameters are not all set): never a job
+                    _fail_marked(study, trial, ABANDONED_ASK, True)
                 elif job is None:  # asked before a restart, never submitted: submit it now
                     job_spec = _trial_spec_or_fail(study, trial, spec, preset)
                     if job_spec is not None:

@@ -38,7 +38,7 @@ from service.testing import live_service
 
 from .api_metrics import percentile, prepare
 from .databases import scratch_database
-from .service_load import QUEUED_JOB, _rss_kib
+from .service_load import QUEUED_JOB, _rss_kib, in_threads
 
 MIX = [("metrics", 70), ("list", 15), ("job", 10), ("submit", 5)]
 
@@ -99,21 +99,12 @@ def soak(
 ) -> dict[str, Any]:
     tally, readings = Tally(), []
     deadline = time.monotonic() + seconds
-    headers = {"Authorization": f"Bearer {key}"}
-    pool = [httpx.Client(base_url=url, headers=headers, timeout=60) for _ in range(clients)]
-    threads = [
-        threading.Thread(target=client_loop, args=(pool[i], job_id, steps, deadline, i, tally))
-        for i in range(clients)
-    ]
-    threads.append(threading.Thread(target=sample_rss, args=(pid, deadline, 5.0, readings)))
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    for client in pool:
-        client.close()
+    sampler = threading.Thread(target=sample_rss, args=(pid, deadline, 5.0, readings))
+    sampler.start()
+    wall = in_threads(
+        clients, lambda client, index: client_loop(client, job_id, steps, deadline, index, tally), url, key
+    )
+    sampler.join()
     every = [ms for samples in tally.latency.values() for ms in samples]
     warm = next((mib for at, mib in readings if at >= seconds / 4), readings[0][1])
     return {

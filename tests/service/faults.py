@@ -11,20 +11,15 @@ from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["LosingProxy", "scripted_server"]
+__all__ = ["LoopbackProxy", "LosingProxy", "read_request", "scripted_server"]
 
 
-class LosingProxy:
-    """Forwards loopback TCP connections to `target_port`. For the first `lose` requests whose
-    first line starts with `lose_prefix`, it forwards the request, waits for the server's answer,
-    and then closes the client's connection without passing the answer on: the server did the
-    work, the client saw the connection drop (a lost response)."""
+class LoopbackProxy:
+    """Accepts loopback TCP connections on a free port, each served by `_serve` in a thread of its
+    own, in front of a server on `target_port`."""
 
-    def __init__(self, target_port: int, *, lose: int, lose_prefix: bytes) -> None:
+    def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.to_lose = lose
-        self.lose_prefix = lose_prefix
-        self.lost = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.lock = threading.Lock()
@@ -43,9 +38,28 @@ class LosingProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class LosingProxy(LoopbackProxy):
+    """Forwards loopback TCP connections to `target_port`. For the first `lose` requests whose
+    first line starts with `lose_prefix`, it forwards the request, waits for the server's answer,
+    and then closes the client's connection without passing the answer on: the server did the
+    work, the client saw the connection drop (a lost response)."""
+
+    def __init__(self, target_port: int, *, lose: int, lose_prefix: bytes) -> None:
+        self.to_lose = lose
+        self.lose_prefix = lose_prefix
+        self.lost = 0
+        super().__init__(target_port)
+
+    def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         try:
-            first = _read_request(client)
+            first = read_request(client)
             with self.lock:
                 lose = first.startswith(self.lose_prefix) and self.lost < self.to_lose
                 self.lost += lose
@@ -61,11 +75,8 @@ class LosingProxy:
             client.close()
             upstream.close()
 
-    def close(self) -> None:
-        self.listener.close()
 
-
-def _read_request(connection: socket.socket) -> bytes:
+def read_request(connection: socket.socket) -> bytes:
     """One whole HTTP request (head and Content-Length body): clients send them in pieces."""
     data = b""
     while b"\r\n\r\n" not in data:

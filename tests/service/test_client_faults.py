@@ -20,7 +20,7 @@ from service.client import jobs as client_jobs
 from service.client.progress import Progress
 from service.testing import free_port, live_service, restartable_port
 
-from .faults import LosingProxy, _read_request, scripted_server
+from .faults import LoopbackProxy, LosingProxy, read_request, scripted_server
 
 TINY: dict[str, Any] = {
     "name": "faults",
@@ -134,7 +134,7 @@ def test_retries_are_bounded_and_only_where_repeating_is_safe() -> None:
         client.request("GET", "/v1/jobs")
 
 
-class SseBreakingProxy:
+class SseBreakingProxy(LoopbackProxy):
     """An HTTP proxy in front of the service, one request per connection (it makes each request
     `Connection: close`). Every request is forwarded, except those for the job's event stream:
     the first `cut_after_metrics` of them are passed on until one `metrics` event has gone
@@ -142,30 +142,14 @@ class SseBreakingProxy:
     event-stream requests, `.others` the rest."""
 
     def __init__(self, target_port: int, *, cut_after_metrics: int = 0) -> None:
-        self.target_port = target_port
         self.to_cut = cut_after_metrics
         self.streams = self.others = 0
         self.cut_at_step: int | None = None  # the newest step the cut stream passed on
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(target_port)
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            head, _, body = _read_request(client).partition(b"\r\n\r\n")
+            head, _, body = read_request(client).partition(b"\r\n\r\n")
             lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
             stream = re.match(rb"GET /v1/jobs/[^/?]+/events[?\s]", lines[0]) is not None
             with self.lock:
@@ -193,9 +177,6 @@ class SseBreakingProxy:
             return
         finally:
             client.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 class RecordingProgress(Progress):

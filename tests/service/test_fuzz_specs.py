@@ -222,6 +222,18 @@ def assert_clear_422(response, stored_before: int, stored_after: int) -> None:
     assert stored_after == stored_before, "a rejected spec was stored"
 
 
+def created_or_clear_422(client: TestClient, tenant: Tenant, route: str, body: Any) -> dict[str, Any] | None:
+    """POST `body`: the created object, or None after checking that the rejection is a clear 422
+    that stored nothing."""
+    before = count(client, tenant, route)
+    response = post(client, tenant, route, body)
+    event(f"{route.rsplit('/', 1)[-1]}: HTTP {response.status_code}")
+    if response.status_code == 201:
+        return dict(response.json())
+    assert_clear_422(response, before, count(client, tenant, route))
+    return None
+
+
 def assert_worker_builds(spec: JobSpec) -> None:
     """What a worker does first: build the run and take a step; only a ConfigError may stop it."""
     failure = None
@@ -231,7 +243,7 @@ def assert_worker_builds(spec: JobSpec) -> None:
         run.optimizer.step()
     except ConfigError as error:
         failure = str(error)
-    event("job: built and stepped" if failure is None else "job: accepted, failed cleanly in the worker")
+    event("jobs: built and stepped" if failure is None else "jobs: accepted, failed cleanly in the worker")
     if failure is None:
         assert math.isfinite(loss), spec.model_dump(mode="json", exclude_defaults=True)
     else:
@@ -242,13 +254,10 @@ def assert_worker_builds(spec: JobSpec) -> None:
 @given(body=job)
 def test_every_job_spec_is_422_with_a_message_or_builds_in_a_worker(api, body):
     client, tenant = api
-    before = count(client, tenant, "/v1/jobs")
-    response = post(client, tenant, "/v1/jobs", body)
-    event(f"job: HTTP {response.status_code}")
-    if response.status_code != 201:
-        assert_clear_422(response, before, count(client, tenant, "/v1/jobs"))
+    created = created_or_clear_422(client, tenant, "/v1/jobs", body)
+    if created is None:
         return
-    stored = client.get(f"/v1/jobs/{response.json()['id']}", headers=tenant.headers).json()["spec"]
+    stored = client.get(f"/v1/jobs/{created['id']}", headers=tenant.headers).json()["spec"]
     assert_worker_builds(JobSpec.model_validate(stored))  # the scheduler reads the spec back so
 
 
@@ -315,13 +324,9 @@ sweep = mutated(
 @given(body=sweep, where=st.lists(st.floats(0, 1), min_size=3, max_size=3))
 def test_every_sweep_spec_is_422_with_a_message_or_makes_valid_trials(api, body, where):
     client, tenant = api
-    before = count(client, tenant, "/v1/sweeps")
-    response = post(client, tenant, "/v1/sweeps", body)
-    event(f"sweep: HTTP {response.status_code}")
-    if response.status_code != 201:
-        assert_clear_422(response, before, count(client, tenant, "/v1/sweeps"))
+    created = created_or_clear_422(client, tenant, "/v1/sweeps", body)
+    if created is None:
         return
-    created = response.json()
     spec = SweepSpec.model_validate(created["spec"])
     for preset, space in created["search_space"].items():
         ranges = {path: ParamRange.model_validate(raw) for path, raw in space.items()}
@@ -334,7 +339,7 @@ def test_every_sweep_spec_is_422_with_a_message_or_makes_valid_trials(api, body,
             trial_spec(spec.base, params, None if preset == "default" else preset)
         except ValidationError as error:
             failure = str(error)
-        event("sweep: a trial spec" + (" rejected" if failure else " built"))
+        event("sweeps: a trial spec" + (" rejected" if failure else " built"))
         # An interior value the bounds did not rule out (n_heads=3 of d_model=64): the controller
         # fails that trial with this message, which must name the field.
         assert failure is None or any(path.split(".")[-1] in failure for path in params), failure

@@ -281,8 +281,45 @@ class CheckpointSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    gpus: int = Field(0, ge=0, le=4096)
-    cpus: PositiveInt = Field(1, le=4096)
+    """What a job runs on. workers > 1 (or gpus > 1) is one data-parallel group of that many
+    ranks, started through Ray Train: one GPU per rank when gpus > 0, `cpus` CPUs per rank."""
+
+    gpus: int = Field(0, ge=0, le=4096, description="GPUs of the whole job: 0, 1, or one per rank")
+    cpus: PositiveInt = Field(1, le=4096, description="CPUs per rank")
+    workers: PositiveInt | None = Field(
+        None, le=4096, description="data-parallel ranks; default: gpus when gpus > 1, else 1"
+    )
+    nodes: PositiveInt | None = Field(
+        None, le=512, description="with gpus_per_node, a check: gpus = nodes × gpus_per_node"
+    )
+    gpus_per_node: PositiveInt | None = Field(None, le=64)
+
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> ResourcesSpec:
+        if (self.nodes is None) != (self.gpus_per_node is None):
+            raise ValueError("resources: give nodes and gpus_per_node together")
+        if self.nodes is not None and self.gpus_per_node is not None:
+            spanned = self.nodes * self.gpus_per_node
+            if self.gpus != spanned:
+                raise ValueError(
+                    f"resources: gpus={self.gpus}, but nodes × gpus_per_node = {spanned}; give gpus={spanned}"
+                )
+        if self.workers is not None and self.gpus not in (0, 1, self.workers):
+            raise ValueError(
+                f"resources: gpus={self.gpus} with workers={self.workers}; a data-parallel job has one "
+                "GPU per rank (gpus = workers), or runs on CPUs (gpus = 0)"
+            )
+        if self.workers is not None and self.workers > 1 and self.gpus == 1:
+            raise ValueError(f"resources: workers={self.workers} with gpus=1; give gpus={self.workers}")
+        return self
+
+    @property
+    def ranks(self) -> int:
+        return self.workers or max(1, self.gpus)
+
+    @property
+    def total_cpus(self) -> int:
+        return self.cpus * self.ranks
 
 
 class JobSpec(_Strict):
@@ -321,6 +358,7 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"batch.size ({self.batch.size}) must be a multiple of batch.micro_size ({micro})"
             )
+        self._splits_across_ranks()
         ramp = self.batch.ramp
         if ramp is not None:
             if ramp.start_size > self.batch.size:
@@ -333,6 +371,30 @@ class JobSpec(_Strict):
         if isinstance(max_seq_len, int) and max_seq_len < self.data.seq_len:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({max_seq_len})")
         return self
+
+    def _splits_across_ranks(self) -> None:
+        """A data-parallel job's batches split into equal shares, one per rank (micro-batches
+        apply within a rank's share)."""
+        ranks = self.resources.ranks
+        if ranks == 1:
+            return
+        eval_size = self.eval.batch_size or self.batch.size
+        for what, size in (("batch.size", self.batch.size), ("the eval batch size", eval_size)):
+            if size % ranks:
+                raise ValueError(
+                    f"{what} ({size}) must be a multiple of the {ranks} data-parallel ranks "
+                    "(resources.workers / gpus)"
+                )
+        micro = self.batch.micro_size
+        if micro is not None and (self.batch.size // ranks) % micro:
+            raise ValueError(
+                f"batch.micro_size ({micro}) must divide each rank's share of the batch "
+                f"({self.batch.size} / {ranks} = {self.batch.size // ranks})"
+            )
+        if self.batch.ramp is not None:
+            raise ValueError(
+                "batch.ramp is not supported on more than one rank yet; remove it or use one rank"
+            )
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -71,3 +71,41 @@ def test_dashboard_load_quick_run_times_a_page_that_drew_every_point(tmp_path, c
     assert len(result["page_ms"]) == result["loads"] == 1
     assert 0 < result["median_page_ms"] <= result["median_wall_ms"]
     assert "loss curve drawn" in capsys.readouterr().out
+
+
+def test_sharded_step_quick_run_projects_each_k(tmp_path, capsys):
+    from benchmarks import sharded_step
+
+    out = tmp_path / "sharded.json"
+    assert (
+        sharded_step.main(["--quick", "--out", str(out), "--device", "cpu", "--presets", "adamw", "muon"])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    adamw, muon = result["presets"]
+    assert adamw["whole_matrices"] == 0  # nothing to split: every k is the same step, no traffic
+    assert all(row["received_bytes_per_rank"] == 0 for row in adamw["rows"])
+    assert [row["k"] for row in muon["rows"]] == [1, 2]
+    one, two = muon["rows"]
+    assert one["received_bytes_per_rank"] == 0
+    assert 0 < two["received_bytes_per_rank"] < muon["gathered_bytes_per_step"]
+    assert all(row["projected_ms"] > 0 for row in muon["rows"])
+    assert "muon" in capsys.readouterr().out
+    traffic_out = tmp_path / "traffic.json"
+    args = [
+        "--traffic-only",
+        "--shape",
+        "tiny",
+        "--presets",
+        "muon",
+        "--k",
+        "1",
+        "2",
+        "--out",
+        str(traffic_out),
+    ]
+    assert sharded_step.main(args) == 0
+    [planned] = json.loads(traffic_out.read_text())["traffic"]
+    assert planned["whole_matrices"] == muon["whole_matrices"]  # the plan counts what the step computed
+    assert planned["gathered_bytes_per_step"] == muon["gathered_bytes_per_step"]
+    assert two["received_bytes_per_rank"] <= planned["max_received_bytes_per_rank"]["2"]

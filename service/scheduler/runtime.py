@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from symopt_core.spec import JobSpec
+
 from ..errors import ServiceError
 
 __all__ = ["RESERVED_PORTS", "Capacity", "LocalPorts", "RayRuntime", "free_port"]
@@ -98,12 +100,14 @@ class RayRuntime:
         self.ports: LocalPorts | None = None  # set when this runtime started a local Ray
         self._started_here = False
         self._remote: Any = None
+        self._distributed: Any = None
         self._probe: concurrent.futures.Future[object] | None = None
         self._probe_lock = threading.Lock()
 
     def start(self) -> None:
         import ray
 
+        from worker.distributed import run_distributed
         from worker.run import run_training
 
         if self.address and self.address.startswith("ray://"):
@@ -126,6 +130,9 @@ class RayRuntime:
         # thread settings, a training thread a cancel could not join): each job starts in a fresh
         # process, and a cancelled run's memory is freed with its slot.
         self._remote = ray.remote(max_calls=1)(run_training)
+        # A data-parallel job's task only starts Ray Train and relays rank 0's events: it takes no
+        # CPU of its own; the ranks ask for the job's resources (worker/distributed.py).
+        self._distributed = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
 
     def _start_local(self, ray: Any) -> None:
         taken: set[int] = set()
@@ -190,8 +197,13 @@ class RayRuntime:
         gpus: int,
         resume_at_most: int,
     ) -> Any:
-        """Start a run; returns the ObjectRefGenerator of its events."""
-        options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": f"symopt-job-{job_id}"}
+        """Start a run; returns the ObjectRefGenerator of its events. A job of 2+ ranks runs as one
+        Ray Train group whose workers hold its `cpus` and `gpus`."""
+        name = f"symopt-job-{job_id}"
+        if JobSpec.model_validate(spec).resources.ranks > 1:
+            options = {"num_cpus": 0, "num_gpus": 0, "max_retries": 0, "name": name}
+            return self._distributed.options(**options).remote(spec, run_dir, data_root, resume_at_most)
+        options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": name}
         return self._remote.options(**options).remote(spec, run_dir, data_root, resume_at_most)
 
     def cancel(self, events: Any, *, force: bool) -> None:

@@ -57,7 +57,7 @@ def create_job(
             status=JobStatus.QUEUED,
             spec=spec.model_dump(mode="json"),
             gpus=spec.resources.gpus,
-            cpus=spec.resources.cpus,
+            cpus=spec.resources.total_cpus,
             sweep_id=sweep_id,
             trial_number=trial_number,
             idempotency_key=idempotency_key,

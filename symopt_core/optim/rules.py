@@ -18,12 +18,21 @@ from torch import Tensor
 from ..errors import ConfigError
 from . import directions as d
 
-__all__ = ["RULES", "Rule", "Symmetry", "get_rule"]
+__all__ = ["RULES", "Communication", "Rule", "Symmetry", "get_rule"]
 
 # "signed_permutation": permutations with sign flips, the group of elementwise rules (AdamW):
 # m transforms with the signs, v = EMA(g²) only with the permutation, so m/√v transforms with both.
 Action = Literal["orthogonal", "permutation", "signed_permutation"]
 Property = Literal["rows_orthogonal", "cols_orthogonal", "shift"]
+# What a rule needs from other ranks when its matrix's rows are split across them (FSDP-style), and
+# so what the data-parallel step may split (ALGORITHMS.md; DESIGN.md's distributed step):
+#   "none":          elementwise or row-local (AdamW, row-norm): each rank works on its own rows;
+#   "column_reduce": one all-reduce of an n-vector per matrix (centered row-norm's column mean,
+#                    col-norm's column norms);
+#   "gather":        the whole matrix (polar, one-sided spectral, hybrid, NorMuon): one rank
+#                    computes it and the result is all-gathered. Only these are worth splitting
+#                    under data parallelism: their cost grows as m²n, the others' as mn.
+Communication = Literal["none", "column_reduce", "gather"]
 _GROUP_NAMES = {"orthogonal": "O({})", "permutation": "S_{}", "signed_permutation": "±S_{}"}
 
 
@@ -72,6 +81,7 @@ class Rule:
     transposable: bool = False  # D(Mᵀ) = D(M)ᵀ, so tall and wide blocks may share one batch
     neuron_norm: bool = False  # NorMuon's row second moment after the direction (stateful)
     elementwise: bool = False  # applied to the stored tensor as is, vectors included (adamw, sgd)
+    communication: Communication = "gather"
 
 
 _BI = Symmetry("orthogonal", "orthogonal", breaks=("shift",))
@@ -82,20 +92,20 @@ _CENTERED = Symmetry("permutation", "orthogonal", shift=True, breaks=("rows_orth
 _RULES: tuple[Rule, ...] = (
     Rule("adamw", "AdamW (decoupled weight decay), for vectors and baselines",
          Symmetry("signed_permutation", "signed_permutation", breaks=("rows_orthogonal", "cols_orthogonal")),
-         elementwise=True),
+         elementwise=True, communication="none"),
     Rule("sgd", "momentum SGD: D = M", Symmetry("orthogonal", "orthogonal", breaks=("shift",)),
-         direction=d.identity, elementwise=True),
+         direction=d.identity, elementwise=True, communication="none"),
     Rule("polar", "Rule A, Muon / PolarGrad: ‖M‖_*^α polar(M), per head or per expert by layout",
          _BI, d.polar_direction, _polar_rms, transposable=True),
     Rule("normuon", "NorMuon: polar(M), then each row divided by √EMA(mean square)",
          Symmetry("permutation", "orthogonal", breaks=("rows_orthogonal",)), d.polar_direction,
          _polar_rms, transposable=True, neuron_norm=True),
     Rule("row_norm", "Rule B: each row to unit norm (embeddings; row-aware SwiGLU gate/up)",
-         _ROW_AWARE, d.row_norm, _row_rms),
+         _ROW_AWARE, d.row_norm, _row_rms, communication="none"),
     Rule("col_norm", "column-aware row-norm: each column to unit norm (SwiGLU down)",
-         _COL_AWARE, d.col_norm, _col_rms),
+         _COL_AWARE, d.col_norm, _col_rms, communication="column_reduce"),
     Rule("paired_row_norm", "row-norm of [gate_j, up_j] jointly (fused gate/up tensors)",
-         _ROW_AWARE, d.row_norm, _row_rms, view="paired"),
+         _ROW_AWARE, d.row_norm, _row_rms, view="paired", communication="none"),
     Rule("right_spectral", "Rule C: ‖M‖_*^α M (MᵀM + εI)^(-1/2), one-sided (embeddings, LM heads)",
          _BI, d.one_sided_spectral, _polar_rms),
     Rule("left_spectral", "‖M‖_*^α (MMᵀ + εI)^(-1/2) M: the same map as right_spectral (EO's left form)",
@@ -109,7 +119,7 @@ _RULES: tuple[Rule, ...] = (
     Rule("col_hybrid", "column-aware hybrid: polar(colnorm(M)) (SwiGLU down)",
          _COL_AWARE, d.col_hybrid, _polar_rms),
     Rule("centered_row_norm", "Π rownorm(Π M): LM head, router (shift-invariant, horizontal)",
-         _CENTERED, d.centered_row_norm, _row_rms),
+         _CENTERED, d.centered_row_norm, _row_rms, communication="column_reduce"),
     Rule("centered_right_spectral", "Π right_spectral(Π M): LM head",
          _CENTERED, d.centered_one_sided_spectral, _polar_rms),
     Rule("centered_left_spectral", "Π left_spectral(Π M) = polar(Π M) for α = 0: MoE router",

@@ -29,6 +29,7 @@ from .directions import DirectionOptions, neuron_normalize
 from .elementwise import adamw_update, momentum_update
 from .layout import Layout, parse_layout
 from .rules import Rule, get_rule
+from .sharding import Bucket, ShardStats, sharded_directions
 
 __all__ = ["SCALES", "SymOpt"]
 
@@ -86,6 +87,8 @@ class SymOpt(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-8,
         batched: bool = True,
+        shard: bool = False,
+        process_group: Any = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -113,6 +116,18 @@ class SymOpt(torch.optim.Optimizer):
         # batched=False runs the readable per-tensor path: no foreach kernels, no batching of
         # same-shape matrices across parameters. The parity tests compare the two.
         self.batched = batched
+        # shard=True, under data parallelism (every rank has the same gradients): each rank of
+        # `process_group` (default: the world) computes a balanced share of the whole-matrix
+        # directions and all-gathers the rest (sharding.py). Off, or on one process: no
+        # communication at all.
+        self.shard = shard
+        self.process_group = process_group
+        self.shard_stats = ShardStats()
+        # record_work=True keeps the whole-matrix work of the last batched step (a copy of those
+        # momenta), as a data-parallel step splits it: benchmarks/sharded_step.py times one
+        # rank's share of it.
+        self.record_work = False
+        self._last_buckets: list[Bucket] = []
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -203,13 +218,45 @@ class SymOpt(torch.optim.Optimizer):
             shape = (n, m) if flip else (m, n)
             key = (job.rule.name, job.options, shape, job.matrices.dtype, job.matrices.device)
             buckets[key].append((job, flip))
-        for members in buckets.values():
-            rule, options = members[0][0].rule, members[0][0].options
-            stacked = torch.cat([job.matrices.mT if flip else job.matrices for job, flip in members])
-            directions = _direction(rule, stacked, options)
+        stacks = [
+            (members, torch.cat([job.matrices.mT if flip else job.matrices for job, flip in members]))
+            for members in buckets.values()
+        ]
+        if self.record_work:
+            self._last_buckets = [
+                _bucket(members[0][0], stacked)
+                for members, stacked in stacks
+                if members[0][0].rule.communication == "gather"
+            ]
+        shared = [i for i, (members, _) in enumerate(stacks) if self._splits(members[0][0].rule)]
+        directions: dict[int, Tensor] = {}
+        if shared:
+            split = sharded_directions(
+                [_bucket(stacks[i][0][0][0], stacks[i][1]) for i in shared],
+                group=self.process_group,
+                stats=self.shard_stats,
+            )
+            directions.update(zip(shared, split, strict=True))
+        for i, (members, stacked) in enumerate(stacks):
+            first = members[0][0]
+            computed = directions.get(i)
+            if computed is None:
+                computed = _direction(first.rule, stacked, first.options)
             sizes = [job.matrices.shape[0] for job, _ in members]
-            for (job, flip), direction in zip(members, directions.split(sizes), strict=True):
+            for (job, flip), direction in zip(members, computed.split(sizes), strict=True):
                 job.direction = direction.mT if flip else direction
+
+    @property
+    def whole_matrix_work(self) -> list[Bucket]:
+        """The last batched step's "gather"-rule matrices, one Bucket per rule, options and shape."""
+        return list(self._last_buckets)
+
+    def _splits(self, rule: Rule) -> bool:
+        """Whether this step splits `rule`'s matrices across ranks (module docstring)."""
+        if not self.shard or rule.communication != "gather":
+            return False
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return distributed and torch.distributed.get_world_size(self.process_group) > 1
 
     def _apply_matrix_updates(self, jobs: list[_MatrixJob]) -> None:
         by_group: dict[int, tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
@@ -245,6 +292,11 @@ class SymOpt(torch.optim.Optimizer):
 def _direction(rule: Rule, matrices: Tensor, options: DirectionOptions) -> Tensor:
     assert rule.direction is not None
     return rule.direction(matrices, options)
+
+
+def _bucket(job: _MatrixJob, stacked: Tensor) -> Bucket:
+    rule, options = job.rule, job.options
+    return Bucket(stacked, lambda matrices: _direction(rule, matrices, options), options.polar_steps)
 
 
 def _apply(

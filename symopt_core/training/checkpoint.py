@@ -17,15 +17,20 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["checkpoint_path", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 _NAME = re.compile(r"^step_(\d{9})\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    """Where the checkpoint after `step` optimizer steps is (or would be) written."""
+    return directory / f"step_{step:09d}.pt"
 
 
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Write `payload` as `step_<step>.pt` atomically, then delete all but the newest `keep`."""
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"step_{step:09d}.pt"
+    target = checkpoint_path(directory, step)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".step_", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:

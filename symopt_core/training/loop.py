@@ -14,6 +14,9 @@ Metrics of a `metrics` event (step s, after s optimizer steps):
   tokens_per_s, step_time_s, optimizer_time_s,   over the steps since the previous metrics event, all
   optimizer_share                                measured per step (evals and checkpoints excluded)
   moe/<metric>, moe/layer<i>/<metric>            routing of all of step s's micro-batches together
+                                                 (rank 0's share of the batch on 2+ ranks)
+  shard/rank<r>/matrices, shard/rank<r>/flops_share,  on 2+ ranks: the whole-matrix directions
+  shard/matrices_total                           each rank computed in step s (optim/sharding.py)
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from ..optim.schedule_free import ScheduleFree
 from ..presets import PRESETS, build_optimizer
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
+from .parallel import DataParallel
 
 __all__ = [
     "MetricsWindow",
@@ -72,6 +76,15 @@ class Run:
     # Every metrics and eval event reported so far: a run resumed by a service that lost the
     # newest of them (they were in flight when it died) can report them again (`replay_after`).
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Data parallelism (parallel.py): this rank's group, and the DDP wrapper the training forward
+    # goes through (`model` stays the plain module: evaluation, metrics and checkpoints use it).
+    parallel: DataParallel | None = None
+    ddp: nn.Module | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, or the only process: the one that writes checkpoints."""
+        return self.parallel is None or self.parallel.is_main
 
     def state(self) -> dict[str, Any]:
         return {
@@ -115,8 +128,10 @@ def resolve_device(device: str | torch.device | None, gpus: int) -> torch.device
 
 
 def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | None = None) -> Run:
-    """Data, model, optimizer, lr schedule and sampler of `spec`, seeded by `spec.seed`."""
+    """Data, model, optimizer, lr schedule and sampler of `spec`, seeded by `spec.seed`; under
+    torch.distributed with 2+ ranks, the model wrapped in DDP and the matrix work sharded."""
     torch.manual_seed(spec.seed)
+    parallel = DataParallel.current()
     dataset = build_dataset(
         spec.data.corpus,
         spec.data.tokenizer,
@@ -141,7 +156,12 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         weight_decay=spec.optimizer.weight_decay,
         overrides=spec.optimizer.override_options(),
         schedule_free=spec.optimizer.schedule_free.options() if spec.optimizer.schedule_free else None,
+        shard=parallel is not None,
     )
+    ddp = None
+    if parallel is not None:
+        ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     schedule = spec.schedule
 
     def multiplier(step: int) -> float:
@@ -155,7 +175,8 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         )
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-    return Run(spec, device, dataset, model, optimizer, scheduler, BatchSampler(dataset, seed=spec.seed))
+    sampler = BatchSampler(dataset, seed=spec.seed)
+    return Run(spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp)
 
 
 def batch_shape(spec: JobSpec, tokens_seen: int) -> BatchShape:
@@ -182,28 +203,51 @@ def _autocast(run: Run) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _micro_batches(size: int, micro: int | None) -> Iterator[int]:
+def _micro_batches(size: int, micro: int | None) -> Iterator[slice]:
     step = min(micro or size, size)
     for start in range(0, size, step):
-        yield min(step, size - start)
+        yield slice(start, min(start + step, size))
+
+
+def _accumulating(run: Run, *, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP all-reduces the gradients in the backward of a batch's last micro-batch only."""
+    if run.ddp is None or last:
+        return contextlib.nullcontext()
+    return run.ddp.no_sync()  # type: ignore[operator]
+
+
+def _local_rows(run: Run, batch_size: int, what: str = "the batch size") -> slice:
+    return slice(0, batch_size) if run.parallel is None else run.parallel.rows(batch_size, what)
 
 
 def forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingStats]]:
     """Gradients of one batch of `shape`, accumulated over micro-batches of batch.micro_size.
 
-    Each micro-batch's mean loss is weighted by its share of the batch, so the gradient is the
-    one batch's mean-loss gradient; returns that loss and the routing of all micro-batches.
+    The whole batch is drawn at once, so every rank of a data-parallel group draws the same one
+    and keeps its rows (parallel.py). Each micro-batch's mean loss is weighted by its share of
+    the rank's rows, so the gradient (averaged across ranks by DDP) is the whole batch's
+    mean-loss gradient; returns that loss and the routing of this rank's micro-batches.
     """
+    x_all, y_all = run.sampler.next("train", shape.size, shape.seq_len)
+    rows = _local_rows(run, shape.size)
+    x_all, y_all = x_all[rows], y_all[rows]
+    local = x_all.shape[0]
+    model = run.ddp or run.model
     total = torch.zeros((), device=run.device)
     routing: list[list[RoutingStats]] = []
-    for size in _micro_batches(shape.size, run.spec.batch.micro_size):
-        x, y = run.sampler.next("train", size, shape.seq_len)
-        with _autocast(run):
-            output = run.model(x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True))
-        assert output.loss is not None
-        (output.loss * (size / shape.size)).backward()
-        total += output.loss.detach().float() * (size / shape.size)
+    micro = list(_micro_batches(local, run.spec.batch.micro_size))
+    for i, part in enumerate(micro):
+        x, y = x_all[part], y_all[part]
+        share = x.shape[0] / local
+        with _accumulating(run, last=i == len(micro) - 1):
+            with _autocast(run):
+                output = model(x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True))
+            assert output.loss is not None
+            (output.loss * share).backward()
+        total += output.loss.detach().float() * share
         routing.append(output.routing)
+    if run.parallel is not None:
+        total = run.parallel.mean(total)
     return float(total), merge_routing(routing)
 
 
@@ -252,6 +296,8 @@ def train_step(run: Run, shape: BatchShape, classes: dict[str, list[Tensor]], *,
     run.tokens += shape.tokens
     if log:
         metrics |= update_rms(classes, before) | moe_metrics(routing)
+        if run.parallel is not None:
+            metrics |= run.parallel.shard_metrics(run.optimizer, run.device)
     return StepOutcome(loss, metrics, time.perf_counter() - started, optimizer_time)
 
 
@@ -290,13 +336,16 @@ def evaluate(run: Run) -> float:
         run.optimizer.eval()  # type: ignore[attr-defined]
     try:
         losses = []
+        size = spec.eval.batch_size or spec.batch.size
+        rows = _local_rows(run, size, "the eval batch size (eval.batch_size, else batch.size)")
         for _ in range(spec.eval.batches):
-            x, y = run.sampler.next("val", spec.eval.batch_size or spec.batch.size, spec.data.seq_len)
+            x, y = run.sampler.next("val", size, spec.data.seq_len)
             with _autocast(run):
-                output = run.model(x.to(run.device), y.to(run.device))
+                output = run.model(x[rows].to(run.device), y[rows].to(run.device))
             assert output.ce_loss is not None
             losses.append(output.ce_loss.float())
-        return float(torch.stack(losses).mean())
+        mean = torch.stack(losses).mean()
+        return float(mean if run.parallel is None else run.parallel.mean(mean))
     finally:
         run.model.train()
         if schedule_free:
@@ -373,7 +422,7 @@ def train(
     tokens_at_start, status, diverged_at, last_loss = run.tokens, "succeeded", None, None
     window, newest = MetricsWindow(), None
     while run.step < job.steps:
-        if should_stop is not None and should_stop():
+        if _stop_requested(run, should_stop):
             status = "cancelled"
             log(f"stopped at step {run.step}: cancelled")
             break
@@ -427,6 +476,12 @@ def train(
     return result
 
 
+def _stop_requested(run: Run, should_stop: Callable[[], bool] | None) -> bool:
+    """should_stop(), agreed by every rank: a stop asked of any rank stops them all at one step."""
+    asked = should_stop is not None and should_stop()
+    return asked if run.parallel is None else run.parallel.any(asked, run.device)
+
+
 def _status(value: str) -> Status:
     assert value in ("succeeded", "diverged", "cancelled")
     return value  # type: ignore[return-value]
@@ -459,6 +514,10 @@ def _evaluate_and_report(run: Run, emit: Report, log: Callable[[str], None]) -> 
 
 
 def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
+    """Rank 0 writes the checkpoint: data-parallel ranks hold the same model and optimizer state,
+    so one file resumes on any number of ranks."""
+    if not run.is_main:
+        return checkpoint_path(directory, run.step)
     path = save_checkpoint(directory, run.step, run.state(), run.spec.checkpoint.keep)
     emit(Event("checkpoint", run.step, {"path": str(path)}))
     return path

@@ -1,0 +1,93 @@
+"""A 2-rank job through a real `symopt serve`: Ray Train ranks on the local Ray, gloo on CPU.
+
+To the scheduler the group is one job: one status, one metric series (rank 0's), a cancel stops
+every rank, and a rank killed with `kill -9` fails the attempt, which is retried from the newest
+checkpoint with no rank left hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.testing import live_service
+
+from .test_scheduler import Api, alive, complete_series, events, tiny
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    home = tmp_path_factory.mktemp("ranks")
+    with live_service(home, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        assert service.api_key is not None
+        yield Api(service, service.api_key)
+
+
+def two_ranks(steps: int, **changes: Any) -> dict[str, Any]:
+    return tiny(steps=steps, resources={"workers": 2}, **changes)
+
+
+def rank_pids(home: Path, job_id: str, attempt: int, timeout: float = 120.0) -> list[int]:
+    """The pid of every rank of `attempt`, from rank 0's `ranks_started` event."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = [e for e in events(home, job_id, "status") if e.get("status") == "ranks_started"]
+        if len(started) >= attempt:
+            return [int(rank["pid"]) for rank in started[attempt - 1]["ranks"]]
+        time.sleep(0.2)
+    raise AssertionError(f"attempt {attempt} never reported its ranks")
+
+
+def wait_gone(pids: list[int], timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_a_two_rank_job_is_one_job_with_one_series(api: Api) -> None:
+    job_id = api.submit(two_ranks(40))
+    job = api.finished(job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 1
+    assert job["result"]["steps"] == 40
+    complete_series(api, job_id, 40, 5)  # rank 0 alone reports: each step once
+    pids = rank_pids(api.service.home, job_id, 1)
+    assert len(set(pids)) == 2
+    assert api.series(job_id, "shard/rank1/matrices")[1][-1] > 0  # rank 1 did its share of the matrices
+    assert wait_gone(pids) == []
+
+
+def test_cancel_stops_every_rank(api: Api) -> None:
+    job_id = api.submit(two_ranks(1_000_000))
+    api.wait(job_id, lambda job: job["status"] == "running" and job["step"] >= 10, timeout=240)
+    pids = rank_pids(api.service.home, job_id, 1)
+    assert api.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    job = api.finished(job_id, timeout=90)
+    assert job["status"] == "cancelled"
+    assert wait_gone(pids) == [], "every rank's process must exit"
+
+
+def test_a_killed_rank_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(api: Api) -> None:
+    home = api.service.home
+    job_id = api.submit(two_ranks(300, checkpoint={"every": 50, "keep": 2}, log_every=10))
+    first = rank_pids(home, job_id, 1)
+    api.wait(job_id, lambda job: job["step"] >= 60, timeout=240)  # a checkpoint exists
+    os.kill(first[1], signal.SIGKILL)  # rank 1: rank 0 is left waiting in a collective
+    assert wait_gone(first, timeout=120) == [], "no rank may hang once one has died"
+    job = api.finished(job_id, timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 2
+    complete_series(api, job_id, 300, 10)
+    started = [e for e in events(home, job_id, "status") if e.get("status") == "worker_started"]
+    assert len(started) == 2
+    assert started[1]["resume_from"].endswith(".pt")
+    assert set(rank_pids(home, job_id, 2)).isdisjoint(first)

@@ -12,7 +12,7 @@ and per-class lr multipliers derived from scaling rules rather than copied from 
   EO's Qwen3 recipe (5e-3 at d=1024) and our d=128 runs (2e-3, ANCHORS.md) put the head's
   per-entry RMS near 1.6e-4, about a sixth of the AdamW step.
 - Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule.
-These are priors for sweeps (`optimizer.overrides.<class>.lr`), not tuned values.
+These are priors for sweeps (`optimizer.overrides.<class>.lr_scale` multiplies them), not tuned values.
 
 Attention layout (DESIGN.md): head-wise polar (one [head_dim, d] block per head) belongs to the
 symmetric family (`symmetric`, `symmetric-hybrid`, `sf-symmetric`), whose group for attention is
@@ -35,7 +35,7 @@ from .optim.schedule_free import ScheduleFree
 from .params import CLASS_ALIASES, ParamClass, ParamInfo, describe_params
 from .params.classify import Mapped
 
-__all__ = ["OVERRIDE_KEYS", "PRESETS", "Preset", "build_optimizer", "param_groups"]
+__all__ = ["HIDDEN_CLASSES", "OVERRIDE_KEYS", "PRESETS", "Preset", "build_optimizer", "param_groups"]
 
 ADAMW_SHARE = 0.05
 HEAD_SHARE = 0.01
@@ -44,8 +44,13 @@ ROUTER_SHARE = 0.0375
 C = ParamClass
 _HIDDEN = (C.ATTN_QKV, C.ATTN_OUT, C.MLP_IN, C.MLP_OUT, C.HIDDEN, C.EXPERT_IN, C.EXPERT_OUT)
 _DECAYED_BY_DEFAULT = frozenset(_HIDDEN)
+HIDDEN_CLASSES: tuple[ParamClass, ...] = _HIDDEN  # the classes that take the base lr
 
-# Group options an override may set, besides "rule", "lr" (absolute) and "lr_mult" (× base lr).
+# The lr keys of an override: "lr" is absolute, "lr_mult" multiplies the base lr, and "lr_scale"
+# multiplies the lr the class would have without it (by default its derived one, the module
+# docstring's share × base lr), so a sweep can search a factor around each class's prior.
+_LR_KEYS = ("lr", "lr_mult", "lr_scale")
+# Group options an override may set, besides the lr keys and "rule".
 OVERRIDE_KEYS = (
     "momentum", "nesterov", "weight_decay", "scale", "rms_target", "alpha", "eps", "polar_method",
     "polar_steps", "polar_dtype", "invsqrt_method", "invsqrt_steps", "gram_eps", "normuon", "beta2",
@@ -192,17 +197,27 @@ def _expand_overrides(
         else:
             raise ConfigError(f"Invalid override class: {key!r}; valid names: {', '.join(valid_names)}")
         options = {"rule": value} if isinstance(value, str) else dict(value)
-        unknown = set(options) - {"rule", "lr", "lr_mult", *OVERRIDE_KEYS}
+        unknown = set(options) - {"rule", *_LR_KEYS, *OVERRIDE_KEYS}
         if unknown:
             raise ConfigError(
-                f"Invalid override key(s) for {key!r}: {', '.join(sorted(unknown))}; valid keys: rule, lr, "
-                f"lr_mult, {', '.join(OVERRIDE_KEYS)}"
+                f"Invalid override key(s) for {key!r}: {', '.join(sorted(unknown))}; valid keys: rule, "
+                f"{', '.join(_LR_KEYS)}, {', '.join(OVERRIDE_KEYS)}"
             )
         if "rule" in options:
             get_rule(options["rule"])
+        if "lr_scale" in options:
+            _check_lr_scale(key, options["lr_scale"])
         for c in classes:
             expanded.setdefault(c, {}).update(options)
     return expanded
+
+
+def _check_lr_scale(key: str, value: Any) -> None:
+    positive = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+    if not positive:
+        raise ConfigError(
+            f"Invalid lr_scale for {key!r}: {value!r}; give a positive number (1: the default lr)"
+        )
 
 
 def _group_for(
@@ -229,6 +244,7 @@ def _group_for(
         lr = base_lr * override.get(
             "lr_mult", default_lr_multiplier(preset, info.param_class, rule, info.shape)
         )
+    lr *= override.get("lr_scale", 1.0)
     return {"rule": rule, "layout": layout, "lr": lr, "param_class": info.param_class.value, **options}
 
 
@@ -272,7 +288,8 @@ def build_optimizer(
 
     lr: the base lr (hidden matrices; AdamW's lr for "adamw"); every class scales with it.
     weight_decay: decoupled decay of hidden matrices (of all 2-D parameters for "adamw").
-    overrides: {class or alias: rule name | {rule, lr, lr_mult, momentum, weight_decay, ...}}.
+    overrides: {class or alias: rule name | {rule, lr, lr_mult, lr_scale, momentum, weight_decay, ...}};
+        lr is absolute, lr_mult × the base lr, lr_scale × the class's lr without it (its default).
     mapping: {fnmatch pattern of parameter names: class or (class, layout)} for parameters the
         classifier does not know.
     schedule_free: ScheduleFree arguments (momentum, weight_lr_power, r, weight_decay_at_y) over

@@ -16,16 +16,23 @@ from .errors import ConfigError
 __all__ = ["set_path", "spec_tree"]
 
 
+_OVERRIDES = ("optimizer", "overrides")
+
+
 def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set `tree[a][b][c] = value` for path "a.b.c", creating the dicts on the way."""
+    """Set `tree[a][b][c] = value` for path "a.b.c", creating the dicts on the way (and keeping
+    what they hold). A per-class override given as a rule name is the mapping {"rule": name}, so
+    `optimizer.overrides.embedding.lr_scale` can be set beside `embedding: row_norm`."""
     keys = path.split(".")
     if not all(keys):
         raise ConfigError(f"Invalid setting path: {path!r} (expected dotted keys such as optimizer.lr)")
     node = tree
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         child = node.get(key)
         if child is None:
             child = node[key] = {}
+        elif isinstance(child, str) and tuple(keys[:depth]) == _OVERRIDES:
+            child = node[key] = {"rule": child}
         elif not isinstance(child, dict):
             raise ConfigError(f"Invalid setting path: {path!r}: {key!r} holds {child!r}, not a mapping")
         node = child

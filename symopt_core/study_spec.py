@@ -58,6 +58,9 @@ class TuningSpec(BaseModel):
         None, description='dotted JobSpec paths -> ranges; "auto" or null: derived per candidate'
     )
     auto_batch_size: bool = True
+    per_class_lr: bool = Field(
+        False, description="auto: also search each non-hidden class's lr_scale (SweepSpec.per_class_lr)"
+    )
     sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     parallelism: PositiveInt = Field(2, le=256, description="trials of one candidate at once")
@@ -160,6 +163,7 @@ class StudySpec(BaseModel):
                 "base": base.model_dump(mode="json"),
                 "search_space": None if tuning.search_space is None else dict(tuning.search_space),
                 "auto_batch_size": tuning.auto_batch_size,
+                "per_class_lr": tuning.per_class_lr,
                 "sampler": tuning.sampler,
                 "pruner": tuning.pruner,
                 "objective": self.objective,

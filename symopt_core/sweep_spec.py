@@ -3,6 +3,7 @@
 Defined here (pydantic only) so the API, the client and the sweep controller share one model.
 Every search-space path is checked by setting its bounds into the base spec and validating it,
 so a path that does not exist or a range the spec rejects is a 422 that names the path.
+`per_class_lr` adds per-class step-size factors to the auto space (service/sweeps/space.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from pydantic import (
 from .presets import PRESETS
 from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable, set_path
 
-__all__ = ["ParamRange", "SweepSpec"]
+__all__ = ["LR_SCALE_RANGE", "ParamRange", "SweepSpec", "lr_scale_path"]
+
+# per_class_lr: each searched class's lr_scale, log-uniform around its derived default lr.
+LR_SCALE_RANGE = (0.25, 4.0)
+
+
+def lr_scale_path(param_class: str) -> str:
+    return f"optimizer.overrides.{param_class}.lr_scale"
 
 
 class ParamRange(BaseModel):
@@ -89,6 +97,11 @@ class SweepSpec(BaseModel):
         None, description='dotted JobSpec paths -> ranges; "auto" or null: derived from the preset and model'
     )
     auto_batch_size: bool = Field(True, description="auto: search the batch size too (at equal token budget)")
+    per_class_lr: bool = Field(
+        False,
+        description="auto: search an lr_scale in [1/4, 4] for each class not run with the hidden matrices' "
+        "rule (off by default: few trials spread over more dimensions find less)",
+    )
     presets: list[str] | None = Field(None, description="compare presets: each gets the same trial budget")
     sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
@@ -129,6 +142,8 @@ class SweepSpec(BaseModel):
             variant["optimizer"]["lr"] = None
             _check_job(variant, f"presets: {preset!r} with this base")
             variants[preset] = variant
+        if self.per_class_lr:
+            _check_per_class_lr(self.search_space is None, variants)
         if self.search_space is not None:
             if not self.search_space:
                 raise ValueError('search_space is empty: name at least one path, or use "auto"')
@@ -155,6 +170,22 @@ def _check_schedule_free_path(path: str, presets: list[str]) -> None:
             f"search_space[{path!r}] applies to schedule-free presets only ({valid}), not to "
             f"{', '.join(repr(p) for p in others)}"
         )
+
+
+def _check_per_class_lr(auto: bool, variants: dict[str, dict[str, Any]]) -> None:
+    """per_class_lr belongs to the auto space; its factors must make valid jobs of every variant
+    (checked on the `all` alias: which classes a model has is known to the auto space, not here)."""
+    if not auto:
+        raise ValueError(
+            "per_class_lr applies to search_space auto only; with an explicit search_space, name the "
+            f"paths yourself ({lr_scale_path('embedding')}: {{type: log_uniform, low: 0.25, high: 4}})"
+        )
+    path = lr_scale_path("all")
+    for tree in variants.values():
+        for value in LR_SCALE_RANGE:
+            scaled = copy.deepcopy(tree)
+            set_path(scaled, path, value)
+            _check_job(scaled, f"per_class_lr: {path} = {value}")
 
 
 def _check_job(tree: dict[str, Any], what: str) -> None:

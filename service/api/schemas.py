@@ -211,7 +211,8 @@ class StudyPublic(BaseModel):
     result: dict[str, Any] | None = Field(
         description="per candidate: tuned params, objective by seed, mean, std and intervals, tokens to "
         "target, val-loss curve (mean, min, max over seeds); paired differences against the baseline "
-        "with their verdicts. So far while running; in the list, only for finished studies"
+        "with their verdicts, and between every other pair of candidates (pairwise, pairwise_verdicts). "
+        "So far while running; in the list, only for finished studies"
     )
     error: str | None
     created_at: datetime

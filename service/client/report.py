@@ -1,6 +1,7 @@
 """A study's report: Markdown with PNG figures, to paste into a paper or a pull request.
 
-report.md         the setup, the result table, the verdicts, the tuned hyperparameters
+report.md         the setup, the result table, the verdicts (against the baseline, then between
+                  the other candidates), the tuned hyperparameters
 curves.png        validation loss against tokens: each candidate's mean over seeds, min-max band
 tuning-<c>.png    each candidate's tuning sweep: objective against learning rate (pruned marked)
 """
@@ -137,6 +138,9 @@ def write_report(
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Tokens to target: first evaluation at or below {_number(result.get('target_loss'))}.", ""]
     lines += ["## Verdicts", ""] + [f"- {verdict}" for verdict in result["verdicts"]] + [""]
+    pairwise = result.get("pairwise_verdicts", [])  # absent from results stored before it existed
+    if pairwise:
+        lines += ["Between the other candidates:", ""] + [f"- {verdict}" for verdict in pairwise] + [""]
     lines += [
         "A difference is called only when both the bootstrap and the t interval of the paired "
         "(same-seed) differences exclude zero.",

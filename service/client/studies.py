@@ -29,7 +29,8 @@ class Study(Handle):
     @property
     def result(self) -> dict[str, Any] | None:
         """Per candidate: tuned params, objective by seed, summary, tokens to target, curve;
-        `comparisons` and `verdicts` against the baseline (so far, while running)."""
+        `comparisons` and `verdicts` against the baseline, `pairwise` and `pairwise_verdicts`
+        between the other candidates (so far, while running)."""
         result: dict[str, Any] | None = self.data.get("result")
         return result
 

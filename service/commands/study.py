@@ -66,7 +66,8 @@ def list_studies(args: argparse.Namespace, client: Any) -> int:
 
 
 def render(study: dict[str, Any]) -> list[str]:
-    """The study as a table: per candidate its tuning, runs and objective; then the verdicts."""
+    """The study as a table: per candidate its tuning, runs and objective; then the verdicts
+    against the baseline and between the other candidates."""
     progress, result = study["progress"], study["result"] or {}
     confirmation = progress["confirmation"]
     lines = [
@@ -93,6 +94,9 @@ def render(study: dict[str, Any]) -> list[str]:
         )
     lines += table_lines(rows)
     lines += [f"  {verdict}" for verdict in result.get("verdicts", [])]
+    pairwise = result.get("pairwise_verdicts", [])  # absent from results stored before it existed
+    if pairwise:
+        lines += ["between the other candidates:"] + [f"  {verdict}" for verdict in pairwise]
     if study.get("error"):
         lines.append(f"error: {study['error']}")
     return lines

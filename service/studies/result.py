@@ -5,6 +5,8 @@ Per candidate: the tuned configuration (stage 1's best trial), each confirmation
 by seed, their mean, spread and intervals, tokens to the target loss, and the validation curves
 as mean with min/max over seeds. Against the baseline: the paired difference per seed, its
 intervals and the verdict in words (service/studies/stats.py says when a difference is called).
+Between the other candidates too (`pairwise`): every unordered pair without the baseline, (a, b)
+with a listed before b, with the same statistics, so "symmetric vs muon" can be read directly.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ def _curve(runs: list[Job]) -> dict[str, list[Any]]:
         "min": [min(v) for v in values],
         "max": [max(v) for v in values],
     }
+
+
+def _compare(
+    candidate: str,
+    reference: str,
+    objectives: Mapping[str, Mapping[int, float | None]],
+    seeds: list[int],
+    statistics: Mapping[str, Any],
+) -> dict[str, Any]:
+    """candidate minus reference, paired by seed (the baseline, or another candidate)."""
+    by_seed = {s: (objectives[candidate].get(s), objectives[reference].get(s)) for s in seeds}
+    return paired_difference(candidate, reference, by_seed, **statistics).to_dict()
 
 
 def study_result(
@@ -123,15 +137,10 @@ def study_result(
             "mean": sum(hits) / len(hits) if hits else None,
             "by_seed": reached,
         }
-    comparisons = [
-        paired_difference(
-            entry["name"],
-            baseline,
-            {s: (objectives[entry["name"]].get(s), objectives[baseline].get(s)) for s in seeds},
-            **statistics,
-        ).to_dict()
-        for entry in candidates
-        if entry["name"] != baseline
+    others = [c.name for c in spec.candidates if c.name != baseline]
+    comparisons = [_compare(name, baseline, objectives, seeds, statistics) for name in others]
+    pairwise = [
+        _compare(a, b, objectives, seeds, statistics) for i, a in enumerate(others) for b in others[i + 1 :]
     ]
     return {
         "objective": spec.objective,
@@ -142,4 +151,6 @@ def study_result(
         "candidates": candidates,
         "comparisons": comparisons,
         "verdicts": [comparison["verdict"] for comparison in comparisons],
+        "pairwise": pairwise,
+        "pairwise_verdicts": [comparison["verdict"] for comparison in pairwise],
     }

@@ -13,6 +13,14 @@ The `auto` rule (documented in the README, tested for the reference sizes):
   calibrated on the nanoGPT CPU reference (12 x 64 tokens per step at T = 1.536M, c = 0.0577).
   Trials keep the base token budget: a trial with batch b runs steps * batch / b steps (its
   warmup and eval, checkpoint and log intervals scale the same way).
+- per-class step sizes (only with `per_class_lr: true`): `optimizer.overrides.<class>.lr_scale`,
+  log-uniform over [1/4, 4], for each class of the base model that the preset runs with a rule
+  other than its hidden matrices' (symmetric on GPT-2: the row-norm tied embedding, the AdamW-run
+  position embedding and vectors; muon: the AdamW-run parts; adamw: none). lr_scale multiplies the
+  class's derived default lr (symopt_core/presets.py), so 1 is the prior and the searched lr still
+  moves every class together. The classes come from the model itself, built on the meta device.
+  Off by default: with the 8 trials of a study, every extra dimension thins out what a TPE search
+  learns about the lr; turn it on with budgets of a few dozen trials or more.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ import math
 from typing import Any
 
 import optuna
+import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from symopt_core.errors import ConfigError
-from symopt_core.models.registry import build_config
-from symopt_core.presets import PRESETS
+from symopt_core.models.registry import build_config, build_model
+from symopt_core.params import ParamClass
+from symopt_core.presets import HIDDEN_CLASSES, PRESETS, param_groups
 from symopt_core.spec import JobSpec, set_path
-from symopt_core.sweep_spec import ParamRange, SweepSpec
+from symopt_core.sweep_spec import LR_SCALE_RANGE, ParamRange, SweepSpec, lr_scale_path
 
 __all__ = [
     "CRITICAL_BATCH_C",
@@ -38,6 +48,7 @@ __all__ = [
     "distribution",
     "make_pruner",
     "make_sampler",
+    "off_hidden_rule_classes",
     "resolved_spaces",
     "search_space",
     "token_budget",
@@ -56,7 +67,27 @@ def _width(spec: JobSpec) -> int:
     return int(build_config(spec.model.family, spec.model.size, **spec.model.dims).d_model)
 
 
-def auto_search_space(base: JobSpec, preset: str) -> dict[str, ParamRange]:
+def off_hidden_rule_classes(base: JobSpec, preset: str) -> list[ParamClass]:
+    """The classes of the base spec's model that `preset` (with the base's overrides) runs with a
+    rule none of its hidden matrices runs, in ParamClass order."""
+    dims = {"max_seq_len": base.data.seq_len, **base.model.dims}
+    with torch.device("meta"):  # shapes and names only: no memory, whatever the size
+        model = build_model(base.model.family, base.model.size, **dims)
+    groups = param_groups(model, preset, overrides=base.optimizer.override_options())
+    rules = {ParamClass(g["param_class"]): g["rule"] for g in groups}
+    hidden = {rule for param_class, rule in rules.items() if param_class in HIDDEN_CLASSES}
+    return [c for c in ParamClass if c in rules and rules[c] not in hidden]
+
+
+def _lr_scales(base: JobSpec, preset: str) -> dict[str, ParamRange]:
+    low, high = LR_SCALE_RANGE
+    return {
+        lr_scale_path(c.value): ParamRange(type="log_uniform", low=low, high=high)
+        for c in off_hidden_rule_classes(base, preset)
+    }
+
+
+def auto_search_space(base: JobSpec, preset: str, *, per_class_lr: bool = False) -> dict[str, ParamRange]:
     """The documented rule (module docstring) for `preset` on the base spec's model and budget."""
     chosen = PRESETS[preset]
     if preset == "adamw":
@@ -69,13 +100,14 @@ def auto_search_space(base: JobSpec, preset: str) -> dict[str, ParamRange]:
     return {
         "optimizer.lr": ParamRange(type="log_uniform", low=center / 8, high=center * 8),
         "batch.size": ParamRange(type="pow2", low=low, high=max(low, high)),
+        **(_lr_scales(base, preset) if per_class_lr else {}),
     }
 
 
 def search_space(spec: SweepSpec, preset: str) -> dict[str, ParamRange]:
     if spec.search_space is not None:
         return dict(spec.search_space)
-    space = auto_search_space(spec.base, preset)
+    space = auto_search_space(spec.base, preset, per_class_lr=spec.per_class_lr)
     if not spec.auto_batch_size:
         del space["batch.size"]
     return space

@@ -144,9 +144,32 @@ def test_overrides_by_class_alias_and_value():
     assert by_class["attn_out"]["momentum"] == 0.9
 
 
+def test_lr_scale_multiplies_each_class_default_lr_and_composes_with_the_others():
+    model = build("olmoe")
+    default = {g["param_class"]: g["lr"] for g in param_groups(model, "symmetric", lr=0.01)}
+    scales = {"embedding": 0.5, "lm_head": 3.0, "router": 0.25, "vector": 4.0}
+    scaled = param_groups(
+        model, "symmetric", lr=0.01, overrides={c: {"lr_scale": v} for c, v in scales.items()}
+    )
+    found = {g["param_class"]: g["lr"] for g in scaled}
+    assert found == {
+        c: lr * scales.get(c, 1.0) for c, lr in default.items()
+    }  # exactly, the rest as they were
+    assert found["embedding"] == 0.01 * 0.05 * math.sqrt(32) * 0.5  # the derived lr, then the scale
+    # Beside lr_mult (x base lr) and lr (absolute), lr_scale multiplies what those give.
+    both = param_groups(
+        model, "symmetric", lr=0.01, overrides={"all": {"lr_mult": 0.2}, "vector": {"lr_scale": 2.0}}
+    )
+    assert {g["param_class"]: g["lr"] for g in both}["vector"] == 0.01 * 0.2 * 2.0
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"vector": {"lr_scale": 0}}, "Invalid lr_scale for 'vector': 0; give a positive number"),
+        ({"all": {"lr_scale": -2.0}}, "Invalid lr_scale for 'all': -2.0"),
+        ({"router": {"lr_scale": "2"}}, "Invalid lr_scale for 'router': '2'"),
+        ({"router": {"lr_scale": float("inf")}}, "Invalid lr_scale for 'router': inf"),
         ({"embeddings": "row_norm"}, "Invalid override class: 'embeddings'"),
         ({"router": "rownorm"}, "Invalid rule: 'rownorm'"),
         ({"router": {"learning_rate": 0.1}}, "Invalid override key\\(s\\) for 'router': learning_rate"),

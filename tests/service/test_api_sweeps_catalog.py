@@ -14,7 +14,7 @@ from symopt_core.presets import PRESETS
 from symopt_core.spec import load_spec
 
 from .conftest import TINY_JOB, make_admin
-from .test_api_security import SWEEP
+from .test_api_security import STUDY, SWEEP
 
 
 def test_sweep_lifecycle_with_trials_and_best(client, alice):
@@ -99,6 +99,36 @@ def test_invalid_sweeps_are_422_naming_the_path(client, alice):
         assert response.status_code == 422, body
         assert message in response.json()["message"], response.json()["message"]
     assert client.get("/v1/sweeps", headers=alice.headers).json()["count"] == 0
+
+
+AUTO_SWEEP = {"name": "scales", "base": {**TINY_JOB, "optimizer": {"preset": "symmetric"}}, "n_trials": 2}
+
+
+# Until symopt_core/spec.py's OverrideSpec accepts lr_scale, per_class_lr is a 422 that says so.
+@pytest.mark.xfail(raises=AssertionError, strict=True, reason="OverrideSpec has no lr_scale field yet")
+def test_per_class_lr_sweeps_and_studies_validate_through_the_api(client, alice):
+    created = client.post("/v1/sweeps", json={**AUTO_SWEEP, "per_class_lr": True}, headers=alice.headers)
+    assert created.status_code == 201, created.json()
+    sweep = created.json()
+    assert sweep["spec"]["per_class_lr"] is True
+    scaled = [path for path in sweep["search_space"]["default"] if path.endswith(".lr_scale")]
+    assert scaled == [f"optimizer.overrides.{c}.lr_scale" for c in ("embedding", "lm_head", "vector")]
+    tuning = {"n_trials": 2, "search_space": "auto", "per_class_lr": True}
+    study = client.post("/v1/studies", json={**STUDY, "tuning": tuning}, headers=alice.headers)
+    assert study.status_code == 201, study.json()
+    assert study.json()["spec"]["tuning"]["per_class_lr"] is True
+
+
+def test_per_class_lr_belongs_to_the_auto_space(client, alice):
+    explicit = {**SWEEP, "per_class_lr": True}
+    tuning = {**STUDY["tuning"], "per_class_lr": True}
+    for route, body in (("/v1/sweeps", explicit), ("/v1/studies", {**STUDY, "tuning": tuning})):
+        response = client.post(route, json=body, headers=alice.headers)
+        assert response.status_code == 422, route
+        assert "per_class_lr applies to search_space auto only" in response.json()["message"]
+    plain = client.post("/v1/sweeps", json=AUTO_SWEEP, headers=alice.headers)
+    assert plain.status_code == 201
+    assert list(plain.json()["search_space"]["default"]) == ["optimizer.lr", "batch.size"]  # off by default
 
 
 def test_catalog_comes_from_the_registries(client, alice):

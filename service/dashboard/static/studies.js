@@ -1,4 +1,5 @@
-// Comparison studies: the list, and one study's result table, verdicts and seed-band curves.
+// Comparison studies: the list, and one study's result table, verdicts (against the baseline and
+// between the other candidates) and seed-band curves.
 
 import { api } from "./api.js";
 import { bandOptions, Chart } from "./charts.js";
@@ -64,9 +65,13 @@ export async function studyPage(root, { id, context }) {
       fill(verdicts, h("h2", {}, "Verdicts"), h("p", { class: "muted" }, "No result yet."));
       return !FINISHED.has(study.status);
     }
+    // Between the other candidates (a before b, as listed); absent from results stored before it existed.
+    const pairwise = result.pairwise_verdicts ?? [];
     fill(verdicts, h("h2", {}, "Verdicts"), result.verdicts.length
       ? h("ul", { class: "verdicts" }, result.verdicts.map((v) => h("li", {}, v)))
-      : h("p", { class: "muted" }, "None yet: they need the confirmation runs."));
+      : h("p", { class: "muted" }, "None yet: they need the confirmation runs."),
+      pairwise.length ? [h("h3", {}, "Between the other candidates"),
+        h("ul", { class: "verdicts", id: "pairwise" }, pairwise.map((v) => h("li", {}, v)))] : null);
 
     const objective = (c, seed) => c.runs.find((r) => r.seed === seed)?.objective ?? null;
     fill(results, h("h2", {}, `Result (${result.objective}, ${Math.round(result.statistics.confidence * 100)}% intervals)`),

@@ -283,6 +283,7 @@ def build_optimizer(
     mapping: Mapping[str, Mapped] | None = None,
     batched: bool = True,
     schedule_free: Mapping[str, float] | None = None,
+    shard: bool = False,
 ) -> SymOpt | ScheduleFree:
     """The optimizer of `preset` for `model`, as a user would build a torch.optim optimizer.
 
@@ -294,12 +295,14 @@ def build_optimizer(
         classifier does not know.
     schedule_free: ScheduleFree arguments (momentum, weight_lr_power, r, weight_decay_at_y) over
         the preset's, for schedule-free presets.
+    shard: under data parallelism (torch.distributed initialized, the same gradients on every
+        rank), split the whole-matrix directions across the ranks and all-gather them.
     """
     chosen = get_preset(preset)
     groups = param_groups(
         model, preset, lr=lr, weight_decay=weight_decay, overrides=overrides, mapping=mapping
     )
-    optimizer = SymOpt(groups, lr=chosen.lr, batched=batched)
+    optimizer = SymOpt(groups, lr=chosen.lr, batched=batched, shard=shard)
     if chosen.schedule_free is not None:
         return ScheduleFree(optimizer, **{**chosen.schedule_free, **(schedule_free or {})})
     if schedule_free:

@@ -152,11 +152,13 @@ class DataSpec(_Strict):
 
 
 class OverrideSpec(_Strict):
-    """Per-class settings; `lr` is absolute, `lr_mult` multiplies the preset's base lr."""
+    """Per-class settings; `lr` is absolute, `lr_mult` multiplies the preset's base lr, `lr_scale`
+    multiplies the class's own lr (its default, or what `lr` / `lr_mult` made it)."""
 
     rule: str | None = None
     lr: PositiveFloat | None = None
     lr_mult: PositiveFloat | None = None
+    lr_scale: PositiveFloat | None = None
     momentum: float | None = Field(None, ge=0.0, lt=1.0)
     nesterov: bool | None = None
     weight_decay: float | None = Field(None, ge=0.0)

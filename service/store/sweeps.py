@@ -124,12 +124,17 @@ def objective_of(job: Job, objective: str, target_loss: float | None = None) -> 
         reached = [
             e["tokens"]
             for e in result.get("evals", [])
-            if target_loss is not None and e["val_loss"] <= target_loss
+            if target_loss is not None and _finite_at_most(e.get("val_loss"), target_loss)
         ]
         value = min(reached) if reached else None
     else:
         value = result.get("best_val_loss")
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _finite_at_most(value: object, bound: float) -> bool:
+    """A stored eval's loss may be a non-finite float or its string ("nan"): never a hit."""
+    return isinstance(value, int | float) and math.isfinite(value) and value <= bound
 
 
 def trials(*, session: Session, sweep: Sweep) -> list[Trial]:

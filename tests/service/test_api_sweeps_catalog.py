@@ -104,8 +104,6 @@ def test_invalid_sweeps_are_422_naming_the_path(client, alice):
 AUTO_SWEEP = {"name": "scales", "base": {**TINY_JOB, "optimizer": {"preset": "symmetric"}}, "n_trials": 2}
 
 
-# Until symopt_core/spec.py's OverrideSpec accepts lr_scale, per_class_lr is a 422 that says so.
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="OverrideSpec has no lr_scale field yet")
 def test_per_class_lr_sweeps_and_studies_validate_through_the_api(client, alice):
     created = client.post("/v1/sweeps", json={**AUTO_SWEEP, "per_class_lr": True}, headers=alice.headers)
     assert created.status_code == 201, created.json()

@@ -493,3 +493,16 @@ def test_concurrent_writers_do_not_fail_with_database_locked(store):
     assert errors == []
     with store.transaction() as session:
         assert session.scalar(select(func.count()).select_from(MetricPoint)) == 4 * 250
+
+
+def test_tokens_to_target_skips_non_finite_evals():
+    evals = [
+        {"tokens": 100, "val_loss": "nan"},  # how a non-finite loss may come back from JSON
+        {"tokens": 200, "val_loss": float("nan")},
+        {"tokens": 300, "val_loss": 1.9},
+        {"tokens": 400, "val_loss": 1.4},
+    ]
+    job = Job(tenant_id="t", spec={}, status="succeeded", result={"evals": evals})
+    assert objective_of(job, "tokens_to_target", 1.5) == 400
+    assert objective_of(job, "tokens_to_target", 2.0) == 300
+    assert objective_of(job, "tokens_to_target", 1.0) is None

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from service.sweeps.space import CRITICAL_BATCH_C, auto_search_space, grid, token_budget, trial_spec
 from symopt_core.models.registry import build_model
@@ -19,10 +18,6 @@ from symopt_core.sweep_spec import ParamRange
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # The study example's base job: nanoGPT's CPU GPT-2 (tied embedding, learned positions).
 NANOGPT = yaml.safe_load((EXAMPLES / "studies" / "nanogpt_cpu.yaml").read_text())["base"]
-# Until symopt_core/spec.py's OverrideSpec accepts lr_scale, a job spec carrying one is rejected.
-NEEDS_SPEC_FIELD = pytest.mark.xfail(
-    raises=ValidationError, strict=True, reason="OverrideSpec (symopt_core/spec.py) has no lr_scale field yet"
-)
 
 
 def test_critical_batch_constant_is_the_nanogpt_reference():
@@ -155,7 +150,6 @@ def groups_by_class(spec: JobSpec) -> dict[str, float]:
     return {g["param_class"]: g["lr"] for g in groups}
 
 
-@NEEDS_SPEC_FIELD
 @pytest.mark.parametrize("embedding", [None, "row_norm"], ids=["no-override", "rule-name"])
 def test_a_trial_with_lr_scales_builds_groups_at_the_default_lr_times_the_scale(embedding):
     overrides = {**NANOGPT["optimizer"]["overrides"], **({"tied_embedding": embedding} if embedding else {})}

@@ -161,7 +161,10 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
     ddp = None
     if parallel is not None:
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # An expert no token was routed to in a step takes no part in its backward: DDP must be
+        # told to look for such parameters, or it waits for their gradients forever.
+        routed = any(hasattr(module, "n_experts") for module in model.modules())
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=routed)
     schedule = spec.schedule
 
     def multiplier(step: int) -> float:
@@ -415,6 +418,9 @@ def train(
     )
     if resume_from is not None:
         log(f"resumed at step {run.step} from {resume_from}")
+    ranks = 1 if run.parallel is None else run.parallel.world_size
+    if ranks != job.resources.ranks:  # a 2-rank spec trained by `symopt train`, or resumed on 1 rank
+        log(f"the spec asks for {job.resources.ranks} rank(s); this run has {ranks} (same global batch)")
     if run.step == 0:
         _evaluate_and_report(run, emit, log)
     classes = class_of_params(run.optimizer)

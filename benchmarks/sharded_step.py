@@ -31,7 +31,7 @@ from symopt_core import build_model, build_optimizer
 from symopt_core.optim import SymOpt
 from symopt_core.optim.layout import parse_layout
 from symopt_core.optim.rules import get_rule
-from symopt_core.optim.sharding import Bucket, assign_by_cost, polar_flops
+from symopt_core.optim.sharding import Bucket, assign_by_cost, polar_flops, shares
 from symopt_core.presets import param_groups
 
 from .optimizer_step import SHAPES, build
@@ -61,15 +61,8 @@ def timed(call: Callable[[], object], device: torch.device, warmup: int, repeats
 
 def share_of(buckets: list[Bucket], world: int, rank: int) -> list[tuple[Bucket, torch.Tensor]]:
     """The matrices `rank` computes among `world` ranks: per bucket, the indices it owns."""
-    units = [(b, i) for b, bucket in enumerate(buckets) for i in range(bucket.matrices.shape[0])]
-    costs = [flops(buckets[b]) for b, _ in units]
-    owners = assign_by_cost(costs, world)
-    mine: dict[int, list[int]] = {}
-    for (b, i), owner in zip(units, owners, strict=True):
-        if owner == rank:
-            mine.setdefault(b, []).append(i)
     device = buckets[0].matrices.device
-    return [(buckets[b], torch.tensor(indices, device=device)) for b, indices in mine.items()]
+    return [(buckets[b], torch.tensor(i, device=device)) for b, i in shares(buckets, world)[rank].items()]
 
 
 def flops(bucket: Bucket) -> float:

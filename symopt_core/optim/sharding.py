@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Bucket", "ShardStats", "assign_by_cost", "polar_flops", "sharded_directions"]
+__all__ = ["Bucket", "ShardStats", "assign_by_cost", "polar_flops", "sharded_directions", "shares"]
 
 
 @dataclass
@@ -45,6 +45,20 @@ class ShardStats:
     flops_computed: float = 0.0
     flops_total: float = 0.0
     last_step: dict[str, float] = field(default_factory=dict)
+
+    def record(self, computed: int, flops: float, total: int, total_flops: float) -> None:
+        """One step: the matrices this rank passed to its rules, and what all ranks had to do."""
+        self.steps += 1
+        self.matrices_computed += computed
+        self.matrices_total += total
+        self.flops_computed += flops
+        self.flops_total += total_flops
+        self.last_step = {
+            "matrices_computed": float(computed),
+            "matrices_total": float(total),
+            "flops_computed": flops,
+            "flops_total": total_flops,
+        }
 
 
 def polar_flops(m: int, n: int, steps: int) -> float:
@@ -81,71 +95,58 @@ def sharded_directions(
     """The direction of every matrix of every bucket, each computed by one rank of `group` (the
     default process group if None) and all-gathered; returns one [N, m, n] tensor per bucket."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    units = [(b, i) for b, bucket in enumerate(buckets) for i in range(bucket.matrices.shape[0])]
-    costs = [_cost(buckets[b]) for b, _ in units]
-    owners = assign_by_cost(costs, world)
+    owned = shares(buckets, world)
     outputs = [torch.empty_like(bucket.matrices) for bucket in buckets]
-    mine: dict[int, list[int]] = {}
-    for (b, i), owner in zip(units, owners, strict=True):
-        if owner == rank:
-            mine.setdefault(b, []).append(i)
-    for b, indices in mine.items():
-        index = torch.tensor(indices, device=buckets[b].matrices.device)
+    indices = [{b: _index(i, buckets[b]) for b, i in mine.items()} for mine in owned]
+    for b, index in indices[rank].items():
         outputs[b][index] = buckets[b].compute(buckets[b].matrices[index])
-    _all_gather_units(outputs, units, owners, group=group, rank=rank, world=world)
+    _all_gather(outputs, indices, rank=rank, group=group)
     if stats is not None:
-        _count(stats, costs, owners, rank)
+        mine = owned[rank]
+        flops = sum(_cost(buckets[b]) * len(i) for b, i in mine.items())
+        total = sum(bucket.matrices.shape[0] for bucket in buckets)
+        total_flops = sum(_cost(bucket) * bucket.matrices.shape[0] for bucket in buckets)
+        stats.record(sum(len(i) for i in mine.values()), flops, total, total_flops)
     return outputs
 
 
-def _all_gather_units(
-    outputs: list[Tensor],
-    units: list[tuple[int, int]],
-    owners: list[int],
-    *,
-    group: Any,
-    rank: int,
-    world: int,
-) -> None:
-    """Every rank's computed matrices to every rank: per dtype, each rank packs its own in unit
-    order into one flat buffer (padded to the longest rank's), one all_gather, then each rank's
-    buffer is unpacked in that same order into `outputs`."""
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for u, (b, _) in enumerate(units):
-        by_dtype.setdefault(outputs[b].dtype, []).append(u)
-    for dtype, unit_ids in by_dtype.items():
-        per_rank: list[list[int]] = [[] for _ in range(world)]
-        for u in unit_ids:
-            per_rank[owners[u]].append(u)
-        sizes = [sum(outputs[units[u][0]][0].numel() for u in members) for members in per_rank]
-        device = outputs[units[unit_ids[0]][0]].device
-        mine = [outputs[units[u][0]][units[u][1]].reshape(-1) for u in per_rank[rank]]
-        buffer = torch.zeros(max(sizes), dtype=dtype, device=device)
-        if mine:
-            torch.cat(mine, out=buffer[: sizes[rank]])
+def shares(buckets: Sequence[Bucket], world_size: int) -> list[dict[int, list[int]]]:
+    """Which matrices each rank computes: rank -> bucket -> matrix indices (ascending), from the
+    FLOP-balanced assignment of every matrix of every bucket."""
+    units = [(b, i) for b, bucket in enumerate(buckets) for i in range(bucket.matrices.shape[0])]
+    owners = assign_by_cost([_cost(buckets[b]) for b, _ in units], world_size)
+    owned: list[dict[int, list[int]]] = [{} for _ in range(world_size)]
+    for (b, i), owner in zip(units, owners, strict=True):
+        owned[owner].setdefault(b, []).append(i)
+    return owned
+
+
+def _index(indices: list[int], bucket: Bucket) -> Tensor:
+    return torch.tensor(indices, dtype=torch.long, device=bucket.matrices.device)
+
+
+def _all_gather(outputs: list[Tensor], indices: list[dict[int, Tensor]], *, rank: int, group: Any) -> None:
+    """Every rank's computed matrices to every rank. Per dtype: each rank packs its matrices,
+    bucket by bucket, into one flat buffer (padded to the longest rank's), one all_gather, then
+    each other rank's buffer is unpacked in the same order, one index_copy_ per (rank, bucket)."""
+    world = len(indices)
+    for dtype in dict.fromkeys(output.dtype for output in outputs):
+        plans = [[(b, i) for b, i in mine.items() if outputs[b].dtype == dtype] for mine in indices]
+        sizes = [sum(len(i) * outputs[b][0].numel() for b, i in plan) for plan in plans]
+        if max(sizes) == 0:
+            continue
+        buffer = torch.zeros(max(sizes), dtype=dtype, device=outputs[0].device)
+        if plans[rank]:
+            torch.cat([outputs[b][i].reshape(-1) for b, i in plans[rank]], out=buffer[: sizes[rank]])
         gathered = [torch.empty_like(buffer) for _ in range(world)]
         dist.all_gather(gathered, buffer, group=group)
-        for other, members in enumerate(per_rank):
+        for other, plan in enumerate(plans):
             if other == rank:
                 continue
             offset = 0
-            for u in members:
-                b, i = units[u]
-                target = outputs[b][i]
-                target.copy_(gathered[other][offset : offset + target.numel()].view_as(target))
-                offset += target.numel()
-
-
-def _count(stats: ShardStats, costs: list[float], owners: list[int], rank: int) -> None:
-    computed = [c for c, owner in zip(costs, owners, strict=True) if owner == rank]
-    stats.steps += 1
-    stats.matrices_computed += len(computed)
-    stats.matrices_total += len(costs)
-    stats.flops_computed += sum(computed)
-    stats.flops_total += sum(costs)
-    stats.last_step = {
-        "matrices_computed": float(len(computed)),
-        "matrices_total": float(len(costs)),
-        "flops_computed": sum(computed),
-        "flops_total": sum(costs),
-    }
+            for b, i in plan:
+                size = len(i) * outputs[b][0].numel()
+                outputs[b].index_copy_(
+                    0, i, gathered[other][offset : offset + size].view(len(i), *outputs[b].shape[1:])
+                )
+                offset += size

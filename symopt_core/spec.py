@@ -284,7 +284,8 @@ class CheckpointSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     """What a job runs on. workers > 1 (or gpus > 1) is one data-parallel group of that many
-    ranks, started through Ray Train: one GPU per rank when gpus > 0, `cpus` CPUs per rank."""
+    ranks, started through Ray Train: one GPU per rank when gpus > 0, `cpus` CPUs per rank,
+    the model replicated (DDP) or sharded (FSDP2) as `strategy` says."""
 
     gpus: int = Field(0, ge=0, le=4096, description="GPUs of the whole job: 0, 1, or one per rank")
     cpus: PositiveInt = Field(1, le=4096, description="CPUs per rank")
@@ -295,6 +296,12 @@ class ResourcesSpec(_Strict):
         None, le=512, description="with gpus_per_node, a check: gpus = nodes × gpus_per_node"
     )
     gpus_per_node: PositiveInt | None = Field(None, le=64)
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="how 2+ ranks hold the model: ddp (a whole replica each) or fsdp (FSDP2: parameters, "
+        "gradients and optimizer state split by rows across the ranks; checkpoints via "
+        "torch.distributed.checkpoint); one rank trains the plain model either way",
+    )
 
     @model_validator(mode="after")
     def _one_gpu_per_rank(self) -> ResourcesSpec:

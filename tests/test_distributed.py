@@ -1,5 +1,8 @@
 """Data-parallel jobs through Ray Train, as in production: 2 gloo ranks on CPU against 1 process.
 
+Runs are named `[family:]preset[@fsdp]`: the qwen3 tiny model unless a family is named, the
+ranks holding replicas (DDP) unless "@fsdp" shards the model (FSDP2, sharded DCP checkpoints).
+
 Each run goes through `worker.distributed.run_distributed`, the Ray task the scheduler starts for
 a job of 2+ ranks (its TorchTrainer starts the ranks and torch.distributed). The same spec on one
 process, with the same global batch, is the reference: the final parameters must agree to fp32
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 
 from service.scheduler.runtime import RayRuntime
 from symopt_core import build_model
@@ -30,7 +34,9 @@ STEPS = 6
 
 
 def spec(preset: str, workers: int) -> dict[str, Any]:
-    """`preset`, or `family:preset` for another family's tiny model (default qwen3)."""
+    """`preset`, or `family:preset` for another family's tiny model (default qwen3), with
+    "@fsdp" for resources.strategy = fsdp."""
+    preset, _, strategy = preset.partition("@")
     family, _, preset = preset.rpartition(":")
     return {
         "model": {"family": family or "qwen3", "size": "tiny"},
@@ -42,7 +48,7 @@ def spec(preset: str, workers: int) -> dict[str, Any]:
         "schedule": {"kind": "constant"},
         "optimizer": {"preset": preset},
         "checkpoint": {"every": 3, "keep": 5},
-        "resources": {"workers": workers},
+        "resources": {"workers": workers, "strategy": strategy or "ddp"},
         "precision": "float32",
         "seed": 4,
     }
@@ -73,17 +79,29 @@ class Runs:
         return self.events[preset]
 
     def single(self, preset: str) -> Path:
+        """The 1-process reference (one run for both strategies: one rank trains the plain model)."""
+        preset = preset.partition("@")[0]
         run_dir = self.root / f"{preset}-1"
         if not run_dir.exists():
             train(spec(preset, 1), run_dir=run_dir, data_root=self.data_dir)
         return run_dir
 
     def model(self, preset: str, ranks: int, step: int = STEPS) -> dict[str, torch.Tensor]:
-        if ranks == 2:
-            self.parallel(preset)
-        run_dir = self.root / f"{preset}-{ranks}" if ranks == 2 else self.single(preset)
-        path = run_dir / "checkpoints" / f"step_{step:09d}.pt"
-        return dict(torch.load(path, weights_only=True)["model"])
+        reference = dict(
+            torch.load(self.single(preset) / "checkpoints" / f"step_{step:09d}.pt", weights_only=True)[
+                "model"
+            ]
+        )
+        if ranks == 1:
+            return reference
+        self.parallel(preset)
+        checkpoints = self.root / f"{preset}-{ranks}" / "checkpoints"
+        if not preset.endswith("@fsdp"):
+            return dict(torch.load(checkpoints / f"step_{step:09d}.pt", weights_only=True)["model"])
+        # A sharded checkpoint, read whole in this process (DCP reshards to the plain tensors).
+        model = {name: torch.empty_like(value) for name, value in reference.items()}
+        dcp.load({"model": model}, checkpoint_id=str(checkpoints / f"step_{step:09d}.dcp"), no_dist=True)
+        return model
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +149,9 @@ def test_lpt_assignment_is_balanced_and_the_same_on_every_rank() -> None:
 
 @pytest.mark.slow
 # olmoe: an expert no token reached on a rank takes no part in its backward (DDP must expect it).
-@pytest.mark.parametrize("preset", ["adamw", "muon", "symmetric", "olmoe:symmetric"])
+@pytest.mark.parametrize(
+    "preset", ["adamw", "muon", "symmetric", "olmoe:symmetric", "muon@fsdp", "symmetric@fsdp"]
+)
 def test_two_ranks_equal_one_process_with_the_same_global_batch(runs: Runs, preset: str) -> None:
     events = runs.parallel(preset)
     assert [e for e in events if e["kind"] == "error"] == []
@@ -140,16 +160,19 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(runs: Runs, pres
     assert result["steps"] == STEPS
     assert_same_parameters(runs.model(preset, 2), runs.model(preset, 1))
     reference = torch.load(runs.single(preset) / "checkpoints" / f"step_{STEPS:09d}.pt", weights_only=True)
+    if preset.endswith("@fsdp"):  # every rank wrote its rows of each checkpoint, rank 0 reported it
+        checkpoints = [e["data"]["path"] for e in events if e["kind"] == "checkpoint"]
+        assert [Path(path).name for path in checkpoints] == ["step_000000003.dcp", "step_000000006.dcp"]
     losses = [e["data"]["train_loss"] for e in events if e["kind"] == "metrics"]
     expected = [event["data"]["train_loss"] for event in reference["history"] if event["kind"] == "metrics"]
     assert losses == pytest.approx(expected, rel=1e-5)  # the loss of the whole batch, not rank 0's half
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["adamw", "muon", "symmetric"])
+@pytest.mark.parametrize("preset", ["adamw", "muon", "symmetric", "symmetric@fsdp"])
 def test_each_rank_orthogonalizes_only_its_share(runs: Runs, preset: str) -> None:
     metrics = [e["data"] for e in runs.parallel(preset) if e["kind"] == "metrics"]
-    total = gathered_matrices(preset)
+    total = gathered_matrices(preset.partition("@")[0])
     if total == 0:  # adamw: nothing to split, so nothing is communicated for the optimizer
         assert not any(name.startswith("shard/") for name in metrics[-1])
         return
@@ -173,6 +196,33 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_on_the_same_trajectory(runs: 
     final = dict(torch.load(resumed / "checkpoints" / f"step_{STEPS:09d}.pt", weights_only=True)["model"])
     assert_same_parameters(final, runs.model("symmetric", 2))
     assert_same_parameters(final, runs.model("symmetric", 1))
+
+
+@pytest.mark.slow
+def test_a_sharded_two_rank_checkpoint_resumes_on_one_rank_on_the_same_trajectory(
+    runs: Runs, data_dir: Path
+) -> None:
+    """FSDP: DCP reshards the two ranks' rows of every parameter and optimizer state (the
+    schedule-free wrapper's z included) into one process's whole tensors."""
+    preset = "sf-normuon@fsdp"
+    runs.parallel(preset)
+    halfway = runs.root / f"{preset}-2" / "checkpoints" / f"step_{STEPS // 2:09d}.dcp"
+    assert sorted(path.name for path in halfway.iterdir()) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+        "run.pt",
+    ]
+    resumed = runs.root / "sf-normuon-fsdp-resumed-on-1"
+    events: list[Any] = []
+    result = train(
+        spec("sf-normuon", 1), run_dir=resumed, resume_from=halfway, data_root=data_dir, report=events.append
+    )
+    assert result.steps == STEPS
+    assert any("resumed at step 3" in e.data.get("message", "") for e in events if e.kind == "log")
+    final = dict(torch.load(resumed / "checkpoints" / f"step_{STEPS:09d}.pt", weights_only=True)["model"])
+    assert_same_parameters(final, runs.model(preset, 2))
+    assert_same_parameters(final, runs.model(preset, 1))
 
 
 def test_a_batch_that_does_not_split_across_the_ranks_is_refused() -> None:

@@ -125,7 +125,9 @@ class Job(Handle):
 
     def download_checkpoint(self, path: str | Path) -> Path:
         """Save the job's newest checkpoint at `path` (a file, or a directory to put it in);
-        `torch.load(path, weights_only=True)` reads it."""
+        `torch.load(path, weights_only=True)` reads it. An FSDP job's sharded checkpoint comes
+        as `<job>-step_<step>.dcp.tar`: extracted, its directory loads with
+        torch.distributed.checkpoint, or resumes a run (`train(resume_from=...)`) on any ranks."""
         target = Path(path)
         with self.client.transport.http.stream("GET", f"/v1/jobs/{self.id}/checkpoint") as response:
             if response.status_code >= 400:

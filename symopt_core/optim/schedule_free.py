@@ -155,8 +155,11 @@ class ScheduleFree(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load `state_dict()`'s output; one without "base" (the wrapper's own z and keys, as a
+        sharded checkpoint stores them beside the base optimizer's) leaves the base as it is."""
         state_dict = dict(state_dict)
-        self.base.load_state_dict(state_dict.pop("base"))
+        if "base" in state_dict:
+            self.base.load_state_dict(state_dict.pop("base"))
         super().load_state_dict(state_dict)
         # Both loads made new group dicts; share the base optimizer's again, with our keys.
         for ours, theirs in zip(self.param_groups, self.base.param_groups, strict=True):

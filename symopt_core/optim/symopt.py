@@ -10,6 +10,9 @@ A step is: EMA momentum (optional Nesterov) -> the group's layout turns each ten
 of logical (out, in) matrices -> the rule's direction (same-shape matrices of all params batched
 into one call) -> optional NorMuon row normalization -> shape scale -> decoupled weight decay
 p <- (1 - lr·wd) p -> p <- p - lr · update. Elementwise rules (adamw, sgd) skip the matrix view.
+
+Parameters sharded by FSDP2 (`fully_shard`: DTensors split by rows) are updated row-wise on each
+rank; matrix rules gather the whole momentum first (fsdp.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..errors import ConfigError
 from ..linalg import INVSQRT_METHODS, POLAR_METHODS
 from .directions import DirectionOptions, neuron_normalize
 from .elementwise import adamw_update, momentum_update
+from .fsdp import gather_rows, gather_rows_reference, is_sharded, local, local_rows
 from .layout import Layout, parse_layout
 from .rules import Rule, get_rule
 from .sharding import Bucket, ShardStats, sharded_directions
@@ -55,6 +59,8 @@ class _MatrixJob:
     layout: Layout
     matrices: Tensor  # [B, m, n] momentum (or Nesterov) matrices in logical orientation
     options: DirectionOptions
+    # FSDP: `matrices` are this rank's rows only (a row-local rule: `_row_local`), not the whole.
+    row_local: bool = False
     direction: Tensor | None = None
 
 
@@ -165,10 +171,10 @@ class SymOpt(torch.optim.Optimizer):
     def _adamw(self, group: dict[str, Any], params: list[Tensor]) -> None:
         states = [self._state(p, ("exp_avg", "exp_avg_sq")) for p in params]
         adamw_update(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
+            [local(p) for p in params],
+            [local(p.grad) for p in params],  # type: ignore[arg-type]
+            [local(s["exp_avg"]) for s in states],
+            [local(s["exp_avg_sq"]) for s in states],
             [s["step"] for s in states],
             lr=group["lr"],
             betas=group["betas"],
@@ -185,23 +191,42 @@ class SymOpt(torch.optim.Optimizer):
         else:
             for s in states:
                 s["step"] += 1
-        buffers = [s["momentum_buffer"] for s in states] if momentum > 0 else []
-        grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
+        buffers = [local(s["momentum_buffer"]) for s in states] if momentum > 0 else []
+        grads = [local(p.grad) for p in params]  # type: ignore[arg-type]
         return momentum_update(grads, buffers, momentum, group["nesterov"], foreach=self.batched)
 
     def _sgd(self, group: dict[str, Any], params: list[Tensor]) -> None:
         updates = self._momentum(group, params)
-        _apply(params, updates, group["lr"], group["weight_decay"], foreach=self.batched)
+        _apply([local(p) for p in params], updates, group["lr"], group["weight_decay"], foreach=self.batched)
 
     def _prepare_matrix_jobs(
         self, group: dict[str, Any], rule: Rule, params: list[Tensor]
     ) -> list[_MatrixJob]:
         options = _direction_options(group)
+        updates = self._momentum(group, params)
+        row_local = [is_sharded(p) and _row_local(group, rule, p) for p in params]
+        whole = self._whole([p for p, mine in zip(params, row_local, strict=True) if not mine],
+                            [u for u, mine in zip(updates, row_local, strict=True) if not mine])  # fmt: skip
         jobs = []
-        for p, update in zip(params, self._momentum(group, params), strict=True):
+        for p, update, mine in zip(params, updates, row_local, strict=True):
             layout = _layout_of(group, p)
-            jobs.append(_MatrixJob(p, group, rule, layout, layout.to_matrices(update, rule.view), options))
+            matrix = update if mine else whole.pop(0)
+            jobs.append(
+                _MatrixJob(p, group, rule, layout, layout.to_matrices(matrix, rule.view), options, mine)
+            )
         return jobs
+
+    def _whole(self, params: list[Tensor], updates: list[Tensor]) -> list[Tensor]:
+        """The whole update of each parameter: FSDP-sharded ones gathered from every rank's rows."""
+        sharded = [i for i, p in enumerate(params) if is_sharded(p)]
+        if not sharded:
+            return updates
+        gather = gather_rows if self.batched else gather_rows_reference
+        fulls = gather([updates[i] for i in sharded], [params[i] for i in sharded])  # type: ignore[misc]
+        whole = list(updates)
+        for i, full in zip(sharded, fulls, strict=True):
+            whole[i] = full
+        return whole
 
     def _compute_directions(self, jobs: list[_MatrixJob]) -> None:
         if not self.batched:
@@ -271,9 +296,14 @@ class SymOpt(torch.optim.Optimizer):
                     )
                 D = neuron_normalize(D, state["second_moment"], group["beta2"], group["normuon_eps"])
             D = D * _scale_factor(group["scale"], rule, D, group["rms_target"])
-            update = job.layout.from_matrices(D, tuple(job.param.shape), rule.view)
+            if job.row_local:
+                update = job.layout.from_matrices(D, tuple(local(job.param).shape), rule.view)
+            else:
+                update = job.layout.from_matrices(D, tuple(job.param.shape), rule.view)
+                if is_sharded(job.param):
+                    update = local_rows(update, job.param)  # type: ignore[arg-type]
             entry = by_group.setdefault(id(group), (group, [], []))
-            entry[1].append(job.param)
+            entry[1].append(local(job.param))
             entry[2].append(update.to(job.param.dtype))
         for group, params, updates in by_group.values():
             _apply(params, updates, group["lr"], group["weight_decay"], foreach=self.batched)
@@ -287,6 +317,14 @@ class SymOpt(torch.optim.Optimizer):
             if name not in state:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
+
+
+def _row_local(group: dict[str, Any], rule: Rule, p: Tensor) -> bool:
+    """Whether an FSDP rank can update its rows of `p` from its rows alone: a row-local rule
+    (communication "none": row-norm) on a plain [out, in] matrix, whose logical rows are the
+    stored rows, and nothing that looks across rows (NorMuon's statistics, the "rms" scale)."""
+    plain = _layout_of(group, p) == parse_layout("matrix") and p.ndim == 2
+    return rule.communication == "none" and plain and not group["normuon"] and group["scale"] != "rms"
 
 
 def _direction(rule: Rule, matrices: Tensor, options: DirectionOptions) -> Tensor:

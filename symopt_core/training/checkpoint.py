@@ -3,12 +3,15 @@
 A checkpoint holds everything a bit-identical resume needs: model, optimizer (schedule-free
 state and mode included), lr scheduler, data sampler position, RNG states, step, tokens and the
 spec. Files are read back with `torch.load(weights_only=True)`: plain tensors and containers only.
+FSDP runs write directories instead (step_<step>.dcp, sharded_checkpoint.py); both kinds count
+as checkpoints here (newest, pruning).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,15 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["checkpoint_path", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["checkpoint_path", "latest_checkpoint", "load_checkpoint", "prune_checkpoints", "save_checkpoint"]
 
-_NAME = re.compile(r"^step_(\d{9})\.pt$")
+_NAME = re.compile(r"^step_(\d{9})\.(pt|dcp)$")
 
 
-def checkpoint_path(directory: Path, step: int) -> Path:
-    """Where the checkpoint after `step` optimizer steps is (or would be) written."""
-    return directory / f"step_{step:09d}.pt"
+def checkpoint_path(directory: Path, step: int, *, sharded: bool = False) -> Path:
+    """Where the checkpoint after `step` optimizer steps is (or would be) written: a file, or
+    a directory for a sharded (FSDP) checkpoint."""
+    return directory / f"step_{step:09d}.{'dcp' if sharded else 'pt'}"
 
 
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
@@ -48,9 +52,17 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
             f"{failed_write.strerror} (writing a checkpoint: free space there, or write them elsewhere)",
             str(target),
         ) from error
-    for old in _checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
+    prune_checkpoints(directory, keep)
     return target
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (files or sharded directories)."""
+    for old in _checkpoints(directory)[:-keep]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def _os_error_of(error: BaseException) -> OSError | None:
@@ -68,7 +80,8 @@ def _os_error_of(error: BaseException) -> OSError | None:
 def _checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    return sorted(path for path in directory.iterdir() if _NAME.match(path.name))
+    found = [path for path in directory.iterdir() if _NAME.match(path.name)]
+    return sorted(found, key=lambda path: (int(path.name[5:14]), path.suffix == ".pt"))
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -79,11 +92,16 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint file, or the newest one in a directory, onto the CPU."""
-    if path.is_dir():
+    if path.is_dir() and path.suffix != ".dcp":
         newest = latest_checkpoint(path)
         if newest is None:
             raise ConfigError(f"No checkpoint found in {path}: expected files named step_<step>.pt")
         path = newest
+    if path.suffix == ".dcp":
+        raise ConfigError(
+            f"{path} is a sharded (FSDP) checkpoint: resume a run from it (train(resume_from=...)), or "
+            "read it with torch.distributed.checkpoint"
+        )
     if not path.is_file():
         raise ConfigError(f"Checkpoint not found: {path}")
     checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)

@@ -40,10 +40,17 @@ from ..optim.schedule_free import ScheduleFree
 from ..presets import PRESETS, build_optimizer
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .events import Event, Report, Result, Status
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
-from .parallel import DataParallel
+from .parallel import DataParallel, shard_model
+from .sharded_checkpoint import SUFFIX, load_sharded_checkpoint, save_sharded_checkpoint
 
 __all__ = [
     "MetricsWindow",
@@ -80,14 +87,19 @@ class Run:
     # goes through (`model` stays the plain module: evaluation, metrics and checkpoints use it).
     parallel: DataParallel | None = None
     ddp: nn.Module | None = None
+    # FSDP2 instead (resources.strategy = "fsdp"): `model` itself is sharded, and checkpoints are
+    # written by every rank through torch.distributed.checkpoint (sharded_checkpoint.py).
+    fsdp: bool = False
 
     @property
     def is_main(self) -> bool:
         """Rank 0, or the only process: the one that writes checkpoints."""
         return self.parallel is None or self.parallel.is_main
 
-    def state(self) -> dict[str, Any]:
-        return {
+    def state(self, *, weights: bool = True) -> dict[str, Any]:
+        """What a checkpoint stores; weights=False leaves out the model and optimizer (a sharded
+        checkpoint writes those through DCP)."""
+        state = {
             "spec": self.spec.model_dump(mode="json"),
             "step": self.step,
             "tokens": self.tokens,
@@ -95,8 +107,6 @@ class Run:
             "best_val_step": self.best_val_step,
             "evals": self.evals,
             "history": self.history,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "data": self.dataset.meta(),
@@ -105,10 +115,16 @@ class Run:
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
         }
+        if weights:
+            state |= {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return state
 
     def load_state(self, checkpoint: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        """Resume from `checkpoint`; without "model" and "optimizer" (a sharded checkpoint's run
+        state) those must have been loaded already."""
+        if "model" in checkpoint:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.sampler.load_state_dict(checkpoint["sampler"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -129,7 +145,8 @@ def resolve_device(device: str | torch.device | None, gpus: int) -> torch.device
 
 def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | None = None) -> Run:
     """Data, model, optimizer, lr schedule and sampler of `spec`, seeded by `spec.seed`; under
-    torch.distributed with 2+ ranks, the model wrapped in DDP and the matrix work sharded."""
+    torch.distributed with 2+ ranks, the model wrapped in DDP (or sharded by FSDP2, as
+    resources.strategy says) and the matrix work split across the ranks."""
     torch.manual_seed(spec.seed)
     parallel = DataParallel.current()
     dataset = build_dataset(
@@ -149,6 +166,9 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         )
     vocab_size = requested or dataset.vocab_size
     model = build_model(spec.model.family, spec.model.size, vocab_size=vocab_size, **dims).to(device)
+    fsdp = parallel is not None and spec.resources.strategy == "fsdp"
+    if fsdp:
+        shard_model(model)  # before the optimizer: it holds the sharded parameters
     optimizer = build_optimizer(
         model,
         spec.optimizer.preset,
@@ -159,7 +179,7 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         shard=parallel is not None,
     )
     ddp = None
-    if parallel is not None:
+    if parallel is not None and not fsdp:
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
         # An expert no token was routed to in a step takes no part in its backward: DDP must be
         # told to look for such parameters, or it waits for their gradients forever.
@@ -179,7 +199,9 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     sampler = BatchSampler(dataset, seed=spec.seed)
-    return Run(spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp)
+    return Run(
+        spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp, fsdp=fsdp
+    )
 
 
 def batch_shape(spec: JobSpec, tokens_seen: int) -> BatchShape:
@@ -394,7 +416,7 @@ def train(
 
     checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
     if resume_from is not None:
-        run.load_state(load_checkpoint(Path(resume_from)))
+        run.load_state(_read_checkpoint(run, Path(resume_from)))
         if replay_after is not None:
             for old in run.history:
                 if old["step"] > replay_after:
@@ -520,10 +542,31 @@ def _evaluate_and_report(run: Run, emit: Report, log: Callable[[str], None]) -> 
 
 
 def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
-    """Rank 0 writes the checkpoint: data-parallel ranks hold the same model and optimizer state,
-    so one file resumes on any number of ranks."""
-    if not run.is_main:
+    """Under DDP (or on one process) rank 0 writes the checkpoint: the ranks hold the same model
+    and optimizer state, so one file resumes on any number of ranks. Under FSDP every rank
+    writes its rows through DCP (sharded_checkpoint.py), which reshards to any number on load."""
+    if run.fsdp:
+        target = checkpoint_path(directory, run.step, sharded=True)
+        if run.is_main:
+            directory.mkdir(parents=True, exist_ok=True)
+        path = save_sharded_checkpoint(
+            target, run.state(weights=False), run.model, run.optimizer, is_main=run.is_main
+        )
+        if run.is_main:
+            prune_checkpoints(directory, run.spec.checkpoint.keep)
+    elif not run.is_main:
         return checkpoint_path(directory, run.step)
-    path = save_checkpoint(directory, run.step, run.state(), run.spec.checkpoint.keep)
-    emit(Event("checkpoint", run.step, {"path": str(path)}))
+    else:
+        path = save_checkpoint(directory, run.step, run.state(), run.spec.checkpoint.keep)
+    if run.is_main:
+        emit(Event("checkpoint", run.step, {"path": str(path)}))
     return path
+
+
+def _read_checkpoint(run: Run, path: Path) -> Mapping[str, Any]:
+    """A checkpoint file, a sharded checkpoint directory, or the newest of either in `path`; a
+    sharded one is loaded into the run's model and optimizer here (whatever the run's ranks)."""
+    newest = latest_checkpoint(path) if path.is_dir() and path.suffix != SUFFIX else path
+    if newest is not None and newest.suffix == SUFFIX:
+        return load_sharded_checkpoint(newest, run.model, run.optimizer)
+    return load_checkpoint(path)

@@ -6,6 +6,10 @@ rank draws the same global batch from the same sampler state, keeps its contiguo
 rows, and DDP averages the gradients, so the step equals a one-process step on the whole batch
 (to fp32 reduction order). Losses are averaged across ranks before they are reported, so every
 rank sees the same loss and takes the same decisions (stop, diverged, best checkpoint).
+
+`resources.strategy` says how the ranks hold the model: a whole replica each, under DDP (the
+default), or a share of every parameter's rows, under FSDP2 (`shard_model`), for models whose
+parameters, gradients and optimizer state do not fit on one device.
 """
 
 from __future__ import annotations
@@ -19,7 +23,20 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["DataParallel"]
+__all__ = ["DataParallel", "shard_model"]
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 over the data-parallel ranks (resources.strategy = "fsdp"): each transformer block is
+    one unit (its parameters gathered for its forward and backward, its gradients
+    reduce-scattered after), the rest (embedding, final norm, LM head) the root unit. Every
+    parameter becomes a DTensor split by rows; SymOpt updates each rank's rows (optim/fsdp.py)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in getattr(model, "blocks", ()):
+        fully_shard(block)
+    fully_shard(model)
+    return model
 
 
 @dataclass(frozen=True)

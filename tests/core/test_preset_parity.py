@@ -51,13 +51,15 @@ def test_muon_preset_matches_torch_optim_muon_and_adamw_on_qwen3():
         muon.step()
         adamw.step()
     # Hidden matrices: the same bf16 Newton–Schulz operations (SymOpt batches same-shape matrices,
-    # torch runs them one by one), measured equal to ≤ 2e-8 after 10 steps. 1e-5 leaves room for
-    # BLAS kernels that round a bf16 product differently (one flipped bf16 rounding moves an
-    # entry by ~lr·2⁻⁸·|D| ≈ 1e-5), while a wrong scale, coefficient or momentum form moves
-    # the weights by ~1e-3 (updates here are lr·√max(1, m/n)·|D| ≈ 5e-3 per step). The rest is
-    # fp32 AdamW against torch's (lr 1e-3, 10 steps): 1e-6, about 100× fp32 rounding.
+    # torch runs them one by one). Equal to ≤ 2e-8 after 10 steps on one x86 machine; on another
+    # (AMD EPYC, AVX2 kernels) one step's bf16 iteration on one matrix (blocks.0.mlp.up, step 5)
+    # rounds apart and that step's direction differs by up to one bf16 ulp of its largest
+    # entries, which moves those weights by ≤ lr·√(m/n)·2⁻⁸ ≈ 1.4e-4, once. 3e-4 allows that,
+    # while a wrong scale, coefficient or momentum form moves the weights by ~1e-3 in every step
+    # (updates here are lr·√max(1, m/n)·|D| ≈ 5e-3 per step), ~1e-2 over the 10. The rest is fp32
+    # AdamW against torch's (lr 1e-3, 10 steps): 1e-6, about 100× fp32 rounding.
     for name, p in model.named_parameters():
-        atol = 1e-5 if name in hidden_names else 1e-6
+        atol = 3e-4 if name in hidden_names else 1e-6
         torch.testing.assert_close(p.detach(), theirs[name].detach(), rtol=0, atol=atol, msg=name)
         assert (p.detach() - initial[name]).abs().max() > 1e-3, f"{name} did not move"
 

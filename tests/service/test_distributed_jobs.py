@@ -2,19 +2,24 @@
 
 To the scheduler the group is one job: one status, one metric series (rank 0's), a cancel stops
 every rank, and a rank killed with `kill -9` fails the attempt, which is retried from the newest
-checkpoint with no rank left hanging.
+checkpoint with no rank left hanging. An FSDP job's sharded checkpoint downloads as a tar that
+torch.distributed.checkpoint reads back in one process.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
 
 from service.testing import live_service
 
@@ -32,10 +37,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 
 def two_ranks(steps: int, **changes: Any) -> dict[str, Any]:
-    return tiny(steps=steps, resources={"workers": 2}, **changes)
+    return tiny(steps=steps, **{"resources": {"workers": 2}, **changes})
 
 
-def rank_pids(home: Path, job_id: str, attempt: int, timeout: float = 120.0) -> list[int]:
+def rank_pids(home: Path, job_id: str, attempt: int, timeout: float = 240.0) -> list[int]:
     """The pid of every rank of `attempt`, from rank 0's `ranks_started` event."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,3 +96,33 @@ def test_a_killed_rank_fails_the_attempt_and_the_job_resumes_from_its_checkpoint
     assert len(started) == 2
     assert started[1]["resume_from"].endswith(".pt")
     assert set(rank_pids(home, job_id, 2)).isdisjoint(first)
+
+
+def test_an_fsdp_job_checkpoints_shards_that_download_as_one_tar(api: Api, tmp_path: Path) -> None:
+    job_id = api.submit(two_ranks(20, resources={"workers": 2, "strategy": "fsdp"}, checkpoint={"every": 10}))
+    job = api.finished(job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["checkpoint"].endswith("step_000000020.dcp")
+    response = api.http.get(f"/v1/jobs/{job_id}/checkpoint")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-tar"
+    assert f'filename="{job_id}-step_000000020.dcp.tar"' in response.headers["content-disposition"]
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    shards = tmp_path / "step_000000020.dcp"
+    assert sorted(path.name for path in shards.iterdir()) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+        "run.pt",
+    ]
+    assert torch.load(shards / "run.pt", weights_only=True)["step"] == 20
+    stored = dcp.FileSystemReader(str(shards)).read_metadata().state_dict_metadata
+    sizes = {
+        key.removeprefix("model."): meta.size for key, meta in stored.items() if key.startswith("model.")
+    }
+    assert "embed.weight" in sizes
+    model = {name: torch.full(tuple(size), float("nan")) for name, size in sizes.items()}
+    dcp.load({"model": model}, checkpoint_id=str(shards), no_dist=True)
+    for name, value in model.items():  # every row of every parameter came back, from both ranks' files
+        assert torch.isfinite(value).all(), name

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tarfile
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -151,12 +154,20 @@ def get_job_logs_route(
     "/{job_id}/checkpoint",
     response_class=StreamingResponse,
     responses=error_responses(400, 401, 404, 422, 503, by_reference=True)
-    | {200: {"content": {"application/octet-stream": {}}, "description": "a torch checkpoint"}},
+    | {
+        200: {
+            "content": {"application/octet-stream": {}, "application/x-tar": {}},
+            "description": "a torch checkpoint, or a tar of a sharded (FSDP) one",
+        }
+    },
 )
 def download_checkpoint_route(
     job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
-    """The job's newest checkpoint (`torch.load(path, weights_only=True)` reads it); 404 before the first."""
+    """The job's newest checkpoint (`torch.load(path, weights_only=True)` reads it); 404 before the first.
+
+    An FSDP job's checkpoints are directories (step_<step>.dcp, torch.distributed.checkpoint):
+    those come as one uncompressed tar of the directory (application/x-tar)."""
     from symopt_core.training import latest_checkpoint
 
     with store.read() as session:
@@ -164,8 +175,8 @@ def download_checkpoint_route(
     newest = latest_checkpoint(settings.job_run_dir(job_id) / "checkpoints")
     try:
         # Opened now: a newer checkpoint may rotate this one away while it streams, and an open
-        # file survives its unlink.
-        stream = newest.open("rb") if newest is not None else None
+        # file survives its unlink (a sharded one is archived first, for the same reason).
+        stream = _open_checkpoint(newest) if newest is not None else None
     except FileNotFoundError:
         stream = None
     if newest is None or stream is None:
@@ -174,14 +185,31 @@ def download_checkpoint_route(
             "(and when a run is cancelled or stopped)"
         )
     size = os.fstat(stream.fileno()).st_size
+    sharded = newest.is_dir()
+    filename = f"{job_id}-{newest.name}" + (".tar" if sharded else "")
     return StreamingResponse(
         _chunks(stream),
-        media_type="application/octet-stream",
+        media_type="application/x-tar" if sharded else "application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{job_id}-{newest.name}"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "Content-Length": str(size),
         },
     )
+
+
+def _open_checkpoint(path: Path) -> BinaryIO:
+    """A checkpoint file, opened; a sharded checkpoint directory, as a tar in a temporary file."""
+    if not path.is_dir():
+        return path.open("rb")
+    archive = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
+    try:
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(path, arcname=path.name)
+    except (FileNotFoundError, tarfile.TarError) as error:  # rotated away while being archived
+        archive.close()
+        raise FileNotFoundError(str(path)) from error
+    archive.seek(0)
+    return archive
 
 
 def _chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

@@ -1,0 +1,122 @@
+"""SymOpt under FSDP2: parameters sharded by rows across the ranks (`fully_shard`, DTensor Shard(0)).
+
+`torch.distributed.fsdp.fully_shard` replaces each parameter by a DTensor whose rows are split
+across the ranks of a 1-D mesh the way `torch.chunk` splits them: rank r holds rows
+[r·c, min((r+1)·c, m)) with c = ⌈m / k⌉ (the last ranks may hold fewer, or none). Gradients
+arrive reduce-scattered the same way. SymOpt then works on each rank's rows:
+
+  - elementwise rules (AdamW, SGD) and momentum run on the local rows only: no communication;
+  - row-local rules (communication "none": row-norm) on plain [out, in] matrices (embeddings)
+    run on the local rows too (`SymOpt._row_local` says when);
+  - every other matrix rule needs the whole matrix (a layout may cut any dimension into heads or
+    experts, a rule may look across rows), so the momenta of those parameters are all-gathered,
+    one all_gather per dtype for all of them (`gather_rows`), the directions are computed (split
+    across ranks by FLOPs for the whole-matrix rules, as under DDP: sharding.py), and each rank
+    applies its own rows (`local_rows`). Column-reduce rules (centered row-norm) gather too:
+    one all-reduce of the column sums would do (not built).
+
+Optimizer state lives beside the parameter it belongs to: momentum and Adam moments are
+DTensors sharded like the parameter (so torch.distributed.checkpoint can reshard them to any
+world size), NorMuon's row statistics are computed from the whole direction and are the same
+on every rank. `gather_rows_reference` (one `DTensor.full_tensor()` per parameter) is the
+readable version the parity test compares against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor, Shard
+
+from ..errors import ConfigError
+
+__all__ = ["gather_rows", "gather_rows_reference", "is_sharded", "local", "local_rows"]
+
+
+def is_sharded(tensor: Tensor) -> bool:
+    return isinstance(tensor, DTensor)
+
+
+def local(tensor: Tensor) -> Tensor:
+    """This rank's rows of a sharded tensor (an alias: in-place updates reach the DTensor), or the
+    tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _check_row_sharded(param: DTensor) -> None:
+    if param.device_mesh.ndim != 1 or tuple(param.placements) != (Shard(0),):
+        raise ConfigError(
+            f"SymOpt shards matrices by rows over one mesh dimension (fully_shard's default); got "
+            f"placements {tuple(param.placements)} on a {param.device_mesh.ndim}-D mesh"
+        )
+
+
+def _row_span(rows: int, world: int, rank: int) -> tuple[int, int]:
+    chunk = math.ceil(rows / world) if rows else 0
+    start = min(rank * chunk, rows)
+    return start, min(start + chunk, rows)
+
+
+def local_rows(full: Tensor, param: DTensor) -> Tensor:
+    """The rows of `full` (shaped like `param`) that this rank holds of `param`."""
+    mesh = param.device_mesh
+    start, stop = _row_span(full.shape[0], mesh.size(), mesh.get_local_rank())
+    if stop - start != param.to_local().shape[0]:
+        raise ConfigError(f"unexpected row split of a {tuple(param.shape)} parameter: not fully_shard's")
+    return full[start:stop]
+
+
+def gather_rows(shards: Sequence[Tensor], params: Sequence[DTensor]) -> list[Tensor]:
+    """The whole tensor of each parameter, from every rank's rows `shards[i]` (shaped like
+    `param.to_local()`): per dtype, every rank packs its rows of all parameters, each padded to
+    ⌈m / k⌉ rows, into one flat buffer, one all_gather, then each parameter is reassembled."""
+    if not params:
+        return []
+    for param in params:
+        _check_row_sharded(param)
+    mesh = params[0].device_mesh
+    group, world = mesh.get_group(), mesh.size()
+    fulls: list[Tensor | None] = [None] * len(params)
+    for dtype in dict.fromkeys(shard.dtype for shard in shards):
+        members = [i for i, shard in enumerate(shards) if shard.dtype == dtype]
+        sizes = [_padded_rows(params[i], world) * math.prod(params[i].shape[1:]) for i in members]
+        buffer = torch.zeros(sum(sizes), dtype=dtype, device=shards[members[0]].device)
+        offset = 0
+        for i, size in zip(members, sizes, strict=True):
+            rows = shards[i].reshape(-1)
+            buffer[offset : offset + rows.numel()] = rows
+            offset += size
+        gathered = [torch.empty_like(buffer) for _ in range(world)]
+        dist.all_gather(gathered, buffer, group=group)
+        offset = 0
+        for i, size in zip(members, sizes, strict=True):
+            shape, row_numel = params[i].shape, math.prod(params[i].shape[1:])
+            parts = []
+            for rank in range(world):
+                start, stop = _row_span(shape[0], world, rank)
+                flat = gathered[rank][offset : offset + (stop - start) * row_numel]
+                parts.append(flat.view(stop - start, *shape[1:]))
+            fulls[i] = torch.cat(parts)
+            offset += size
+    assert all(full is not None for full in fulls)
+    return [full for full in fulls if full is not None]
+
+
+def _padded_rows(param: DTensor, world: int) -> int:
+    return math.ceil(param.shape[0] / world) if param.shape[0] else 0
+
+
+def gather_rows_reference(shards: Sequence[Tensor], params: Sequence[DTensor]) -> list[Tensor]:
+    """`gather_rows`, one parameter at a time through DTensor (the readable version)."""
+    fulls = []
+    for shard, param in zip(shards, params, strict=True):
+        _check_row_sharded(param)
+        sharded = DTensor.from_local(
+            shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride()
+        )
+        fulls.append(sharded.full_tensor())
+    return fulls

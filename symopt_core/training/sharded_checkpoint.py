@@ -1,0 +1,109 @@
+"""Checkpoints of FSDP runs through torch.distributed.checkpoint (DCP): resumable at any world size.
+
+Under FSDP2 no rank holds the whole model, so every rank writes its own rows:
+
+    <directory>/step_<step>.dcp/
+        .metadata, __<rank>_0.distcp   DCP: "model" and "optimizer" (and "schedule_free", a
+                                       schedule-free wrapper's own state), keyed by parameter
+                                       name (get_model_state_dict / get_optimizer_state_dict)
+        run.pt                         the rest of Run.state() (step, schedule, sampler, RNG, ...),
+                                       rank 0's, read with torch.load(weights_only=True)
+
+The directory is written under a temporary name and renamed once complete, so a directory named
+step_<step>.dcp is a whole checkpoint. DCP reshards on load: the same checkpoint resumes on
+any number of FSDP ranks, under DDP, or in one process (no process group at all) for inspection.
+With several nodes, `directory` must be a filesystem every rank sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from ..errors import ConfigError
+
+__all__ = ["RUN_STATE", "SUFFIX", "load_sharded_checkpoint", "save_sharded_checkpoint"]
+
+SUFFIX = ".dcp"
+RUN_STATE = "run.pt"
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+def _optimizers(optimizer: torch.optim.Optimizer) -> dict[str, torch.optim.Optimizer]:
+    """DCP's optimizer helpers read an optimizer's own state and param groups only, so a
+    schedule-free wrapper (ScheduleFree.base) is stored as two: the base and the wrapper."""
+    base = getattr(optimizer, "base", None)
+    if isinstance(base, torch.optim.Optimizer):
+        return {"optimizer": base, "schedule_free": optimizer}
+    return {"optimizer": optimizer}
+
+
+def save_sharded_checkpoint(
+    target: Path,
+    run_state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    is_main: bool,
+) -> Path:
+    """Every rank calls this with the same `target` (step_<step>.dcp); rank 0 also writes
+    `run_state` (Run.state() without model and optimizer). Returns `target` once it exists."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    if is_main:
+        shutil.rmtree(temporary, ignore_errors=True)  # a write interrupted earlier
+        temporary.mkdir(parents=True)
+    _barrier()
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    state |= {key: get_optimizer_state_dict(model, part) for key, part in _optimizers(optimizer).items()}
+    dcp.save(state, checkpoint_id=str(temporary))
+    if is_main:
+        with open(temporary / RUN_STATE, "wb") as stream:
+            torch.save(run_state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(temporary, target)
+    _barrier()
+    return target
+
+
+def load_sharded_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load a step_<step>.dcp checkpoint into `model` and `optimizer` (sharded or not, on any
+    number of ranks) and return the rest of the run's state (run.pt)."""
+    if not (path / RUN_STATE).is_file() or not (path / ".metadata").is_file():
+        raise ConfigError(f"Not a complete sharded checkpoint: {path} (expected .metadata and {RUN_STATE})")
+    # The optimizers' templates first: for an optimizer that has not stepped, DCP's helper takes
+    # one zero-gradient step to create its state (overwritten here, and the model's after it).
+    parts = _optimizers(optimizer)
+    state: dict[str, Any] = {key: get_optimizer_state_dict(model, part) for key, part in parts.items()}
+    state["model"] = get_model_state_dict(model)
+    with warnings.catch_warnings():  # one process is what no_dist says; DCP warns of it anyway
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+    for key, part in parts.items():
+        set_optimizer_state_dict(model, part, state[key])
+    set_model_state_dict(model, state["model"])
+    run_state: dict[str, Any] = torch.load(path / RUN_STATE, map_location="cpu", weights_only=True)
+    return run_state

@@ -443,7 +443,7 @@ def train(
     ranks = 1 if run.parallel is None else run.parallel.world_size
     if ranks != job.resources.ranks:  # a 2-rank spec trained by `symopt train`, or resumed on 1 rank
         log(f"the spec asks for {job.resources.ranks} rank(s); this run has {ranks} (same global batch)")
-    if run.step == 0:
+    if run.step == 0 and not run.evals:  # a run resumed at step 0 has evaluated there already
         _evaluate_and_report(run, emit, log)
     classes = class_of_params(run.optimizer)
     started = time.perf_counter()

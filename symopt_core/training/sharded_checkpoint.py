@@ -51,6 +51,10 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _under(name: str, key: str) -> bool:
+    return name == key or name.startswith(f"{key}.")
+
+
 def _optimizers(optimizer: torch.optim.Optimizer) -> dict[str, torch.optim.Optimizer]:
     """DCP's optimizer helpers read an optimizer's own state and param groups only, so a
     schedule-free wrapper (ScheduleFree.base) is stored as two: the base and the wrapper."""
@@ -76,7 +80,10 @@ def save_sharded_checkpoint(
         temporary.mkdir(parents=True)
     _barrier()
     state: dict[str, Any] = {"model": get_model_state_dict(model)}
-    state |= {key: get_optimizer_state_dict(model, part) for key, part in _optimizers(optimizer).items()}
+    # An optimizer that has not stepped (a run stopped at step 0) is left out: DCP's helper would
+    # take a zero-gradient step to create its state, and a resume starts it fresh anyway.
+    if any(any(entry for entry in part.state.values()) for part in _optimizers(optimizer).values()):
+        state |= {key: get_optimizer_state_dict(model, part) for key, part in _optimizers(optimizer).items()}
     dcp.save(state, checkpoint_id=str(temporary))
     if is_main:
         with open(temporary / RUN_STATE, "wb") as stream:
@@ -96,7 +103,10 @@ def load_sharded_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim
         raise ConfigError(f"Not a complete sharded checkpoint: {path} (expected .metadata and {RUN_STATE})")
     # The optimizers' templates first: for an optimizer that has not stepped, DCP's helper takes
     # one zero-gradient step to create its state (overwritten here, and the model's after it).
-    parts = _optimizers(optimizer)
+    stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    parts = {
+        key: part for key, part in _optimizers(optimizer).items() if any(_under(name, key) for name in stored)
+    }
     state: dict[str, Any] = {key: get_optimizer_state_dict(model, part) for key, part in parts.items()}
     state["model"] = get_model_state_dict(model)
     with warnings.catch_warnings():  # one process is what no_dist says; DCP warns of it anyway

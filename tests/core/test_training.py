@@ -95,6 +95,18 @@ def test_resume_continues_bit_identically(preset, tmp_path, data_dir):
     assert resumed.evals == straight.evals
 
 
+def test_a_run_stopped_before_its_first_step_resumes_bit_identically(tmp_path, data_dir):
+    """Stopped at step 0 (a cancel right after the start): the checkpoint already holds the
+    step-0 evaluation, which the resumed run must not repeat (it would move the sampler)."""
+    spec = tiny_spec("qwen3", "sf-normuon", steps=6)
+    straight = train(spec, run_dir=tmp_path / "straight", data_root=data_dir)
+    stopped = train(spec, run_dir=tmp_path / "stopped", data_root=data_dir, should_stop=lambda: True)
+    assert (stopped.status, stopped.steps) == ("cancelled", 0)
+    resumed = train(spec, run_dir=tmp_path / "stopped", resume_from=stopped.checkpoint, data_root=data_dir)
+    assert resumed.evals == straight.evals
+    assert resumed.val_loss == straight.val_loss
+
+
 def test_checkpoints_keep_the_newest_and_hold_the_whole_state(tmp_path, data_dir):
     result = train(
         tiny_spec("qwen3", "symmetric", steps=30, checkpoint={"every": 5, "keep": 2}),

@@ -13,6 +13,7 @@ tolerance, each rank must have computed only its share of the whole-matrix direc
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,28 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_on_the_same_trajectory(runs: 
     final = dict(torch.load(resumed / "checkpoints" / f"step_{STEPS:09d}.pt", weights_only=True)["model"])
     assert_same_parameters(final, runs.model("symmetric", 2))
     assert_same_parameters(final, runs.model("symmetric", 1))
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_resumes_on_two_ranks_as_a_retried_attempt_does(runs: Runs) -> None:
+    """A retried FSDP attempt: the run directory holds the step-3 DCP checkpoint, and the ranks
+    Ray Train starts find it, load their rows and finish on the same trajectory."""
+    import ray
+
+    preset = "symmetric@fsdp"
+    runs.parallel(preset)
+    retried = runs.root / "symmetric-fsdp-retried"
+    halfway = f"step_{STEPS // 2:09d}.dcp"
+    shutil.copytree(runs.root / f"{preset}-2" / "checkpoints" / halfway, retried / "checkpoints" / halfway)
+    task = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
+    events = [ray.get(ref) for ref in task.remote(spec(preset, 2), str(retried), str(runs.data_dir), None)]
+    assert [e for e in events if e["kind"] == "error"] == []
+    assert events[0]["data"]["resume_from"].endswith(halfway)
+    assert [e["step"] for e in events if e["kind"] == "metrics"] == list(range(STEPS // 2 + 1, STEPS + 1))
+    model = {name: torch.empty_like(value) for name, value in runs.model(preset, 1).items()}
+    final = retried / "checkpoints" / f"step_{STEPS:09d}.dcp"
+    dcp.load({"model": model}, checkpoint_id=str(final), no_dist=True)
+    assert_same_parameters(model, runs.model(preset, 1))
 
 
 @pytest.mark.slow

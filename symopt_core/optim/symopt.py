@@ -203,22 +203,20 @@ class SymOpt(torch.optim.Optimizer):
         self, group: dict[str, Any], rule: Rule, params: list[Tensor]
     ) -> list[_MatrixJob]:
         options = _direction_options(group)
-        updates = self._momentum(group, params)
         row_local = [is_sharded(p) and _row_local(group, rule, p) for p in params]
-        whole = self._whole([p for p, mine in zip(params, row_local, strict=True) if not mine],
-                            [u for u, mine in zip(updates, row_local, strict=True) if not mine])  # fmt: skip
+        updates = self._whole(params, self._momentum(group, params), row_local)
         jobs = []
         for p, update, mine in zip(params, updates, row_local, strict=True):
             layout = _layout_of(group, p)
-            matrix = update if mine else whole.pop(0)
             jobs.append(
-                _MatrixJob(p, group, rule, layout, layout.to_matrices(matrix, rule.view), options, mine)
+                _MatrixJob(p, group, rule, layout, layout.to_matrices(update, rule.view), options, mine)
             )
         return jobs
 
-    def _whole(self, params: list[Tensor], updates: list[Tensor]) -> list[Tensor]:
-        """The whole update of each parameter: FSDP-sharded ones gathered from every rank's rows."""
-        sharded = [i for i, p in enumerate(params) if is_sharded(p)]
+    def _whole(self, params: list[Tensor], updates: list[Tensor], row_local: list[bool]) -> list[Tensor]:
+        """The whole update of each parameter: FSDP-sharded ones gathered from every rank's rows,
+        except those a row-local rule updates from this rank's rows (kept as they are)."""
+        sharded = [i for i, p in enumerate(params) if is_sharded(p) and not row_local[i]]
         if not sharded:
             return updates
         gather = gather_rows if self.batched else gather_rows_reference

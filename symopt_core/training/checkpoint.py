@@ -20,7 +20,16 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["checkpoint_path", "latest_checkpoint", "load_checkpoint", "prune_checkpoints", "save_checkpoint"]
+__all__ = [
+    "SHARDED_SUFFIX",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "save_checkpoint",
+]
+
+SHARDED_SUFFIX = ".dcp"  # a sharded (FSDP) checkpoint: a directory written by every rank
 
 _NAME = re.compile(r"^step_(\d{9})\.(pt|dcp)$")
 
@@ -28,7 +37,7 @@ _NAME = re.compile(r"^step_(\d{9})\.(pt|dcp)$")
 def checkpoint_path(directory: Path, step: int, *, sharded: bool = False) -> Path:
     """Where the checkpoint after `step` optimizer steps is (or would be) written: a file, or
     a directory for a sharded (FSDP) checkpoint."""
-    return directory / f"step_{step:09d}.{'dcp' if sharded else 'pt'}"
+    return directory / f"step_{step:09d}{SHARDED_SUFFIX if sharded else '.pt'}"
 
 
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
@@ -92,12 +101,12 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint file, or the newest one in a directory, onto the CPU."""
-    if path.is_dir() and path.suffix != ".dcp":
+    if path.is_dir() and path.suffix != SHARDED_SUFFIX:
         newest = latest_checkpoint(path)
         if newest is None:
             raise ConfigError(f"No checkpoint found in {path}: expected files named step_<step>.pt")
         path = newest
-    if path.suffix == ".dcp":
+    if path.suffix == SHARDED_SUFFIX:
         raise ConfigError(
             f"{path} is a sharded (FSDP) checkpoint: resume a run from it (train(resume_from=...)), or "
             "read it with torch.distributed.checkpoint"

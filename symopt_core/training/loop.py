@@ -40,17 +40,11 @@ from ..optim.schedule_free import ScheduleFree
 from ..presets import PRESETS, build_optimizer
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
-from .checkpoint import (
-    checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from .checkpoint import SHARDED_SUFFIX, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
 from .parallel import DataParallel, shard_model
-from .sharded_checkpoint import SUFFIX, load_sharded_checkpoint, save_sharded_checkpoint
+from .sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 
 __all__ = [
     "MetricsWindow",
@@ -87,9 +81,12 @@ class Run:
     # goes through (`model` stays the plain module: evaluation, metrics and checkpoints use it).
     parallel: DataParallel | None = None
     ddp: nn.Module | None = None
-    # FSDP2 instead (resources.strategy = "fsdp"): `model` itself is sharded, and checkpoints are
-    # written by every rank through torch.distributed.checkpoint (sharded_checkpoint.py).
-    fsdp: bool = False
+
+    @property
+    def fsdp(self) -> bool:
+        """FSDP2 instead of DDP (resources.strategy = "fsdp", 2+ ranks): `model` itself is sharded,
+        and every rank writes its rows of each checkpoint (sharded_checkpoint.py)."""
+        return self.parallel is not None and self.spec.resources.strategy == "fsdp"
 
     @property
     def is_main(self) -> bool:
@@ -199,9 +196,7 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     sampler = BatchSampler(dataset, seed=spec.seed)
-    return Run(
-        spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp, fsdp=fsdp
-    )
+    return Run(spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp)
 
 
 def batch_shape(spec: JobSpec, tokens_seen: int) -> BatchShape:
@@ -545,19 +540,16 @@ def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
     """Under DDP (or on one process) rank 0 writes the checkpoint: the ranks hold the same model
     and optimizer state, so one file resumes on any number of ranks. Under FSDP every rank
     writes its rows through DCP (sharded_checkpoint.py), which reshards to any number on load."""
+    keep = run.spec.checkpoint.keep
     if run.fsdp:
-        target = checkpoint_path(directory, run.step, sharded=True)
-        if run.is_main:
-            directory.mkdir(parents=True, exist_ok=True)
+        state = run.state(weights=False)
         path = save_sharded_checkpoint(
-            target, run.state(weights=False), run.model, run.optimizer, is_main=run.is_main
+            directory, run.step, state, run.model, run.optimizer, keep, is_main=run.is_main
         )
-        if run.is_main:
-            prune_checkpoints(directory, run.spec.checkpoint.keep)
     elif not run.is_main:
         return checkpoint_path(directory, run.step)
     else:
-        path = save_checkpoint(directory, run.step, run.state(), run.spec.checkpoint.keep)
+        path = save_checkpoint(directory, run.step, run.state(), keep)
     if run.is_main:
         emit(Event("checkpoint", run.step, {"path": str(path)}))
     return path
@@ -566,7 +558,7 @@ def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
 def _read_checkpoint(run: Run, path: Path) -> Mapping[str, Any]:
     """A checkpoint file, a sharded checkpoint directory, or the newest of either in `path`; a
     sharded one is loaded into the run's model and optimizer here (whatever the run's ranks)."""
-    newest = latest_checkpoint(path) if path.is_dir() and path.suffix != SUFFIX else path
-    if newest is not None and newest.suffix == SUFFIX:
+    newest = latest_checkpoint(path) if path.is_dir() and path.suffix != SHARDED_SUFFIX else path
+    if newest is not None and newest.suffix == SHARDED_SUFFIX:
         return load_sharded_checkpoint(newest, run.model, run.optimizer)
-    return load_checkpoint(path)
+    return load_checkpoint(newest or path)  # no checkpoint in `path`: its ConfigError

@@ -35,10 +35,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..errors import ConfigError
+from .checkpoint import checkpoint_path, prune_checkpoints
 
-__all__ = ["RUN_STATE", "SUFFIX", "load_sharded_checkpoint", "save_sharded_checkpoint"]
+__all__ = ["RUN_STATE", "load_sharded_checkpoint", "save_sharded_checkpoint"]
 
-SUFFIX = ".dcp"
 RUN_STATE = "run.pt"
 
 
@@ -65,15 +65,19 @@ def _optimizers(optimizer: torch.optim.Optimizer) -> dict[str, torch.optim.Optim
 
 
 def save_sharded_checkpoint(
-    target: Path,
+    directory: Path,
+    step: int,
     run_state: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    keep: int,
     *,
     is_main: bool,
 ) -> Path:
-    """Every rank calls this with the same `target` (step_<step>.dcp); rank 0 also writes
-    `run_state` (Run.state() without model and optimizer). Returns `target` once it exists."""
+    """Every rank calls this: write step_<step>.dcp in `directory` (rank 0 also writes
+    `run_state`, Run.state() without model and optimizer, and deletes all but the newest `keep`
+    checkpoints), as save_checkpoint does for one file. Returns the path once it exists."""
+    target = checkpoint_path(directory, step, sharded=True)
     temporary = target.with_name(f".{target.name}.tmp")
     if is_main:
         shutil.rmtree(temporary, ignore_errors=True)  # a write interrupted earlier
@@ -92,6 +96,7 @@ def save_sharded_checkpoint(
             os.fsync(stream.fileno())
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)
+        prune_checkpoints(directory, keep)
     _barrier()
     return target
 

@@ -10,16 +10,36 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-__all__ = ["ROOT", "LiveService", "free_port", "live_service", "restartable_port"]
+__all__ = [
+    "ROOT",
+    "THREAD_VARIABLES",
+    "LiveService",
+    "free_port",
+    "live_service",
+    "one_thread_env",
+    "restartable_port",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# What torch (OpenMP), MKL and OpenBLAS read for their thread pools at start-up.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def one_thread_env(base: Mapping[str, str] | None = None, /, **extra: str) -> dict[str, str]:
+    """An environment (`base`, default os.environ, plus `extra`) for a process that may import
+    torch: one thread per library. On a busy 2-core machine a process that starts as many torch
+    threads as there are cores runs 16-25x slower than with one (measured on two core training
+    tests). Every helper that starts such a process for a test or a benchmark goes through here;
+    a test about threads sets its own count in `extra`."""
+    return {**(os.environ if base is None else base), **dict.fromkeys(THREAD_VARIABLES, "1"), **extra}
 
 
 def free_port() -> int:
@@ -70,13 +90,7 @@ def live_service(
     (SIGTERM, then SIGKILL). Its output is read all along (into `output`): a pipe nobody reads
     fills up after ~64 KiB of access log, and then the service blocks on its next log line."""
     port = port or free_port()
-    environment = {
-        **os.environ,
-        "SYMOPT_HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
+    environment = one_thread_env(SYMOPT_HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), **(env or {}))
     environment.pop("SYMOPT_DATABASE_URL", None)
     if database_url:
         environment["SYMOPT_DATABASE_URL"] = database_url

@@ -33,3 +33,32 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+# Modules whose tests train through a live service, Ray or Ray Train, longest first (pytest
+# --durations). `--dist loadgroup` hands each xdist worker one test (or one xdist_group) at a
+# time in collection order: starting with these leaves the many short tests to fill the end, so
+# no worker idles while the other runs a two-minute study.
+LONG_FIRST = (
+    "tests/service/test_studies.py",
+    "tests/service/test_sweeps.py",
+    "tests/service/test_sweep_runs.py",
+    "tests/service/test_readme.py",
+    "tests/service/test_distributed_jobs.py",
+    "tests/service/test_reliability_faults.py",
+    "tests/service/test_scheduler.py",
+    "tests/test_distributed.py",
+    "tests/service/test_cli_remote.py",
+    "tests/service/test_client_faults.py",
+    "tests/service/test_cli_service.py",
+    "tests/service/test_client.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {module: i for i, module in enumerate(LONG_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(LONG_FIRST))
+
+    items.sort(key=order)  # stable: within a module, and among the rest, the order stays

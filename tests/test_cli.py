@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.testing import one_thread_env
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def symopt(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if data_dir is not None:
-        env["SYMOPT_DATA_DIR"] = str(data_dir)
+    env = one_thread_env(**({"SYMOPT_DATA_DIR": str(data_dir)} if data_dir is not None else {}))
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         capture_output=True,

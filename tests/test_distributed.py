@@ -33,6 +33,10 @@ from worker.distributed import run_distributed
 
 STEPS = 6
 
+# One worker runs the module: its 2-rank runs (20-30 s each) are made once and shared by the
+# tests that read them, instead of once per xdist worker.
+pytestmark = pytest.mark.xdist_group("ray-train")
+
 
 def spec(preset: str, workers: int) -> dict[str, Any]:
     """`preset`, or `family:preset` for another family's tiny model (default qwen3), with

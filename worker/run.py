@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from symopt_core.training import latest_checkpoint, train
 
 __all__ = ["run_training"]
@@ -33,7 +35,7 @@ def run_training(
     metrics the store holds) is reported again first, so that no step goes missing.
 
     Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
-    `status` with the worker's pid and host, and a failure inside training ends the stream with
+    `status` with the worker's pid, host and torch threads, and a failure inside training ends the stream with
     one `error` event carrying the exception and its traceback.
     """
     events: queue.Queue[Any] = queue.Queue()
@@ -69,6 +71,7 @@ def run_training(
         "status": "worker_started",
         "pid": os.getpid(),
         "host": platform.node(),
+        "torch_threads": torch.get_num_threads(),
         "resume_from": str(resume or ""),
     }
     yield {"kind": "status", "step": 0, "data": started}

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from symopt_core.spec import Name
+
 from ..store.models import Job, JobEvent, Sweep
 from ..store.status import JobStatus, SweepStatus
 
@@ -64,6 +66,23 @@ class ReadinessPublic(BaseModel):
 class PrincipalPublic(BaseModel):
     tenant: str = Field(description="the tenant whose jobs and sweeps this key sees")
     key_id: str = Field(description="the key's public id (the part after `sym_`)")
+    is_admin: bool
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: Name = Field(
+        min_length=1, max_length=200, description="the tenant the key acts for; created if new"
+    )
+    name: Name = Field("", max_length=200, description="a label for the key (who or what uses it)")
+    admin: bool = Field(False, description="an admin key (it may create keys and read /metrics)")
+
+
+class ApiKeyCreatedPublic(BaseModel):
+    tenant: str
+    key_id: str
+    api_key: str = Field(description="the key itself: shown once, stored only as a hash")
     is_admin: bool
 
 

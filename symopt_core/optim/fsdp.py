@@ -20,34 +20,53 @@ DTensors sharded like the parameter (so torch.distributed.checkpoint can reshard
 world size), NorMuon's row statistics are computed from the whole direction and are the same
 on every rank. `gather_rows_reference` (one `DTensor.full_tensor()` per parameter) is the
 readable version the parity test compares against.
+
+`torch.distributed.tensor` is imported on the FSDP path only: it pulls in sympy and torch.fx, a
+third of `import symopt_core.training`, which every job's worker and every CLI command would
+otherwise pay. No tensor can be a DTensor before that module is loaded, so `is_sharded` and
+`local` ask `sys.modules` instead of importing it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.tensor import DTensor, Shard
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["gather_rows", "gather_rows_reference", "is_sharded", "local", "local_rows"]
 
 
+def _loaded_dtensor_class() -> type | None:
+    """DTensor if `torch.distributed.tensor` has been imported (by fully_shard, DCP or the user),
+    else None: then no tensor in this process can be one."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
 def is_sharded(tensor: Tensor) -> bool:
-    return isinstance(tensor, DTensor)
+    dtensor = _loaded_dtensor_class()
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def local(tensor: Tensor) -> Tensor:
     """This rank's rows of a sharded tensor (an alias: in-place updates reach the DTensor), or the
     tensor itself."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return tensor.to_local() if is_sharded(tensor) else tensor  # type: ignore[attr-defined]
 
 
 def _check_row_sharded(param: DTensor) -> None:
+    from torch.distributed.tensor import Shard
+
     if param.device_mesh.ndim != 1 or tuple(param.placements) != (Shard(0),):
         raise ConfigError(
             f"SymOpt shards matrices by rows over one mesh dimension (fully_shard's default); got "
@@ -112,6 +131,8 @@ def _padded_rows(param: DTensor, world: int) -> int:
 
 def gather_rows_reference(shards: Sequence[Tensor], params: Sequence[DTensor]) -> list[Tensor]:
     """`gather_rows`, one parameter at a time through DTensor (the readable version)."""
+    from torch.distributed.tensor import DTensor
+
     fulls = []
     for shard, param in zip(shards, params, strict=True):
         _check_row_sharded(param)

@@ -44,7 +44,6 @@ from .checkpoint import SHARDED_SUFFIX, checkpoint_path, latest_checkpoint, load
 from .events import Event, Report, Result, Status
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
 from .parallel import DataParallel, shard_model
-from .sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 
 __all__ = [
     "MetricsWindow",
@@ -542,6 +541,9 @@ def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
     writes its rows through DCP (sharded_checkpoint.py), which reshards to any number on load."""
     keep = run.spec.checkpoint.keep
     if run.fsdp:
+        # DCP loads DTensor, sympy and torch.fx: imported on the FSDP path only (optim/fsdp.py).
+        from .sharded_checkpoint import save_sharded_checkpoint
+
         state = run.state(weights=False)
         path = save_sharded_checkpoint(
             directory, run.step, state, run.model, run.optimizer, keep, is_main=run.is_main
@@ -560,5 +562,7 @@ def _read_checkpoint(run: Run, path: Path) -> Mapping[str, Any]:
     sharded one is loaded into the run's model and optimizer here (whatever the run's ranks)."""
     newest = latest_checkpoint(path) if path.is_dir() and path.suffix != SHARDED_SUFFIX else path
     if newest is not None and newest.suffix == SHARDED_SUFFIX:
+        from .sharded_checkpoint import load_sharded_checkpoint
+
         return load_sharded_checkpoint(newest, run.model, run.optimizer)
     return load_checkpoint(newest or path)  # no checkpoint in `path`: its ConfigError

@@ -12,7 +12,7 @@ from service.dashboard import STATIC_DIR
 from service.settings import Settings
 from service.store.keys import revoke_api_key
 
-from .conftest import TINY_JOB, make_tenant
+from .conftest import TINY_JOB, make_admin, make_tenant
 
 # Alice's objects carry names and spec values found nowhere else, so that a leak shows in a body.
 SECRET_JOB = {**TINY_JOB, "name": "alice-secret-job", "seed": 424242}
@@ -204,3 +204,31 @@ def test_job_creation_is_rate_limited_per_key(database_url, tmp_path):
         assert "retry in" in limited.json()["detail"]
         assert client.post("/v1/jobs", json=TINY_JOB, headers=bob.headers).status_code == 201  # per key
         assert client.get("/v1/jobs", headers=alice.headers).json()["count"] == 3  # reads are not limited
+
+
+def test_only_an_admin_key_creates_keys_and_a_new_key_sees_only_its_tenant(client, alice, owned):
+    refused = client.post("/v1/keys", json={"tenant": "mallory"}, headers=alice.headers)
+    assert refused.status_code == 403
+    assert "admin API key" in refused.json()["detail"]
+    admin = make_admin(client.app.state.store, "operator")
+    created = client.post("/v1/keys", json={"tenant": "carol", "name": "ci"}, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["tenant"], body["is_admin"]) == ("carol", False)
+    assert body["api_key"].startswith(f"sym_{body['key_id']}_")
+    carol = {"Authorization": f"Bearer {body['api_key']}"}
+    assert client.get("/v1/me", headers=carol).json() == {
+        "tenant": "carol",
+        "key_id": body["key_id"],
+        "is_admin": False,
+    }
+    assert client.get("/v1/jobs", headers=carol).json()["count"] == 0  # alice's job is not hers
+    assert client.get(f"/v1/jobs/{owned['job_id']}", headers=carol).status_code == 404
+    # A second key of an existing tenant acts for the same tenant; a refused name says why.
+    again = client.post("/v1/keys", json={"tenant": "alice"}, headers=admin.headers).json()
+    assert (
+        client.get("/v1/jobs", headers={"Authorization": f"Bearer {again['api_key']}"}).json()["count"] == 1
+    )
+    bad = client.post("/v1/keys", json={"tenant": "bad\nname"}, headers=admin.headers)
+    assert bad.status_code == 422
+    assert "tenant" in bad.json()["message"]

@@ -4,11 +4,9 @@ run as a user runs it: subprocesses, exit codes, stdout and stderr."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +14,36 @@ import httpx
 import pytest
 import yaml
 
-from service.testing import ROOT, LiveService, live_service
+from service.testing import ROOT, one_thread_env
 
-TINY: dict[str, Any] = {
-    "name": "cli-tiny",
-    "model": {"family": "qwen3", "size": "tiny"},
-    "data": {"corpus": "pystdlib", "seq_len": 32},
-    "batch": {"size": 4},
-    "steps": 30,
-    "log_every": 5,
-    "eval": {"every": 15, "batches": 2},
-    "schedule": {"kind": "constant"},
-    "seed": 4,
-}
+from ..specs import tiny_job
+from ..waiting import LIMIT
+from .live import ServiceTenant, SharedService
+
+TINY = tiny_job(name="cli-tiny", seed=4)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    home = tmp_path_factory.mktemp("cli")
-    with live_service(home, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as running:
-        assert running.api_key is not None
-        yield running
+@pytest.fixture
+def service(shared_service: SharedService) -> ServiceTenant:
+    """A tenant of its own in the worker's shared service."""
+    return shared_service.tenant()
+
+
+Done = subprocess.CompletedProcess[str]
 
 
 class Cli:
     """`symopt ...` with a config home of its own (what `symopt login` writes goes there)."""
 
     def __init__(self, config: Path, **env: str) -> None:
-        self.env = {**os.environ, "XDG_CONFIG_HOME": str(config), **env}
+        self.env = one_thread_env(XDG_CONFIG_HOME=str(config), **env)
         for name in ("SYMOPT_URL", "SYMOPT_API_KEY"):
             if name not in env:
                 self.env.pop(name, None)
 
-    def __call__(self, *args: str, stdin: str = "", timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, stdin: str = "", timeout: float = LIMIT
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "service.cli", *args],
             cwd=ROOT,
@@ -61,7 +56,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(service: LiveService, tmp_path: Path) -> Cli:
+def cli(service: ServiceTenant, tmp_path: Path) -> Cli:
     logged_in = Cli(tmp_path / "config")
     done = logged_in("login", service.url, stdin=f"{service.api_key}\n")
     assert done.returncode == 0, done.stderr
@@ -74,7 +69,7 @@ def spec_file(directory: Path, **changes: Any) -> Path:
     return path
 
 
-def test_login_checks_the_key_and_saves_it_0600(service: LiveService, tmp_path: Path) -> None:
+def test_login_checks_the_key_and_saves_it_0600(service: ServiceTenant, tmp_path: Path) -> None:
     fresh = Cli(tmp_path / "config")
     refused = fresh("login", service.url, stdin="sym_0000_wrong\n")
     assert refused.returncode == 3
@@ -84,7 +79,7 @@ def test_login_checks_the_key_and_saves_it_0600(service: LiveService, tmp_path: 
     assert not saved.exists()
     accepted = fresh("login", service.url + "/", stdin=f"{service.api_key}\n")
     assert accepted.returncode == 0, accepted.stderr
-    assert "as tenant 'default'" in accepted.stdout
+    assert f"as tenant '{service.tenant}'" in accepted.stdout
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert json.loads(saved.read_text()) == {"url": service.url, "api_key": service.api_key}
     unreachable = fresh("login", "http://127.0.0.1:9", stdin=f"{service.api_key}\n")
@@ -92,7 +87,7 @@ def test_login_checks_the_key_and_saves_it_0600(service: LiveService, tmp_path: 
     assert "cannot reach" in unreachable.stderr
 
 
-def test_submit_watch_show_list_logs_and_compare(cli: Cli, service: LiveService, tmp_path: Path) -> None:
+def test_submit_watch_show_list_logs_and_compare(cli: Cli, service: ServiceTenant, tmp_path: Path) -> None:
     watched = cli(
         "jobs",
         "submit",
@@ -161,7 +156,7 @@ def test_cancelled_jobs_exit_130_and_diverged_ones_exit_1(cli: Cli, tmp_path: Pa
 
 
 def test_bad_input_exits_2_with_the_servers_message_and_a_bad_key_exits_3(
-    cli: Cli, service: LiveService, tmp_path: Path
+    cli: Cli, service: ServiceTenant, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY, "model": {"family": "qwen9"}}))
@@ -234,7 +229,7 @@ def test_study_submit_watch_show_report_and_cancel(cli: Cli, tmp_path: Path) -> 
     submitted = cli("study", "submit", str(spec), "--set", "tuning.n_trials=2", "--set", "seeds=2")
     assert submitted.returncode == 0, submitted.stderr
     study_id = submitted.stdout.strip()
-    watched = cli("study", "watch", study_id, timeout=480)
+    watched = cli("study", "watch", study_id)
     assert watched.returncode == 0, watched.stderr
     assert "muon vs adamw" in watched.stdout or "adamw" in watched.stdout
     shown = json.loads(cli("study", "show", study_id, "--output", "json").stdout)
@@ -255,7 +250,7 @@ def test_study_submit_watch_show_report_and_cancel(cli: Cli, tmp_path: Path) -> 
     cancelled = cli("study", "cancel", other, "--output", "json")
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["status"] in ("cancelling", "cancelled")
-    final = cli("study", "show", other, "--watch", "--output", "json", timeout=240)
+    final = cli("study", "show", other, "--watch", "--output", "json")
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["status"] == "cancelled"
     for candidate in json.loads(final.stdout)["progress"]["tuning"].values():

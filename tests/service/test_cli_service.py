@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -11,15 +10,21 @@ import sys
 import httpx
 
 from service.store.migrate import head_revision, upgrade
-from service.testing import ROOT, live_service
+from service.testing import ROOT, live_service, one_thread_env
 
+from ..specs import CORPUS_BYTES, tiny_job
+from ..waiting import LIMIT
 from .conftest import TINY_JOB, previous_revision
+from .live import SharedService
+
+# The key and migration tests need the API, not Ray: `serve --no-scheduler` starts in a second or two.
+NO_SCHEDULER = ("--no-scheduler",)
 
 
 def symopt(
     *args: str, home, database_url: str | None = None, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SYMOPT_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), **extra_env}
+    env = one_thread_env(SYMOPT_HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), **extra_env)
     env.pop("SYMOPT_DATABASE_URL", None)
     if database_url:
         env["SYMOPT_DATABASE_URL"] = database_url
@@ -34,7 +39,7 @@ def symopt(
 
 
 def test_first_start_prints_an_admin_key_once_and_saves_it_0600(tmp_path):
-    with live_service(tmp_path) as service:
+    with live_service(tmp_path, args=NO_SCHEDULER) as service:
         assert service.api_key is not None
         credentials = tmp_path / "config" / "symopt" / "credentials.json"
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
@@ -44,7 +49,7 @@ def test_first_start_prints_an_admin_key_once_and_saves_it_0600(tmp_path):
         assert created.status_code == 201
         assert httpx.get(f"{service.url}/v1/jobs", headers=headers).json()["count"] == 1
         assert httpx.get(f"{service.url}/v1/jobs").status_code == 401
-    with live_service(tmp_path) as again:  # the second start creates no new key
+    with live_service(tmp_path, args=NO_SCHEDULER) as again:  # the second start creates no new key
         assert again.api_key is None
         assert httpx.get(f"{again.url}/v1/jobs", headers=headers).json()["count"] == 1
 
@@ -60,7 +65,7 @@ def test_keys_create_and_migrate(tmp_path, database_url):
     assert status.returncode == 0
     head = head_revision()
     assert status.stdout.strip() == f"current={head} head={head}"
-    with live_service(tmp_path, database_url) as service:
+    with live_service(tmp_path, database_url, args=NO_SCHEDULER) as service:
         response = httpx.get(f"{service.url}/v1/presets", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
 
@@ -89,13 +94,9 @@ def test_serve_and_scheduler_refuse_a_production_database_behind_head(tmp_path, 
 
 
 def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path):
-    env = {
-        **os.environ,
-        "SYMOPT_HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "SYMOPT_RAY_NUM_CPUS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = one_thread_env(
+        SYMOPT_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), SYMOPT_RAY_NUM_CPUS="1"
+    )
     command = [
         sys.executable,
         "-m",
@@ -107,15 +108,17 @@ def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path)
         "--set",
         "data.corpus=pystdlib",
         "--set",
+        f"data.options={{max_bytes: {CORPUS_BYTES}}}",
+        "--set",
         "eval.every=15",
     ]
-    alone = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    alone = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LIMIT)
     assert alone.returncode == 0, alone.stderr
     assert "starting the embedded service" in alone.stderr
     assert alone.stdout.strip().splitlines()[-1].startswith("val_loss=")
     assert "status=succeeded steps=30" in alone.stdout
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
-        used = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        used = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LIMIT)
         assert used.returncode == 0, used.stderr
         assert "starting the embedded service" not in used.stderr
         credentials = json.loads((tmp_path / "config" / "symopt" / "credentials.json").read_text())
@@ -135,7 +138,7 @@ def test_symopt_run_starts_an_embedded_service_or_uses_the_running_one(tmp_path)
     assert "unknown preset 'lion'" in bad.stderr
 
 
-def test_sweep_create_and_show_through_the_cli(tmp_path):
+def test_sweep_create_and_show_through_the_cli(tmp_path, shared_service: SharedService):
     import yaml
 
     spec = tmp_path / "sweep.yaml"
@@ -147,53 +150,32 @@ def test_sweep_create_and_show_through_the_cli(tmp_path):
                 "parallelism": 2,
                 "pruner": "none",
                 "search_space": {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-2}},
-                "base": {
-                    "model": {"family": "qwen3", "size": "tiny"},
-                    "data": {"corpus": "pystdlib", "seq_len": 32},
-                    "batch": {"size": 4},
-                    "steps": 20,
-                    "eval": {"every": 10, "batches": 1},
-                    "optimizer": {"preset": "adamw"},
-                },
+                "base": tiny_job(steps=20, eval={"every": 10, "batches": 1}, optimizer={"preset": "adamw"}),
             }
         )
     )
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}):
-        env = {**os.environ, "SYMOPT_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
-        created = subprocess.run(
-            [sys.executable, "-m", "service.cli", "sweep", "create", str(spec)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert created.returncode == 0, created.stderr
-        sweep_id = created.stdout.strip()
-        shown = subprocess.run(
-            [sys.executable, "-m", "service.cli", "sweep", "show", sweep_id, "--watch"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert shown.returncode == 0, shown.stderr
-        assert "succeeded" in shown.stdout
-        assert "2/2 trials" in shown.stdout
-        assert "best adamw:" in shown.stdout
-        bad = tmp_path / "bad.yaml"
-        bad.write_text("base: {model: {family: qwen9}}\n")
-        refused = subprocess.run(
-            [sys.executable, "-m", "service.cli", "sweep", "create", str(bad)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert refused.returncode == 2
-        assert "valid families" in refused.stderr
+    tenant = shared_service.tenant()
+    env = one_thread_env(
+        XDG_CONFIG_HOME=str(tmp_path / "config"), SYMOPT_URL=tenant.url, SYMOPT_API_KEY=tenant.api_key
+    )
+
+    def symopt_remote(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "service.cli", *args]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LIMIT)
+
+    created = symopt_remote("sweep", "create", str(spec))
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.strip()
+    shown = symopt_remote("sweep", "show", sweep_id, "--watch")
+    assert shown.returncode == 0, shown.stderr
+    assert "succeeded" in shown.stdout
+    assert "2/2 trials" in shown.stdout
+    assert "best adamw:" in shown.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {model: {family: qwen9}}\n")
+    refused = symopt_remote("sweep", "create", str(bad))
+    assert refused.returncode == 2
+    assert "valid families" in refused.stderr
 
 
 def test_the_scheduler_refuses_a_ray_client_address_and_says_what_to_run(tmp_path):

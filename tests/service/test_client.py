@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,44 +24,34 @@ from service.client import (
     compare,
     plot_comparison,
 )
-from service.testing import LiveService, live_service
 from symopt_core.spec import JobSpec
 
-TINY: dict[str, Any] = {
-    "name": "client-tiny",
-    "model": {"family": "qwen3", "size": "tiny"},
-    "data": {"corpus": "pystdlib", "seq_len": 32},
-    "batch": {"size": 4},
-    "steps": 30,
-    "log_every": 5,
-    "eval": {"every": 15, "batches": 2},
-    "checkpoint": {"every": 15, "keep": 2},
-    "schedule": {"kind": "constant"},
-    "seed": 2,
-}
+from ..specs import tiny_job
+from ..waiting import LIMIT
+from .live import ServiceTenant, SharedService
 
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    home = tmp_path_factory.mktemp("client")
-    with live_service(home, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as running:
-        assert running.api_key is not None
-        yield running
+TINY = tiny_job(name="client-tiny", checkpoint={"every": 15, "keep": 2}, seed=2)
 
 
 @pytest.fixture
-def client(service: LiveService) -> Iterator[Client]:
+def service(shared_service: SharedService) -> ServiceTenant:
+    """A tenant of its own in the worker's shared service."""
+    return shared_service.tenant()
+
+
+@pytest.fixture
+def client(service: ServiceTenant) -> Iterator[Client]:
     with Client(service.url, service.api_key) as connected:
         yield connected
 
 
 def test_a_job_submitted_from_a_dict_runs_and_reads_back_like_the_rest_api(
-    client: Client, service: LiveService, capsys: pytest.CaptureFixture[str]
+    client: Client, service: ServiceTenant, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = client.submit(TINY, overrides={"optimizer.preset": "adamw", "optimizer.lr": "3e-3"})
     assert job.status == "queued"
     assert job.spec["optimizer"] == {**job.spec["optimizer"], "preset": "adamw", "lr": 3e-3}
-    assert job.wait(timeout=180, progress="lines") is job
+    assert job.wait(timeout=LIMIT, progress="lines") is job
     assert job.status == "succeeded", job.data["error"]
     shown = capsys.readouterr().err.splitlines()
     assert any(line.startswith("step 30/30 succeeded") and "train_loss=" in line for line in shown), shown
@@ -118,17 +107,17 @@ def test_specs_come_as_yaml_paths_or_jobspecs_and_list_newest_first(client: Clie
     assert [job.id for job in listed].index(from_model.id) < [job.id for job in listed].index(from_yaml.id)
     assert [job.id for job in client.jobs(name="from-yaml")] == [from_yaml.id]
     for job in (from_yaml, from_model):
-        assert job.wait(timeout=180, progress=False).status == "succeeded"
+        assert job.wait(timeout=LIMIT, progress=False).status == "succeeded"
 
 
 def test_cancel_stops_a_running_job(client: Client) -> None:
     job = client.submit({**TINY, "name": "long", "steps": 20_000})
-    for state in job.follow(timeout=120):
+    for state in job.follow(timeout=LIMIT):
         if state.step > 0:
             break
     job.cancel()
     assert job.status in ("cancelling", "cancelled")
-    assert job.wait(timeout=60, progress=False).status == "cancelled"
+    assert job.wait(timeout=LIMIT, progress=False).status == "cancelled"
     assert 0 < job.step < 20_000
     with pytest.raises(ConflictError, match="already finished"):
         job.cancel()
@@ -139,11 +128,11 @@ def test_a_replayed_idempotency_key_returns_the_first_job(client: Client) -> Non
     again = client.submit({**TINY, "name": "once"}, idempotency_key="client-test-key")
     assert again.id == first.id
     assert len(client.jobs(name="once")) == 1
-    first.wait(timeout=180, progress=False)
+    first.wait(timeout=LIMIT, progress=False)
 
 
 def test_errors_have_one_type_per_meaning_and_carry_the_server_message(
-    client: Client, service: LiveService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    client: Client, service: ServiceTenant, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with pytest.raises(ValidationError) as invalid:
         client.submit({**TINY, "model": {"family": "qwen9"}})
@@ -168,7 +157,7 @@ def test_errors_have_one_type_per_meaning_and_carry_the_server_message(
     monkeypatch.setenv("SYMOPT_API_KEY", service.api_key or "")
     with Client(service.url) as from_env:
         assert from_env.key_source == "$SYMOPT_API_KEY"
-        assert from_env.me()["tenant"] == "default"
+        assert from_env.me()["tenant"] == service.tenant
 
 
 def test_a_sweep_from_python(client: Client, tmp_path: Path) -> None:
@@ -187,7 +176,7 @@ def test_a_sweep_from_python(client: Client, tmp_path: Path) -> None:
             "pruner": "none",
         }
     )
-    assert sweep.wait(timeout=240, progress=False).status == "succeeded"
+    assert sweep.wait(timeout=LIMIT, progress=False).status == "succeeded"
     trials = sweep.trials()
     assert len(trials) == 2
     assert {t["state"] for t in trials} == {"succeeded"}

@@ -13,50 +13,41 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from service.client import Client, Job, RateLimitedError, ServerError
 from service.client import jobs as client_jobs
 from service.client.progress import Progress
 from service.testing import free_port, live_service, restartable_port
 
+from ..specs import tiny_job
+from ..waiting import LIMIT, wait_for
 from .faults import LoopbackProxy, LosingProxy, read_request, scripted_server
+from .live import SharedService, rows
 
-TINY: dict[str, Any] = {
-    "name": "faults",
-    "model": {"family": "qwen3", "size": "tiny"},
-    "data": {"corpus": "pystdlib", "seq_len": 32},
-    "batch": {"size": 4},
-    "steps": 20,
-    "log_every": 5,
-    "eval": {"every": 10, "batches": 1},
-    "schedule": {"kind": "constant"},
-}
+TINY = tiny_job(name="faults", steps=20, eval={"every": 10, "batches": 1})
 
 
-def jobs_in_store(home: Path) -> int:
-    engine = create_engine(f"sqlite:///{home / 'symopt.db'}")
-    with engine.connect() as connection:
-        count = int(connection.execute(text("SELECT count(*) FROM symopt_jobs")).scalar_one())
-    engine.dispose()
-    return count
-
-
-def test_a_submission_whose_answer_is_lost_is_retried_and_creates_one_job(tmp_path: Path) -> None:
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
-        port = int(service.url.rsplit(":", 1)[1])
-        proxy = LosingProxy(port, lose=1, lose_prefix=b"POST /v1/jobs")
-        try:
-            with Client(proxy.url, service.api_key, backoff=0.05) as client:
-                job = client.submit(TINY)
-        finally:
-            proxy.close()
-        assert proxy.lost == 1, "the proxy must really have lost the first answer"
-        posts = [line for line in service.output if '"POST /v1/jobs HTTP/1.1"' in line]
-        assert [" 201" in posts[0], " 200" in posts[1]] == [True, True], posts  # created, then replayed
-        assert jobs_in_store(tmp_path) == 1
-        with Client(service.url, service.api_key) as direct:
-            assert [found.id for found in direct.jobs()] == [job.id]
+def test_a_submission_whose_answer_is_lost_is_retried_and_creates_one_job(
+    shared_service: SharedService,
+) -> None:
+    tenant, mark = shared_service.tenant(), shared_service.mark()
+    proxy = LosingProxy(int(tenant.url.rsplit(":", 1)[1]), lose=1, lose_prefix=b"POST /v1/jobs")
+    try:
+        with Client(proxy.url, tenant.api_key, backoff=0.05) as client:
+            job = client.submit(TINY)
+    finally:
+        proxy.close()
+    assert proxy.lost == 1, "the proxy must really have lost the first answer"
+    posts = shared_service.lines_since(mark, '"POST /v1/jobs HTTP/1.1"')
+    assert [" 201" in posts[0], " 200" in posts[1]] == [True, True], posts  # created, then replayed
+    [(stored,)] = rows(
+        shared_service.home,
+        "SELECT count(*) FROM symopt_jobs j JOIN symopt_tenants t ON t.id = j.tenant_id WHERE t.name = :name",
+        name=tenant.tenant,
+    )
+    assert stored == 1  # one row in the store, not two
+    with Client(tenant.url, tenant.api_key) as direct:
+        assert [found.id for found in direct.jobs()] == [job.id]
 
 
 def test_wait_survives_a_restart_of_the_service(tmp_path: Path) -> None:
@@ -75,21 +66,23 @@ def test_wait_survives_a_restart_of_the_service(tmp_path: Path) -> None:
 
         def wait() -> None:
             try:
-                outcome["job"] = job.wait(timeout=300, progress=False)
+                outcome["job"] = job.wait(timeout=LIMIT, progress=False)
             except BaseException as error:  # reported to the test below
                 outcome["error"] = error
 
         waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
-        deadline = time.monotonic() + 120
-        while client.job(job.id).step < 50 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(
+            lambda: client.job(job.id).step >= 50,
+            progress=lambda: (client.job(job.id).status, client.job(job.id).step),
+            what="the job to pass step 50",
+        )
         service.process.send_signal(signal.SIGKILL)  # no goodbye: connections simply drop
         service.process.wait()
     time.sleep(3)  # the waiter now meets a refused connection, again and again
     assert waiter.is_alive()
     with live_service(tmp_path, env=env, port=port):
-        waiter.join(timeout=300)
+        waiter.join(timeout=LIMIT)
     assert "error" not in outcome, outcome.get("error")
     finished = outcome["job"]
     assert finished.status == "succeeded"
@@ -194,7 +187,7 @@ def follow_recorded(job: Job, monkeypatch: pytest.MonkeyPatch, **options: Any) -
     points: list[tuple[int, str]] = []
     monkeypatch.setattr(RecordingProgress, "points", points, raising=False)
     monkeypatch.setattr(client_jobs, "Progress", RecordingProgress)
-    states = [(state.status, state.step) for state in job.follow(timeout=120, **options)]
+    states = [(state.status, state.step) for state in job.follow(timeout=LIMIT, **options)]
     return states, points
 
 
@@ -218,40 +211,40 @@ FOLLOWED = {**TINY, "name": "followed", "steps": 20, "log_every": 5, "eval": {"e
 
 
 def test_follow_without_the_stream_polls_every_point_once_to_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_service: SharedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
-        proxy = SseBreakingProxy(int(service.url.rsplit(":", 1)[1]))  # counts; breaks nothing
-        try:
-            with Client(proxy.url, service.api_key) as client:
-                job = client.submit(FOLLOWED)
-                states, points = follow_recorded(job, monkeypatch, stream=False, poll=0.2)
-                stored = [(row["step"], row["name"]) for row in job.metrics()]
-        finally:
-            proxy.close()
-        assert proxy.streams == 0, "polled the REST API, never the stream"
-        assert proxy.others > 3
-        assert_followed_whole(job, stored, states, points, 20)
+    tenant = shared_service.tenant()
+    proxy = SseBreakingProxy(int(tenant.url.rsplit(":", 1)[1]))  # counts; breaks nothing
+    try:
+        with Client(proxy.url, tenant.api_key) as client:
+            job = client.submit(FOLLOWED)
+            states, points = follow_recorded(job, monkeypatch, stream=False, poll=0.2)
+            stored = [(row["step"], row["name"]) for row in job.metrics()]
+    finally:
+        proxy.close()
+    assert proxy.streams == 0, "polled the REST API, never the stream"
+    assert proxy.others > 3
+    assert_followed_whole(job, stored, states, points, 20)
 
 
 def test_follow_falls_back_to_polling_after_repeated_stream_failures(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_service: SharedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = {**FOLLOWED, "steps": 60}
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
-        proxy = SseBreakingProxy(int(service.url.rsplit(":", 1)[1]), cut_after_metrics=1)
-        try:
-            with Client(proxy.url, service.api_key) as client:
-                job = client.submit(spec)
-                states, points = follow_recorded(job, monkeypatch, poll=0.2)
-                polled_from = proxy.others
-                stored = [(row["step"], row["name"]) for row in job.metrics()]
-        finally:
-            proxy.close()
-        # One stream cut after its first metrics, then refused until the client stopped asking.
-        assert proxy.streams == client_jobs.STREAM_FAILURES_BEFORE_POLLING
-        assert polled_from > 2 * client_jobs.STREAM_FAILURES_BEFORE_POLLING
-        assert_followed_whole(job, stored, states, points, 60)
-        assert proxy.cut_at_step is not None
-        polled = [step for status, step in states if status == "running" and step > proxy.cut_at_step]
-        assert polled, f"the polls followed the running job, not only its end: {states}"
+    tenant = shared_service.tenant()
+    proxy = SseBreakingProxy(int(tenant.url.rsplit(":", 1)[1]), cut_after_metrics=1)
+    try:
+        with Client(proxy.url, tenant.api_key) as client:
+            job = client.submit(spec)
+            states, points = follow_recorded(job, monkeypatch, poll=0.2)
+            polled_from = proxy.others
+            stored = [(row["step"], row["name"]) for row in job.metrics()]
+    finally:
+        proxy.close()
+    # One stream cut after its first metrics, then refused until the client stopped asking.
+    assert proxy.streams == client_jobs.STREAM_FAILURES_BEFORE_POLLING
+    assert polled_from > 2 * client_jobs.STREAM_FAILURES_BEFORE_POLLING
+    assert_followed_whole(job, stored, states, points, 60)
+    assert proxy.cut_at_step is not None
+    polled = [step for status, step in states if status == "running" and step > proxy.cut_at_step]
+    assert polled, f"the polls followed the running job, not only its end: {states}"

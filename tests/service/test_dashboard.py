@@ -1,10 +1,11 @@
 """The dashboard in a real headless Chromium against a real `symopt serve` running real jobs.
 
-One service for the module: a small finished job and a tiny comparison study (2 candidates, 2
-trials each, 2 seeds, 20 steps) whose sweeps serve the sweep page; a long job for the live
-checks, cancelled from the page; a tiny OLMoE job for the MoE panels; a sweep with a pruned
-trial, written into the service's store as its sweep controller writes one. Screenshots go to
-$SYMOPT_TEST_ARTIFACTS/dashboard (default .artifacts/dashboard under the repository root).
+One tenant of the worker's shared service for the module: a small finished job and a tiny
+comparison study (2 candidates, 2 trials each, 2 seeds, 20 steps) whose sweeps serve the sweep
+page; a long job for the live checks, cancelled from the page; a tiny OLMoE job for the MoE
+panels; a sweep with a pruned trial, written into the service's store as its sweep controller
+writes one. Screenshots go to $SYMOPT_TEST_ARTIFACTS/dashboard (default .artifacts/dashboard
+under the repository root).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import optuna
@@ -41,10 +41,14 @@ from service.sweeps.space import (
     trial_spec,
 )
 from service.sweeps.storage import optuna_storage
-from service.testing import ROOT, LiveService, live_service
+from service.testing import ROOT
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
-# Run with `--dist loadgroup` to keep the module on one xdist worker (one service, not two).
+from ..specs import tiny_job
+from ..waiting import LIMIT
+from .live import ServiceTenant, SharedService
+
+# Run with `--dist loadgroup` to keep the module on one xdist worker (one browser, one study).
 pytestmark = pytest.mark.xdist_group("dashboard")
 
 CHROMIUM = (
@@ -56,16 +60,7 @@ ARTIFACTS = Path(os.environ.get("SYMOPT_TEST_ARTIFACTS") or ROOT / ".artifacts")
 WIDE, NARROW = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 WAIT_MS = 120_000  # a guard against hanging, not a speed check: CI machines are slow and busy
 
-BASE: dict[str, Any] = {
-    "model": {"family": "qwen3", "size": "tiny"},
-    "data": {"corpus": "pystdlib", "seq_len": 32},
-    "batch": {"size": 4},
-    "steps": 20,
-    "log_every": 2,
-    "eval": {"every": 5, "batches": 2},
-    "schedule": {"kind": "constant"},
-    "seed": 0,
-}
+BASE = tiny_job(steps=20, log_every=2, eval={"every": 5, "batches": 2})
 STUDY = {
     "name": "dash-study",
     "base": BASE,
@@ -85,13 +80,13 @@ STUDY = {
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    with live_service(tmp_path_factory.mktemp("dashboard"), env={"SYMOPT_RAY_NUM_CPUS": "2"}) as running:
-        yield running
+def service(shared_service: SharedService) -> ServiceTenant:
+    """The module's tenant of the worker's shared service."""
+    return shared_service.tenant()
 
 
 @pytest.fixture(scope="module")
-def client(service: LiveService) -> Iterator[Client]:
+def client(service: ServiceTenant) -> Iterator[Client]:
     with Client(service.url, service.api_key) as opened:
         yield opened
 
@@ -110,15 +105,15 @@ def finished(client: Client) -> SimpleNamespace:
     """A finished small job and a finished tiny study (whose sweeps are ordinary sweeps)."""
     job = client.submit({**BASE, "name": "dash-small"})
     study = client.submit_study(STUDY)
-    job.wait(timeout=600, progress=False)
-    study.wait(timeout=900, progress=False)
+    job.wait(timeout=LIMIT, progress=False)
+    study.wait(timeout=LIMIT, progress=False)
     assert job.status == "succeeded", job.data["error"]
     assert study.status == "succeeded", study.data["error"]
     return SimpleNamespace(job=job, study=study, sweeps=study.sweeps())
 
 
 @contextmanager
-def tab(browser: Browser, service: LiveService, viewport: dict[str, int] = WIDE) -> Iterator[Page]:
+def tab(browser: Browser, service: ServiceTenant, viewport: dict[str, int] = WIDE) -> Iterator[Page]:
     """A new tab that already holds the key (as after typing it once); any script error or
     failed load (a missing module, a 404 or 500 from the API) fails the test when it closes."""
     context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
@@ -134,12 +129,12 @@ def tab(browser: Browser, service: LiveService, viewport: dict[str, int] = WIDE)
 
 
 @pytest.fixture
-def page(browser: Browser, service: LiveService) -> Iterator[Page]:
+def page(browser: Browser, service: ServiceTenant) -> Iterator[Page]:
     with tab(browser, service) as opened:
         yield opened
 
 
-def go(page: Page, service: LiveService, route: str) -> None:
+def go(page: Page, service: ServiceTenant, route: str) -> None:
     page.goto(f"{service.url}/#{route}")
 
 
@@ -175,7 +170,7 @@ def count(client: Client, job_id: str, name: str) -> int:
 
 
 def test_a_wrong_key_shows_a_clear_message_and_the_right_one_opens_the_dashboard(
-    browser: Browser, service: LiveService
+    browser: Browser, service: ServiceTenant
 ):
     context = browser.new_context(viewport=WIDE)  # type: ignore[arg-type]
     page = context.new_page()
@@ -194,14 +189,14 @@ def test_a_wrong_key_shows_a_clear_message_and_the_right_one_opens_the_dashboard
     page.fill("#api-key", service.api_key or "")
     page.click("#key-form button")
     page.wait_for_selector("#nav", state="visible")
-    assert "default" in (page.text_content("#who") or "")
+    assert service.tenant in (page.text_content("#who") or "")
     assert not page.is_visible("#login")
     assert page.evaluate("sessionStorage.getItem('symopt.apiKey')") == service.api_key
     context.close()
 
 
 def test_a_running_job_grows_live_without_reload_and_cancel_ends_it(
-    page: Page, service: LiveService, client: Client
+    page: Page, service: ServiceTenant, client: Client
 ):
     job = client.submit({**BASE, "name": "dash-live", "steps": 100_000, "log_every": 1,
                          "eval": {"every": 200, "batches": 1}})  # fmt: skip
@@ -245,7 +240,7 @@ def test_a_running_job_grows_live_without_reload_and_cancel_ends_it(
 
 
 def test_the_job_list_renders_and_filters_by_sweep(
-    page: Page, service: LiveService, client: Client, finished: SimpleNamespace
+    page: Page, service: ServiceTenant, client: Client, finished: SimpleNamespace
 ):
     go(page, service, "/jobs")
     row = page.locator("#jobs-table tr", has_text="dash-small")
@@ -272,7 +267,7 @@ def test_the_job_list_renders_and_filters_by_sweep(
     page.wait_for_selector("#jobs-table:has-text('No jobs match')")
 
 
-def test_the_job_page_plots_every_point_the_api_holds(page: Page, service: LiveService, client: Client,
+def test_the_job_page_plots_every_point_the_api_holds(page: Page, service: ServiceTenant, client: Client,
                                                       finished: SimpleNamespace):  # fmt: skip
     job = finished.job
     go(page, service, f"/job/{job.id}")
@@ -308,7 +303,7 @@ def test_the_job_page_plots_every_point_the_api_holds(page: Page, service: LiveS
     shot(page, "compare")
 
 
-def test_the_sweep_page_plots_every_trial(page: Page, service: LiveService, finished: SimpleNamespace):
+def test_the_sweep_page_plots_every_trial(page: Page, service: ServiceTenant, finished: SimpleNamespace):
     sweep = finished.sweeps["adamw"].refresh()
     trials = sweep.trials()
     assert len(trials) == 2
@@ -333,7 +328,7 @@ def test_the_sweep_page_plots_every_trial(page: Page, service: LiveService, fini
 
 
 def test_the_study_page_shows_its_table_verdicts_and_seed_bands(
-    page: Page, service: LiveService, finished: SimpleNamespace
+    page: Page, service: ServiceTenant, finished: SimpleNamespace
 ):
     result = finished.study.result
     go(page, service, f"/study/{finished.study.id}")
@@ -353,7 +348,7 @@ def test_the_study_page_shows_its_table_verdicts_and_seed_bands(
 
 
 @pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1280", "390"])
-def test_no_page_scrolls_sideways(browser: Browser, service: LiveService, finished: SimpleNamespace,
+def test_no_page_scrolls_sideways(browser: Browser, service: ServiceTenant, finished: SimpleNamespace,
                                   viewport: dict[str, int]):  # fmt: skip
     sweep = finished.sweeps["muon"]
     other = sweep.trials()[0]["job_id"]
@@ -383,12 +378,14 @@ MOE_MEANS = ("moe/load_cv", "moe/max_mean_load", "moe/maxvio", "moe/dead_expert_
              "moe/load_balancing_loss")  # fmt: skip
 
 
-def test_the_job_page_of_an_moe_model_plots_its_expert_load(page: Page, service: LiveService, client: Client):
+def test_the_job_page_of_an_moe_model_plots_its_expert_load(
+    page: Page, service: ServiceTenant, client: Client
+):
     # A real OLMoE (tiny: 2 layers, 4 experts, top-2) trained by the service's worker: the moe/*
     # series are what the training loop really logs.
     job = client.submit({**BASE, "name": "dash-moe", "model": {"family": "olmoe", "size": "tiny"}, "steps": 8,
                          "eval": {"every": 4, "batches": 1}})  # fmt: skip
-    job.wait(timeout=600, progress=False)
+    job.wait(timeout=LIMIT, progress=False)
     assert job.status == "succeeded", job.data["error"]
     held: dict[str, int] = {}
     for row in client.job(job.id).metrics():
@@ -408,7 +405,7 @@ def test_the_job_page_of_an_moe_model_plots_its_expert_load(page: Page, service:
     shot(page, "job-moe")
 
 
-def pruned_sweep(service: LiveService, client: Client) -> str:
+def pruned_sweep(service: ServiceTenant, client: Client) -> str:
     """A finished median-pruner sweep of three trials, the third pruned, written as the sweep
     controller writes one: Optuna asks, reports (report_and_maybe_prune: the pruner decides),
     tells; the trials' jobs via create_trial_job and the job state machine, a pruned job
@@ -488,7 +485,7 @@ def pruned_sweep(service: LiveService, client: Client) -> str:
         store.close()
 
 
-def test_the_sweep_page_marks_a_pruned_trial(page: Page, service: LiveService, client: Client):
+def test_the_sweep_page_marks_a_pruned_trial(page: Page, service: ServiceTenant, client: Client):
     sweep = client.sweep(pruned_sweep(service, client))
     trials = sweep.trials()
     assert [t["state"] for t in sorted(trials, key=lambda t: t["trial_number"])] == [

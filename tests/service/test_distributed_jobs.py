@@ -13,7 +13,6 @@ import os
 import signal
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +20,31 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from service.testing import live_service
-
-from .test_scheduler import Api, alive, complete_series, events, tiny
+from ..waiting import wait_for
+from .live import Api, alive, complete_series, events, worker_starts
+from .test_scheduler import tiny
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("ranks")
-    with live_service(home, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
-        assert service.api_key is not None
-        yield Api(service, service.api_key)
 
 
 def two_ranks(steps: int, **changes: Any) -> dict[str, Any]:
     return tiny(steps=steps, **{"resources": {"workers": 2}, **changes})
 
 
-def rank_pids(home: Path, job_id: str, attempt: int, timeout: float = 240.0) -> list[int]:
+def rank_pids(api: Api, job_id: str, attempt: int) -> list[int]:
     """The pid of every rank of `attempt`, from rank 0's `ranks_started` event."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        started = [e for e in events(home, job_id, "status") if e.get("status") == "ranks_started"]
-        if len(started) >= attempt:
-            return [int(rank["pid"]) for rank in started[attempt - 1]["ranks"]]
-        time.sleep(0.2)
-    raise AssertionError(f"attempt {attempt} never reported its ranks")
+
+    def reported() -> list[int] | None:
+        started = [e for e in events(api.home, job_id, "status") if e.get("status") == "ranks_started"]
+        return (
+            [int(rank["pid"]) for rank in started[attempt - 1]["ranks"]] if len(started) >= attempt else None
+        )
+
+    def progress() -> tuple[Any, ...]:
+        job = api.job(job_id)
+        return job["status"], job["attempt"], job["step"], job["queued_reason"]
+
+    return wait_for(reported, progress=progress, what=f"attempt {attempt} of {job_id} to report its ranks")
 
 
 def wait_gone(pids: list[int], timeout: float = 60.0) -> list[int]:
@@ -60,12 +56,12 @@ def wait_gone(pids: list[int], timeout: float = 60.0) -> list[int]:
 
 def test_a_two_rank_job_is_one_job_with_one_series(api: Api) -> None:
     job_id = api.submit(two_ranks(40))
-    job = api.finished(job_id, timeout=240)
+    job = api.finished(job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempt"] == 1
     assert job["result"]["steps"] == 40
     complete_series(api, job_id, 40, 5)  # rank 0 alone reports: each step once
-    pids = rank_pids(api.service.home, job_id, 1)
+    pids = rank_pids(api, job_id, 1)
     assert len(set(pids)) == 2
     assert api.series(job_id, "shard/rank1/matrices")[1][-1] > 0  # rank 1 did its share of the matrices
     assert wait_gone(pids) == []
@@ -73,34 +69,33 @@ def test_a_two_rank_job_is_one_job_with_one_series(api: Api) -> None:
 
 def test_cancel_stops_every_rank(api: Api) -> None:
     job_id = api.submit(two_ranks(1_000_000))
-    api.wait(job_id, lambda job: job["status"] == "running" and job["step"] >= 10, timeout=240)
-    pids = rank_pids(api.service.home, job_id, 1)
+    api.wait(job_id, lambda job: job["status"] == "running" and job["step"] >= 10)
+    pids = rank_pids(api, job_id, 1)
     assert api.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-    job = api.finished(job_id, timeout=90)
+    job = api.finished(job_id)
     assert job["status"] == "cancelled"
     assert wait_gone(pids) == [], "every rank's process must exit"
 
 
 def test_a_killed_rank_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(api: Api) -> None:
-    home = api.service.home
-    job_id = api.submit(two_ranks(300, checkpoint={"every": 50, "keep": 2}, log_every=10))
-    first = rank_pids(home, job_id, 1)
-    api.wait(job_id, lambda job: job["step"] >= 60, timeout=240)  # a checkpoint exists
+    job_id = api.submit(two_ranks(120, checkpoint={"every": 40, "keep": 2}, log_every=10))
+    first = rank_pids(api, job_id, 1)
+    api.wait(job_id, lambda job: job["step"] >= 50)  # a checkpoint exists
     os.kill(first[1], signal.SIGKILL)  # rank 1: rank 0 is left waiting in a collective
     assert wait_gone(first, timeout=120) == [], "no rank may hang once one has died"
-    job = api.finished(job_id, timeout=300)
+    job = api.finished(job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempt"] == 2
-    complete_series(api, job_id, 300, 10)
-    started = [e for e in events(home, job_id, "status") if e.get("status") == "worker_started"]
+    complete_series(api, job_id, 120, 10)
+    started = worker_starts(api.home, job_id)
     assert len(started) == 2
     assert started[1]["resume_from"].endswith(".pt")
-    assert set(rank_pids(home, job_id, 2)).isdisjoint(first)
+    assert set(rank_pids(api, job_id, 2)).isdisjoint(first)
 
 
 def test_an_fsdp_job_checkpoints_shards_that_download_as_one_tar(api: Api, tmp_path: Path) -> None:
     job_id = api.submit(two_ranks(20, resources={"workers": 2, "strategy": "fsdp"}, checkpoint={"every": 10}))
-    job = api.finished(job_id, timeout=240)
+    job = api.finished(job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["checkpoint"].endswith("step_000000020.dcp")
     response = api.http.get(f"/v1/jobs/{job_id}/checkpoint")

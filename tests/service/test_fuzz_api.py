@@ -69,6 +69,7 @@ VALID_BODIES = {"/v1/jobs": TINY_JOB, "/v1/sweeps": SWEEP, "/v1/studies": STUDY}
 # Which real object a path parameter is set to (None: keep the generated value).
 KINDS = [None, "finished", "queued", "foreign"]
 ENDLESS = "/v1/jobs/{job_id}/events"  # streams until its job finishes: never a queued job's
+ADMIN_ONLY = {"/metrics", "/v1/keys"}  # called with the admin key (a tenant's key gets a 403)
 
 
 @dataclass
@@ -201,7 +202,7 @@ def send(world: World, case: schemathesis.Case, kind: str | None, mode: Generati
                 case.path_parameters = {parameter: world.ids[parameter][kind]}
         elif parameter is None and operation.method == "post" and operation.path in VALID_BODIES:
             case.body = VALID_BODIES[operation.path]
-    tenant = world.admin if operation.path == "/metrics" else world.alice
+    tenant = world.admin if operation.path in ADMIN_ONLY else world.alice
     world.sent[label] += 1
     response = case.call_and_validate(headers=tenant.headers, checks=CHECKS, timeout=60)
     world.statuses[label].add(response.status_code)

@@ -33,9 +33,11 @@ from service.store import Store
 from service.store.migrate import upgrade
 from service.testing import live_service, restartable_port
 
+from ..waiting import wait_for
 from .conftest import make_tenant
-from .test_scheduler import Api, complete_series, events, tiny, wait_for_checkpoint
-from .test_sweeps import BASE, LR, Sweeps, study_counts
+from .live import Api, Sweeps, complete_series, study_counts, wait_for_checkpoint, worker_starts
+from .test_scheduler import private_api, tiny
+from .test_sweeps import BASE, LR
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -47,38 +49,35 @@ TRIAL_BASE = {**BASE, "steps": 120, "eval": {"every": 60, "batches": 2}, "checkp
 TOKENS_PER_STEP = BASE["batch"]["size"] * BASE["data"]["seq_len"]  # type: ignore[index]
 
 
-def first_trial_job(sweeps: Sweeps, sweep_id: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if jobs := [t["job_id"] for t in sweeps.trials(sweep_id) if t["job_id"]]:
-            return str(jobs[0])
-        time.sleep(0.2)
-    raise AssertionError(f"the sweep submitted no trial job: {sweeps.get(sweep_id)}")
+def first_trial_job(sweeps: Sweeps, sweep_id: str) -> str:
+    def submitted() -> str | None:
+        jobs = [t["job_id"] for t in sweeps.trials(sweep_id) if t["job_id"]]
+        return str(jobs[0]) if jobs else None
+
+    return wait_for(submitted, progress=lambda: sweeps.progress(sweep_id), what="the first trial's job")
 
 
-def test_a_killed_sweep_trial_worker_resumes_and_the_sweep_loses_nothing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'symopt.db'}"
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
-        api = Api(service, service.api_key or "")
-        sweeps = Sweeps(service.url, service.api_key or "")
-        sweep_id = sweeps.create(
-            name="killed-trial", base=TRIAL_BASE, search_space=LR, n_trials=3, parallelism=1, pruner="none"
-        )
-        killed = first_trial_job(sweeps, sweep_id)
-        os.kill(wait_for_checkpoint(tmp_path, killed), signal.SIGKILL)
-        sweep = sweeps.wait(sweep_id, timeout=240)
-        trials = sweeps.trials(sweep_id)
-        jobs = {t["job_id"]: api.job(t["job_id"]) for t in trials}
-        for job_id in jobs:  # every trial's series whole: the killed one's replayed steps once
-            complete_series(api, job_id, 120, 10)
-            assert api.series(job_id, "val_loss")[0] == [0, 60, 120]
-        val_losses = dict(zip(*api.series(killed, "val_loss"), strict=True))
+def test_a_killed_sweep_trial_worker_resumes_and_the_sweep_loses_nothing(api: Api) -> None:
+    url = api.service.database_url
+    sweeps = Sweeps(api.url, api.key)
+    sweep_id = sweeps.create(
+        TRIAL_BASE, name="killed-trial", search_space=LR, n_trials=3, parallelism=1, pruner="none"
+    )
+    killed = first_trial_job(sweeps, sweep_id)
+    os.kill(wait_for_checkpoint(api, killed), signal.SIGKILL)
+    sweep = sweeps.wait(sweep_id)
+    trials = sweeps.trials(sweep_id)
+    jobs = {t["job_id"]: api.job(t["job_id"]) for t in trials}
+    for job_id in jobs:  # every trial's series whole: the killed one's replayed steps once
+        complete_series(api, job_id, 120, 10)
+        assert api.series(job_id, "val_loss")[0] == [0, 60, 120]
+    val_losses = dict(zip(*api.series(killed, "val_loss"), strict=True))
     assert sweep["status"] == "succeeded", sweep
     assert sorted(t["trial_number"] for t in trials) == [0, 1, 2]  # none lost, none twice
     assert [t["status"] for t in trials] == ["succeeded"] * 3
     assert jobs[killed]["attempt"] == 2
     assert [job["attempt"] for job_id, job in jobs.items() if job_id != killed] == [1, 1]
-    started = [e for e in events(tmp_path, killed, "status") if e.get("status") == "worker_started"]
+    started = worker_starts(api.home, killed)
     assert len(started) == 2
     assert started[1]["resume_from"].endswith(".pt")  # the retry resumed from its checkpoint
     assert study_counts(url, sweep["study_name"]) == {"COMPLETE": 3}
@@ -162,7 +161,7 @@ def test_a_job_survives_a_restarted_postgres_and_keeps_every_metric(
     with live_service(tmp_path, private_postgres.url, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
         api = Api(service, tenant.key)
         job_id = api.submit(tiny(steps=steps, log_every=every, eval={"every": 400, "batches": 2}))
-        api.wait(job_id, lambda job: job["status"] == "running" and job["step"] >= 20, timeout=120)
+        api.wait(job_id, lambda job: job["status"] == "running" and job["step"] >= 20)
         private_postgres.restart()  # every pooled connection is now dead
         time.sleep(1.0)
         private_postgres.stop()  # away for seconds: the scheduler's writes must wait, not drop
@@ -205,7 +204,7 @@ def test_a_full_disk_under_the_checkpoints_fails_the_job_cleanly(tmp_path: Path)
     with tiny_tmpfs(tmp_path / "artifacts", "256k") as artifacts:
         env = {"SYMOPT_RAY_NUM_CPUS": "1", "SYMOPT_ARTIFACT_ROOT": str(artifacts)}
         with live_service(tmp_path / "home", env=env) as service:
-            api = Api(service, service.api_key or "")
+            api = private_api(service)
             job_id = api.submit(tiny(steps=20, checkpoint={"every": 10, "keep": 1}))
             job = api.finished(job_id)
             checkpoints = artifacts / "jobs" / job_id / "checkpoints"

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -17,139 +14,90 @@ from service.store import Store
 from service.sweeps.controller import ABANDONED_ASK
 from service.testing import live_service
 
-from .conftest import make_tenant
+from ..specs import tiny_job
+from .conftest import BACKENDS, make_tenant
+from .live import Api, Sweeps, study_counts
 
-BASE = {
-    "model": {"family": "qwen3", "size": "tiny"},
-    "data": {"corpus": "pystdlib", "seq_len": 32},
-    "batch": {"size": 8},
-    "steps": 150,
-    "log_every": 10,
-    "eval": {"every": 15, "batches": 2},
-    "optimizer": {"preset": "adamw"},
-    "schedule": {"kind": "constant"},
-    "seed": 3,
-}
+# 60 steps with an evaluation every 6: the 11 evaluations a pruner compares, at 60 steps' cost.
+BASE = tiny_job(
+    batch={"size": 8},
+    steps=60,
+    log_every=10,
+    eval={"every": 6, "batches": 2},
+    optimizer={"preset": "adamw"},
+    seed=3,
+)
 LR = {"optimizer.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-1}}
-FINAL = ("succeeded", "failed", "cancelled")
 
 
-class Sweeps:
-    def __init__(self, url: str, key: str) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-    def create(self, **spec: Any) -> str:
-        response = self.http.post("/v1/sweeps", json={"base": BASE, **spec})
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    def get(self, sweep_id: str) -> dict[str, Any]:
-        return dict(self.http.get(f"/v1/sweeps/{sweep_id}").json())
-
-    def trials(self, sweep_id: str) -> list[dict[str, Any]]:
-        return list(self.http.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"])
-
-    def steps(self, job_id: str, name: str) -> list[int]:
-        """The steps of one metric series of a job."""
-        body = self.http.get(f"/v1/jobs/{job_id}/metrics", params={"names": name, "limit": 100000}).json()
-        return next((list(s["steps"]) for s in body["series"] if s["name"] == name), [])
-
-    def wait(self, sweep_id: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            sweep = self.get(sweep_id)
-            if sweep["status"] in FINAL:
-                return sweep
-            time.sleep(0.5)
-        raise AssertionError(f"sweep did not finish: {self.get(sweep_id)}")
-
-
-def study_counts(url: str, study: str) -> dict[str, int]:
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT t.state, count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
-                "WHERE s.study_name = :name GROUP BY t.state"
-            ),
-            {"name": study},
-        ).all()
-    engine.dispose()
-    return {str(state).split(".")[-1]: count for state, count in rows}
+def test_pruned_lr_sweep_lands_near_the_best_of_a_grid(api: Api) -> None:
+    sweeps = Sweeps(api.url, api.key)
+    tuned = sweeps.create(
+        BASE, name="tpe", search_space=LR, n_trials=8, parallelism=2, pruner="median", seed=0
+    )
+    gridded = sweeps.create(
+        BASE, name="grid", search_space=LR, n_trials=6, parallelism=2, sampler="grid", pruner="none"
+    )
+    tuned_sweep, grid_sweep = sweeps.wait(tuned), sweeps.wait(gridded)
+    assert tuned_sweep["status"] == grid_sweep["status"] == "succeeded"
+    trials = sweeps.trials(tuned)
+    assert len(trials) == 8
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned, "the median pruner stopped no trial"
+    for trial in pruned:  # its Ray task really stopped early
+        job = sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json()
+        assert job["status"] == "cancelled"
+        assert job["step"] < BASE["steps"]
+    grid_lrs = sorted(t["params"]["optimizer.lr"] for t in sweeps.trials(gridded))
+    assert len(grid_lrs) == 6
+    assert grid_lrs[0] == pytest.approx(1e-4)  # 6 log-spaced points over the whole range
+    assert grid_lrs[-1] == pytest.approx(1e-1)
+    best, grid_best = (
+        tuned_sweep["best"]["params"]["optimizer.lr"],
+        grid_sweep["best"]["params"]["optimizer.lr"],
+    )
+    assert max(best, grid_best) / min(best, grid_best) <= 3.0, (best, grid_best)
+    assert sweeps.http.get(f"/v1/sweeps/{tuned}/importances").json() == {"adamw": {"optimizer.lr": 1.0}}
+    counts = study_counts(api.service.database_url, tuned_sweep["study_name"])
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8  # no "database is locked" lost a tell
+    assert counts.get("PRUNED", 0) == len(pruned)
 
 
-def test_pruned_lr_sweep_lands_near_the_best_of_a_grid(tmp_path: Path) -> None:
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
-        sweeps = Sweeps(service.url, service.api_key or "")
-        tuned = sweeps.create(name="tpe", search_space=LR, n_trials=8, parallelism=2, pruner="median", seed=0)
-        gridded = sweeps.create(
-            name="grid", search_space=LR, n_trials=6, parallelism=2, sampler="grid", pruner="none"
-        )
-        tuned_sweep, grid_sweep = sweeps.wait(tuned), sweeps.wait(gridded)
-        assert tuned_sweep["status"] == grid_sweep["status"] == "succeeded"
-        trials = sweeps.trials(tuned)
-        assert len(trials) == 8
-        pruned = [t for t in trials if t["state"] == "pruned"]
-        assert pruned, "the median pruner stopped no trial"
-        for trial in pruned:  # its Ray task really stopped early
-            job = sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json()
-            assert job["status"] == "cancelled"
-            assert job["step"] < BASE["steps"]
-        grid_lrs = sorted(t["params"]["optimizer.lr"] for t in sweeps.trials(gridded))
-        assert len(grid_lrs) == 6
-        assert grid_lrs[0] == pytest.approx(1e-4)  # 6 log-spaced points over the whole range
-        assert grid_lrs[-1] == pytest.approx(1e-1)
-        best, grid_best = (
-            tuned_sweep["best"]["params"]["optimizer.lr"],
-            grid_sweep["best"]["params"]["optimizer.lr"],
-        )
-        assert max(best, grid_best) / min(best, grid_best) <= 3.0, (best, grid_best)
-        assert sweeps.http.get(f"/v1/sweeps/{tuned}/importances").json() == {"adamw": {"optimizer.lr": 1.0}}
-        counts = study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", tuned_sweep["study_name"])
-        assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8  # no "database is locked" lost a tell
-        assert counts.get("PRUNED", 0) == len(pruned)
-
-
-def test_presets_compared_at_equal_budget_and_a_cancelled_sweep(tmp_path: Path) -> None:
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
-        sweeps = Sweeps(service.url, service.api_key or "")
-        compared = sweeps.create(
-            name="cmp",
-            presets=["adamw", "symmetric"],
-            n_trials=3,
-            parallelism=2,
-            pruner="none",
-            search_space={"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 3e-2}},
-        )
-        sweep = sweeps.wait(compared)
-        assert sweep["status"] == "succeeded"
-        assert sweep["n_trials"] == 6
-        assert set(sweep["best_by_preset"]) == {"adamw", "symmetric"}
-        by_preset = [t["preset"] for t in sweeps.trials(compared)]
-        assert sorted(by_preset) == ["adamw"] * 3 + ["symmetric"] * 3  # the same trial budget each
-        # One short trial and one long one: cancelled once the short one has finished.
-        steps = {"steps": {"type": "categorical", "choices": [30, 100_000]}}
-        mixed = sweeps.create(
-            name="mixed", search_space=steps, sampler="grid", n_trials=2, parallelism=2, pruner="none"
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sweeps.get(mixed)["trials_finished"] < 1:
-            time.sleep(0.3)
-        assert sweeps.get(mixed)["trials_running"] == 1
-        assert sweeps.http.post(f"/v1/sweeps/{mixed}/cancel").status_code == 202
-        cancelled = sweeps.wait(mixed, timeout=60)
-        trials = {t["params"]["steps"]: t for t in sweeps.trials(mixed)}
-        history = sweeps.http.get(f"/v1/sweeps/{mixed}/history").json()
+def test_presets_compared_at_equal_budget_and_a_cancelled_sweep(api: Api) -> None:
+    sweeps = Sweeps(api.url, api.key)
+    compared = sweeps.create(
+        BASE,
+        name="cmp",
+        presets=["adamw", "symmetric"],
+        n_trials=3,
+        parallelism=2,
+        pruner="none",
+        search_space={"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 3e-2}},
+    )
+    sweep = sweeps.wait(compared)
+    assert sweep["status"] == "succeeded"
+    assert sweep["n_trials"] == 6
+    assert set(sweep["best_by_preset"]) == {"adamw", "symmetric"}
+    by_preset = [t["preset"] for t in sweeps.trials(compared)]
+    assert sorted(by_preset) == ["adamw"] * 3 + ["symmetric"] * 3  # the same trial budget each
+    # One short trial and one long one: cancelled once the short one has finished.
+    steps = {"steps": {"type": "categorical", "choices": [30, 100_000]}}
+    mixed = sweeps.create(
+        BASE, name="mixed", search_space=steps, sampler="grid", n_trials=2, parallelism=2, pruner="none"
+    )
+    sweeps.wait_until(mixed, lambda s: s["trials_finished"] >= 1, "the short trial to finish")
+    assert sweeps.get(mixed)["trials_running"] == 1
+    assert sweeps.http.post(f"/v1/sweeps/{mixed}/cancel").status_code == 202
+    cancelled = sweeps.wait(mixed)
+    trials = {t["params"]["steps"]: t for t in sweeps.trials(mixed)}
+    history = sweeps.http.get(f"/v1/sweeps/{mixed}/history").json()
     assert cancelled["status"] == "cancelled"
     assert trials[100_000]["status"] == "cancelled"
     finished = trials[30]  # finished before the cancel, and still readable after it
     assert finished["status"] == "succeeded"
     assert finished["objective"] is not None
     assert cancelled["best"]["job_id"] == finished["job_id"]
-    assert study_counts(f"sqlite:///{tmp_path / 'symopt.db'}", cancelled["study_name"]) == {
-        "COMPLETE": 1,
-        "FAIL": 1,
-    }
+    assert study_counts(api.service.database_url, cancelled["study_name"]) == {"COMPLETE": 1, "FAIL": 1}
     (entry,) = history["data"]
     assert [(t["job_id"], t["objective"]) for t in entry["finished"] if t["state"] == "complete"] == [
         (finished["job_id"], finished["objective"])
@@ -166,23 +114,19 @@ def running_jobs(url: str) -> int:
 
 def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'symopt.db'}"
+    steps, every = 120, {"log": 10, "eval": 6}
+    base = {**BASE, "steps": steps, "checkpoint": {"every": 40, "keep": 2}}
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
         key = service.api_key or ""
         sweeps = Sweeps(service.url, key)
         sweep_id = sweeps.create(
-            name="restart",
-            search_space=LR,
-            n_trials=6,
-            parallelism=2,
-            pruner="none",
-            base={**BASE, "steps": 300, "checkpoint": {"every": 50, "keep": 2}},
+            base, name="restart", search_space=LR, n_trials=6, parallelism=2, pruner="none"
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            sweep = sweeps.get(sweep_id)
-            if sweep["trials_finished"] >= 2 and sweep["trials_running"] >= 1:
-                break
-            time.sleep(0.3)
+        sweep = sweeps.wait_until(
+            sweep_id,
+            lambda s: s["trials_finished"] >= 2 and s["trials_running"] >= 1,
+            "two trials finished and one running",
+        )
         service.process.send_signal(signal.SIGKILL)
         service.process.wait()
     assert sweep["trials_finished"] >= 2
@@ -201,8 +145,8 @@ def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
         # Nothing lost, nothing twice: each trial's series has every step once, also the series
         # of the trials that were running when the service died (resumed, with a new attempt).
         for trial in trials:
-            assert sweeps.steps(trial["job_id"], "train_loss") == list(range(10, 301, 10)), trial
-            assert sweeps.steps(trial["job_id"], "val_loss") == list(range(0, 301, 15)), trial
+            assert sweeps.steps(trial["job_id"], "train_loss") == list(range(10, steps + 1, every["log"]))
+            assert sweeps.steps(trial["job_id"], "val_loss") == list(range(0, steps + 1, every["eval"]))
         attempts = [sweeps.http.get(f"/v1/jobs/{t['job_id']}").json()["attempt"] for t in trials]
         assert max(attempts) == 2, attempts  # the trial killed mid-run was resumed
         counts = study_counts(url, sweep["study_name"])
@@ -217,19 +161,27 @@ def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
         assert counts == {"COMPLETE": 6, **({"FAIL": len(failed)} if failed else {})}
 
 
-def test_sweep_counts_agree_with_optuna(tmp_path: Path, database_url: str) -> None:
-    with live_service(tmp_path, database_url, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
-        store = Store.connect(database_url)
-        tenant = make_tenant(store, "sweeper")
-        store.close()
-        sweeps = Sweeps(service.url, tenant.key)
-        sweep_id = sweeps.create(name="pg", search_space=LR, n_trials=5, parallelism=2, pruner="median")
-        sweep = sweeps.wait(sweep_id)
-        assert sweep["status"] == "succeeded"
-        trials = sweeps.trials(sweep_id)
+def check_counts_agree_with_optuna(sweeps: Sweeps, database_url: str) -> None:
+    sweep_id = sweeps.create(BASE, name="counts", search_space=LR, n_trials=5, parallelism=2, pruner="median")
+    sweep = sweeps.wait(sweep_id)
+    assert sweep["status"] == "succeeded"
+    trials = sweeps.trials(sweep_id)
     counts = study_counts(database_url, sweep["study_name"])
     assert sum(counts.values()) == len(trials) == 5
     assert counts.get("PRUNED", 0) == sum(1 for t in trials if t["state"] == "pruned")
     assert counts.get("COMPLETE", 0) == sum(1 for t in trials if t["state"] == "succeeded")
     study = optuna.load_study(study_name=sweep["study_name"], storage=database_url)
     assert study.best_value == min(t["objective"] for t in trials if t["objective"] is not None)
+
+
+def test_sweep_counts_agree_with_optuna_on_sqlite(api: Api) -> None:
+    check_counts_agree_with_optuna(Sweeps(api.url, api.key), api.service.database_url)
+
+
+@pytest.mark.parametrize("database_url", [b for b in BACKENDS if b != "sqlite"], indirect=True)
+def test_sweep_counts_agree_with_optuna_on_postgresql(tmp_path: Path, database_url: str) -> None:
+    with live_service(tmp_path, database_url, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
+        store = Store.connect(database_url)
+        tenant = make_tenant(store, "sweeper")
+        store.close()
+        check_counts_agree_with_optuna(Sweeps(service.url, tenant.key), database_url)

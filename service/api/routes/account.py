@@ -1,12 +1,14 @@
-"""Who a key acts for: `symopt login` checks a key with it."""
+"""Who a key acts for (`symopt login` checks a key with it), and new keys from an admin key."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, status
 
-from ..deps import PrincipalDep
+from ...errors import ForbiddenError
+from ...store.keys import create_api_key, get_or_create_tenant
+from ..deps import LimiterDep, PrincipalDep, StoreDep
 from ..errors import error_responses
-from ..schemas import PrincipalPublic
+from ..schemas import ApiKeyCreate, ApiKeyCreatedPublic, PrincipalPublic
 
 router = APIRouter(prefix="/v1", tags=["account"], responses=error_responses(400, 401, 503))
 
@@ -15,3 +17,25 @@ router = APIRouter(prefix="/v1", tags=["account"], responses=error_responses(400
 def read_me_route(principal: PrincipalDep) -> PrincipalPublic:
     """The tenant and key this request's API key belongs to."""
     return PrincipalPublic(tenant=principal.tenant_name, key_id=principal.key_id, is_admin=principal.is_admin)
+
+
+@router.post(
+    "/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreatedPublic,
+    responses=error_responses(403, 422, 429),
+)
+def create_key_route(
+    body: ApiKeyCreate, principal: PrincipalDep, store: StoreDep, limiter: LimiterDep
+) -> ApiKeyCreatedPublic:
+    """A new API key for a tenant, created if new (admin keys only; the key is shown once)."""
+    if not principal.is_admin:
+        raise ForbiddenError(
+            "Creating API keys needs an admin API key; create one on the server with "
+            "`symopt keys create --tenant NAME --admin`"
+        )
+    limiter.check(principal.key_id, "key creations")
+    with store.transaction() as session:
+        tenant = get_or_create_tenant(session=session, name=body.tenant)
+        key = create_api_key(session=session, tenant_id=tenant.id, name=body.name, is_admin=body.admin)
+    return ApiKeyCreatedPublic(tenant=body.tenant, key_id=key.split("_")[1], api_key=key, is_admin=body.admin)

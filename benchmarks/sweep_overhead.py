@@ -1,6 +1,7 @@
-"""Scheduling overhead per sweep trial: from one trial's end to the next trial's first step.
+"""Scheduling overhead per sweep trial: from one trial's end to the next trial's first step,
+with warm workers and without (a fresh Ray worker per trial), side by side.
 
-    python -m benchmarks.sweep_overhead [--trials 6]
+    python -m benchmarks.sweep_overhead [--trials 6] [--paths warm,cold]
 
 A sequential sweep (parallelism 1) of tiny trials on the embedded default, each reporting every
 step. For consecutive trials, the gap is the next trial's first stored metric (its wall time as
@@ -17,6 +18,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -41,18 +43,15 @@ GAPS = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_overhead.json"))
-    args = parser.parse_args(argv)
+def measure(path: str, trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
-        with live_service(home) as service:
+        env = {"SYMOPT_WARM_WORKERS": "true" if path == "warm" else "false"}
+        with live_service(home, env=env) as service:
             http = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {service.api_key}"})
             body = {
                 "base": BASE,
-                "n_trials": args.trials,
+                "n_trials": trials,
                 "parallelism": 1,
                 "pruner": "none",
                 "search_space": {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-2}},
@@ -67,16 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     finished = [datetime.fromisoformat(str(row[1])).timestamp() for row in rows]
     first_metric = [float(row[2]) for row in rows]
     gaps = [first_metric[i + 1] - finished[i] for i in range(len(rows) - 1)]
-    result = {
-        "gaps_s": gaps,
-        "median_s": statistics.median(gaps),
-        "trials": args.trials,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    print(
-        f"trial end -> next trial's first step: median {result['median_s']:.2f} s "
-        f"({', '.join(f'{g:.2f}' for g in gaps)})"
-    )
+    return {"gaps_s": gaps, "median_s": statistics.median(gaps)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--paths", default="warm,cold", help="warm, cold, or both (the default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_overhead.json"))
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = {"trials": args.trials, "date": time.strftime("%Y-%m-%d")}
+    for path in args.paths.split(","):
+        measured = result[path] = measure(path, args.trials)
+        gaps = ", ".join(f"{g:.2f}" for g in measured["gaps_s"])
+        print(f"{path}: trial end -> next trial's first step: median {measured['median_s']:.2f} s ({gaps})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return 0

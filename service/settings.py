@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="an existing Ray cluster; None: start a local one",
     )
     ray_num_cpus: int | None = Field(None, description="CPUs of the local Ray cluster (default: all)")
+    warm_workers: bool = Field(
+        True,
+        description="one-process jobs start as forks of a warm process per node (torch and symopt "
+        "imported once: worker/forkserver.py); false: a fresh Ray worker process per job",
+    )
     scheduler_poll_seconds: float = Field(0.25, description="how often the scheduler looks at the queue")
     heartbeat_seconds: float = Field(2.0, description="how often a scheduler marks its running jobs alive")
     orphan_after_seconds: float = Field(

@@ -14,7 +14,7 @@ import platform
 import queue
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +28,33 @@ _DONE = object()
 
 
 def run_training(
-    spec: dict[str, Any], run_dir: str, data_root: str | None = None, resume_at_most: int | None = None
-) -> Iterator[dict[str, Any]]:
+    spec: dict[str, Any],
+    run_dir: str,
+    data_root: str | None = None,
+    resume_at_most: int | None = None,
+    stop: threading.Event | None = None,
+    started: dict[str, Any] | None = None,
+    watch_parent: bool = True,
+) -> Generator[dict[str, Any], None, None]:
     """Train `spec`, resuming from the newest checkpoint in `run_dir`, and yield its events. The
     checkpoint's record of earlier events after step `resume_at_most` (the newest step whose
     metrics the store holds) is reported again first, so that no step goes missing.
 
     Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
-    `status` with the worker's pid, host and torch threads, and a failure inside training ends the stream with
-    one `error` event carrying the exception and its traceback.
+    `status` with the worker's pid, host and torch threads (and what `started` adds), and a
+    failure inside training ends the stream with one `error` event carrying the exception and
+    its traceback. Setting `stop` (or closing the generator) stops the run at the next step, as
+    does the death of this process's parent (`watch_parent`: the raylet, in a Ray worker).
     """
     events: queue.Queue[Any] = queue.Queue()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     resume = latest_checkpoint(Path(run_dir) / "checkpoints")
     # Ray starts workers as children of the raylet. When the raylet dies (its driver, our service,
     # was killed) the worker is reparented and would train on, unobserved, for a while: stop.
     parent = os.getppid()
 
     def should_stop() -> bool:
-        return stop.is_set() or os.getppid() != parent
+        return stop.is_set() or (watch_parent and os.getppid() != parent)
 
     def target() -> None:
         try:
@@ -67,14 +75,15 @@ def run_training(
             events.put(_DONE)
 
     thread = threading.Thread(target=target, name="symopt-train", daemon=True)
-    started = {
+    status = {
         "status": "worker_started",
         "pid": os.getpid(),
         "host": platform.node(),
         "torch_threads": torch.get_num_threads(),
         "resume_from": str(resume or ""),
+        **(started or {}),
     }
-    yield {"kind": "status", "step": 0, "data": started}
+    yield {"kind": "status", "step": 0, "data": status}
     thread.start()
     try:
         while (event := events.get()) is not _DONE:

@@ -94,9 +94,12 @@ def _keep_sigterm_handler() -> Iterator[None]:
 class RayRuntime:
     """The scheduler's handle on Ray; every Ray call of the service goes through here."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, *, warm: bool = False
+    ) -> None:
         self.address = address
         self.num_cpus = num_cpus
+        self.warm = warm
         self.ports: LocalPorts | None = None  # set when this runtime started a local Ray
         self._started_here = False
         self._remote: Any = None
@@ -109,6 +112,7 @@ class RayRuntime:
 
         from worker.distributed import run_distributed
         from worker.run import run_training
+        from worker.warm import run_warm, warm_up
 
         if self.address and self.address.startswith("ray://"):
             # Ray Client cannot carry generator tasks (it asks for one plain result), and every run
@@ -124,15 +128,31 @@ class RayRuntime:
                     ray.init(address=self.address, namespace="symopt", log_to_driver=False)
                 else:
                     self._start_local(ray)
-        # A generator task: Ray streams each yielded event back as it is produced. max_calls=1:
-        # its worker process exits after the run (succeeded, failed or cancelled) instead of going
-        # back to Ray's pool. A run leaves torch state behind (allocator caches, a CUDA context,
-        # thread settings, a training thread a cancel could not join): each job starts in a fresh
-        # process, and a cancelled run's memory is freed with its slot.
-        self._remote = ray.remote(max_calls=1)(run_training)
+        # A generator task: Ray streams each yielded event back as it is produced. A run leaves
+        # torch state behind (allocator caches, a CUDA context, thread settings, a training thread
+        # a cancel could not join), so each job trains in a process of its own, used once, and a
+        # cancelled run's memory is freed with its slot. Warm (the default): the task is a relay
+        # that imports no torch, reused by Ray (max_calls=0: no limit), and the run is a fresh fork
+        # of the node's warm process (worker/forkserver.py), which imported torch and symopt once.
+        # Cold: the task trains itself in a fresh Ray worker (max_calls=1: it exits after the run).
+        if self.warm:
+            self._remote = ray.remote(max_calls=0)(run_warm)
+            self._warm_nodes(ray, ray.remote(num_cpus=0)(warm_up))
+        else:
+            self._remote = ray.remote(max_calls=1)(run_training)
         # A data-parallel job's task only starts Ray Train and relays rank 0's events: it takes no
         # CPU of its own; the ranks ask for the job's resources (worker/distributed.py).
         self._distributed = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
+
+    @staticmethod
+    def _warm_nodes(ray: Any, warm_up: Any) -> None:
+        """Start the warm process of every node now (not at its first job); nobody waits for it."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in ray.nodes():
+            if node.get("Alive"):
+                strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                warm_up.options(scheduling_strategy=strategy).remote()
 
     def _start_local(self, ray: Any) -> None:
         taken: set[int] = set()
@@ -204,6 +224,8 @@ class RayRuntime:
             options = {"num_cpus": 0, "num_gpus": 0, "max_retries": 0, "name": name}
             return self._distributed.options(**options).remote(spec, run_dir, data_root, resume_at_most)
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": name}
+        if self.warm:
+            return self._remote.options(**options).remote(spec, run_dir, data_root, resume_at_most, cpus)
         return self._remote.options(**options).remote(spec, run_dir, data_root, resume_at_most)
 
     def cancel(self, events: Any, *, force: bool) -> None:

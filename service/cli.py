@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .commands import compare, jobs, local, login, run, server, study, sweep
+from .commands import compare, datasets, jobs, local, login, models, run, server, study, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.register(commands)
     study.register(commands)
     compare.register(commands)
+    datasets.register(commands)
+    models.register(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "ForbiddenError",
     "InvalidTransitionError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RateLimitedError",
     "ServiceError",
     "StoreError",
@@ -31,6 +32,10 @@ class ConflictError(ServiceError):
 
 class InvalidTransitionError(ConflictError):
     """A job or sweep status change the state machine does not allow."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """An upload over the service's size limit (413)."""
 
 
 class AuthError(ServiceError):

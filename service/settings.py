@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from symopt_core.assets import Assets
+
 __all__ = ["Settings"]
 
 
@@ -34,6 +36,14 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("SYMOPT_DATA_DIR", "data_dir"),
         description="corpora, passed to workers",
+    )
+    model_root: Path | None = Field(
+        None,
+        description="pretrained transformers model directories a spec may name as model.path "
+        "(relative to this root); uploads need none",
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024**3, description="largest dataset or model upload, in bytes (streamed to disk)"
     )
 
     # scheduler
@@ -69,6 +79,12 @@ class Settings(BaseSettings):
 
     def resolved_artifact_root(self) -> Path:
         return self.artifact_root or self.home / "artifacts"
+
+    def assets(self) -> Assets:
+        """Where workers find corpora, model directories, uploads and the token cache."""
+        return Assets(
+            data_root=self.data_dir, model_root=self.model_root, uploads=self.resolved_artifact_root()
+        )
 
     def job_run_dir(self, job_id: str) -> Path:
         """Where a job's run files go: its checkpoints are in `checkpoints/` under it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +19,23 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
 from .data import CORPORA
 from .errors import ConfigError
+from .hf_spec import (
+    DATASET_ID_PATTERN,
+    MAX_BPE_VOCAB,
+    MIN_BPE_VOCAB,
+    check_hf_model_fields,
+    check_mapping,
+    check_relative_path,
+    is_hf_family,
+)
 from .models.registry import build_config
 from .optim.rules import RULES
 from .params.classes import CLASS_ALIASES, ParamClass
@@ -81,26 +92,68 @@ def printable(value: str, what: str = "name") -> str:
 Name = Annotated[str, AfterValidator(printable)]
 
 
+class _OmitsUnusedFields(BaseModel):
+    """Leaves out of a dump the fields of users' own models and data while they are unused (None,
+    or an empty mapping): a spec of a reference model on a corpus dumps as it always has, so stored
+    specs, idempotency checks and sweeps see no new keys."""
+
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        for name in self._omitted_when_unused:
+            if name in dumped and dumped[name] in (None, {}):
+                del dumped[name]
+        return dumped
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: JSON has no NaN or Infinity (Python's parser accepts them, PostgreSQL's
     # jsonb does not), and no bound of a spec means anything at infinity.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class ModelSpec(BaseModel):
-    """A family and a named size; any other key is a dim of that family (n_layers, d_model, ...)."""
+class ModelSpec(_OmitsUnusedFields):
+    """A reference family and a named size, where any other key is a dim of that family
+    (n_layers, d_model, ...); or `family: hf`, a transformers causal LM built from an inline
+    `config` (random init) or loaded from `path` (an uploaded model's id, or a directory under the
+    operator's model root)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ("config", "path")
 
-    family: str = Field(description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss")
+    family: str = Field(description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss | hf (a transformers model)")
     size: str | None = Field(None, description="tiny | small | a paper shape; None: the family defaults")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="family hf: a transformers config, `model_type` plus its fields "
+        "(AutoConfig.for_model), trained from a seeded random init",
+    )
+    path: str | None = Field(
+        None,
+        max_length=300,
+        description="family hf: an uploaded model (mdl_...) or a directory under the model root, "
+        "loaded with from_pretrained from local files",
+    )
 
     @property
     def dims(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def is_hf(self) -> bool:
+        return is_hf_family(self.family)
+
     @model_validator(mode="after")
     def _known_family_size_and_dims(self) -> ModelSpec:
+        if self.is_hf:
+            check_hf_model_fields(self.config, self.path, self.size, self.dims)
+            return self
+        if self.config is not None or self.path is not None:
+            raise ValueError(
+                f"model.config and model.path are for family 'hf' (a transformers model), not {self.family!r}"
+            )
         for name, value in self.dims.items():
             limit = MAX_VOCAB if name == "vocab_size" else MAX_DIM
             if isinstance(value, int) and not isinstance(value, bool) and value > limit:
@@ -112,31 +165,63 @@ class ModelSpec(BaseModel):
         return self
 
 
-class DataSpec(_Strict):
-    corpus: str = Field(
-        "shakespeare", max_length=300, description="a registered corpus, or file:<path under the data root>"
+class DataSpec(_OmitsUnusedFields, _Strict):
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ("corpus", "dataset", "vocab_size")
+
+    corpus: str | None = Field(
+        None,
+        max_length=300,
+        description="a registered corpus, or file:<path under the data root>; "
+        "None: shakespeare, unless `dataset` is given",
     )
-    tokenizer: Literal["char", "byte"] = "char"
+    dataset: str | None = Field(
+        None, pattern=DATASET_ID_PATTERN, description="an uploaded dataset (ds_...), instead of a corpus"
+    )
+    tokenizer: Literal["char", "byte", "bpe", "model"] = Field(
+        "char",
+        description="char | byte | bpe (byte-level BPE trained on the train split, `vocab_size` tokens) | "
+        "model (the tokenizer of the hf model at model.path)",
+    )
+    vocab_size: int | None = Field(
+        None, ge=MIN_BPE_VOCAB, le=MAX_BPE_VOCAB, description="bpe only: the trained vocabulary's size"
+    )
     seq_len: PositiveInt = Field(256, le=131_072)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     options: dict[str, int | float | bool] = Field(
         default_factory=dict, max_length=16, description="corpus options (modular: p, seed, n_examples)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shakespeare_by_default(cls, values: Any) -> Any:
+        if isinstance(values, Mapping) and values.get("corpus") is None and values.get("dataset") is None:
+            return {**values, "corpus": "shakespeare"}
+        return values
+
     @model_validator(mode="after")
     def _known_corpus(self) -> DataSpec:
+        if self.tokenizer == "bpe" and self.vocab_size is None:
+            raise ValueError(
+                f"data.tokenizer 'bpe' needs data.vocab_size (the size of the trained vocabulary, "
+                f"{MIN_BPE_VOCAB}..{MAX_BPE_VOCAB}), e.g. 8192"
+            )
+        if self.tokenizer != "bpe" and self.vocab_size is not None:
+            raise ValueError(
+                f"data.vocab_size is the size of a trained bpe vocabulary; tokenizer {self.tokenizer!r} "
+                "has its own: remove it (model.vocab_size pads the embedding)"
+            )
+        if self.dataset is not None:
+            if self.corpus is not None:
+                raise ValueError("data: give a corpus or a dataset, not both")
+            if self.options:
+                raise ValueError("data.options are corpus options; an uploaded dataset takes none")
+            return self
+        assert self.corpus is not None  # the before-validator's default
         printable(self.corpus, "data.corpus")
         if self.corpus.startswith("file:"):
-            relative = self.corpus.removeprefix("file:")
-            # Checked as NFKC too ("\u2024\u2024" is ".." there), and without percent-escapes: a
-            # layer that decodes either must not turn a name inside the root into one outside it.
-            folded = unicodedata.normalize("NFKC", relative).replace("\\", "/")
-            outside = folded.startswith(("/", "~")) or ":" in folded or ".." in folded.split("/")
-            if not relative or outside or "%" in relative:
-                raise ValueError(
-                    f"corpus {self.corpus!r}: a file corpus must be a relative path inside the data root, "
-                    "without '..' or %-escapes, e.g. file:books/moby_dick.txt"
-                )
+            check_relative_path(
+                self.corpus.removeprefix("file:"), "corpus file", "data root", "file:books/moby_dick.txt"
+            )
             return self
         if self.corpus not in CORPORA:
             raise ValueError(
@@ -208,7 +293,12 @@ class ScheduleFreeSpec(_Strict):
         return self.model_dump(exclude_none=True)
 
 
-class OptimizerSpec(_Strict):
+MappingTarget = str | tuple[str, str]
+
+
+class OptimizerSpec(_OmitsUnusedFields, _Strict):
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ("mapping",)
+
     preset: str = "symmetric"
     lr: PositiveFloat | None = Field(None, description="base lr; None: the preset's default")
     weight_decay: float | None = Field(
@@ -218,9 +308,16 @@ class OptimizerSpec(_Strict):
     schedule_free: ScheduleFreeSpec | None = Field(
         None, description="schedule-free presets only: the wrapper's momentum, averaging weights"
     )
+    mapping: dict[str, MappingTarget] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="{parameter name pattern (fnmatch): class, or [class, layout]} for parameters the "
+        "classifier does not know; names as the model's named_parameters() gives them",
+    )
 
     @model_validator(mode="after")
     def _known_preset_and_classes(self) -> OptimizerSpec:
+        check_mapping(self.mapping)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         if self.schedule_free is not None and not self.is_schedule_free:
@@ -237,6 +334,10 @@ class OptimizerSpec(_Strict):
             if isinstance(value, str) and value not in RULES:
                 raise ValueError(f"unknown rule {value!r} for {name!r}; valid rules: {', '.join(RULES)}")
         return self
+
+    def mapping_options(self) -> dict[str, str | tuple[str, str]]:
+        """The mapping as build_optimizer takes it."""
+        return dict(self.mapping)
 
     def override_options(self) -> dict[str, str | dict[str, Any]]:
         return {k: v if isinstance(v, str) else v.options() for k, v in self.overrides.items()}
@@ -376,10 +477,24 @@ class JobSpec(_Strict):
                 )
             if (ramp.start_seq_len or self.data.seq_len) > self.data.seq_len:
                 raise ValueError(f"batch.ramp.start_seq_len exceeds data.seq_len ({self.data.seq_len})")
+        self._tokenizer_fits_model()
         max_seq_len = self.model.dims.get("max_seq_len")
         if isinstance(max_seq_len, int) and max_seq_len < self.data.seq_len:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({max_seq_len})")
         return self
+
+    def _tokenizer_fits_model(self) -> None:
+        if self.data.tokenizer == "model" and (not self.model.is_hf or self.model.path is None):
+            raise ValueError(
+                "data.tokenizer 'model' is the tokenizer of an uploaded or pretrained model: it needs "
+                "model.family 'hf' with model.path; otherwise use char, byte or bpe"
+            )
+        positions = (self.model.config or {}).get("max_position_embeddings")
+        if isinstance(positions, int) and not isinstance(positions, bool) and positions < self.data.seq_len:
+            raise ValueError(
+                f"data.seq_len ({self.data.seq_len}) exceeds model.config.max_position_embeddings "
+                f"({positions})"
+            )
 
     def _splits_across_ranks(self) -> None:
         """A data-parallel job's batches split into equal shares, one per rank (micro-batches

@@ -29,6 +29,7 @@ from typing import Any
 import ray
 import torch.distributed
 
+from symopt_core.assets import Assets
 from symopt_core.spec import JobSpec
 from symopt_core.training import latest_checkpoint, train
 
@@ -64,7 +65,10 @@ class _Channel:
 
 
 def run_distributed(
-    spec: dict[str, Any], run_dir: str, data_root: str | None = None, resume_at_most: int | None = None
+    spec: dict[str, Any],
+    run_dir: str,
+    assets: dict[str, str | None] | None = None,
+    resume_at_most: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Train `spec` on `resources.ranks` Ray Train workers and yield rank 0's events (the same
     kinds as `run_training`: a first `status`, train's events, an `error` if training raised)."""
@@ -80,7 +84,7 @@ def run_distributed(
         train_loop_config={
             "spec": spec,
             "run_dir": run_dir,
-            "data_root": data_root,
+            "assets": assets,
             "resume": str(resume) if resume else None,
             "replay_after": resume_at_most,
             "channel": channel,
@@ -188,7 +192,7 @@ def _rank_main(config: dict[str, Any]) -> None:
             run_dir=config["run_dir"],
             resume_from=config["resume"],
             device=device,
-            data_root=config["data_root"],
+            assets=Assets.from_dict(config["assets"]),
             should_stop=_stop_poller(channel) if main else None,
             replay_after=config["replay_after"],
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from symopt_core.assets import Assets
 from symopt_core.training import latest_checkpoint, train
 
 __all__ = ["run_training"]
@@ -30,7 +31,7 @@ _DONE = object()
 def run_training(
     spec: dict[str, Any],
     run_dir: str,
-    data_root: str | None = None,
+    assets: dict[str, str | None] | None = None,
     resume_at_most: int | None = None,
     stop: threading.Event | None = None,
     started: dict[str, Any] | None = None,
@@ -63,7 +64,7 @@ def run_training(
                 report=lambda event: events.put(event.to_dict()),
                 run_dir=run_dir,
                 resume_from=resume,
-                data_root=data_root,
+                assets=Assets.from_dict(assets),
                 should_stop=should_stop,
                 replay_after=resume_at_most,
             )

@@ -114,7 +114,7 @@ def _log(path: Path) -> str:
 def run_warm(
     spec: dict[str, Any],
     run_dir: str,
-    data_root: str | None = None,
+    assets: dict[str, str | None] | None = None,
     resume_at_most: int | None = None,
     threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
@@ -131,7 +131,7 @@ def run_warm(
     request = {
         "spec": spec,
         "run_dir": run_dir,
-        "data_root": data_root,
+        "assets": assets,
         "resume_at_most": resume_at_most,
         "threads": int(os.environ.get("OMP_NUM_THREADS") or threads),
         "env": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {},

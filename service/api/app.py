@@ -16,9 +16,12 @@ from ..store.migrate import ensure_schema
 from .errors import install_error_handlers
 from .limits import BodyLimits, RateLimiter, UrlCharacters
 from .observability import Metrics, RequestMetrics
-from .routes import account, catalog, health, jobs, studies, sweeps
+from .routes import account, catalog, datasets, health, jobs, studies, sweeps, uploaded_models
 
-__all__ = ["create_app"]
+__all__ = ["UPLOAD_PATHS", "create_app"]
+
+# Routes whose bodies are files, streamed to disk under settings.max_upload_bytes.
+UPLOAD_PATHS = ("/v1/datasets", "/v1/models/uploads")
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -57,11 +60,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
-    for router in (jobs.router, sweeps.router, studies.router, catalog.router, account.router, health.router):
-        app.include_router(router)
+    routers = (jobs, sweeps, studies, datasets, uploaded_models, catalog, account, health)
+    for module in routers:
+        app.include_router(module.router)
     mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files
     install_error_handlers(app)
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, streamed=UPLOAD_PATHS)
     app.add_middleware(UrlCharacters)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

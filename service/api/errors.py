@@ -17,6 +17,7 @@ from ..errors import (
     DatabaseBehindError,
     ForbiddenError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitedError,
     ServiceError,
     StoreError,
@@ -28,6 +29,7 @@ __all__ = ["error_responses", "install_error_handlers"]
 _STATUS: list[tuple[type[Exception], int]] = [
     (NotFoundError, 404),
     (ConflictError, 409),
+    (PayloadTooLargeError, 413),
     (AuthError, 401),
     (ForbiddenError, 403),
     (RateLimitedError, 429),

@@ -30,13 +30,25 @@ class BodyLimits:
     400 "There was an error parsing the body", which names nothing to fix.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_depth: int = MAX_JSON_DEPTH,
+        streamed: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        # Upload routes: their bodies are files, streamed to disk under the routes' own size cap.
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE")
+            or scope["path"] in self.streamed
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

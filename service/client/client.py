@@ -18,6 +18,7 @@ from .http import Transport
 from .jobs import Job
 from .studies import Study
 from .sweeps import Sweep
+from .uploads import dataset_format, upload_file, upload_model_path
 
 if TYPE_CHECKING:  # the spec models import torch; the client itself needs only their trees
     from symopt_core.spec import JobSpec
@@ -201,3 +202,77 @@ class Client:
             **({"status": statuses} if statuses else {}),
         }
         return [Study(self, data) for data in self.request("GET", "/v1/studies", params=params)["data"]]
+
+    # -- datasets and models ------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        text_field: str = "text",
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a dataset file (text, jsonl, parquet, or a tar of text files; `format` None:
+        from the file's name) and return its record; name it in a spec as data: {dataset: <id>}."""
+        file = Path(path)
+        params = {
+            "format": format or dataset_format(file),
+            "text_field": text_field,
+            "name": name or file.name,
+        }
+        found: dict[str, Any] = upload_file(self.transport, "/v1/datasets", file, params)
+        return found
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """This tenant's datasets, newest first."""
+        found: list[dict[str, Any]] = self.request("GET", "/v1/datasets")["data"]
+        return found
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """A dataset's record, with the bpe tokenizers trained on it so far."""
+        found: dict[str, Any] = self.request("GET", f"/v1/datasets/{dataset_id}")
+        return found
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset (refused with a ConflictError while a job uses it)."""
+        self.request("DELETE", f"/v1/datasets/{dataset_id}", repeatable=True)
+
+    def download_tokenizer(self, dataset_id: str, key: str, dest: str | Path) -> Path:
+        """Save a tokenizer trained on the dataset (the tokenizers library's tokenizer.json)."""
+        response = self.transport.send("GET", f"/v1/datasets/{dataset_id}/tokenizers/{key}")
+        target = Path(dest)
+        target.write_bytes(response.content)
+        return target
+
+    def upload_model(self, path: str | Path, *, name: str | None = None) -> dict[str, Any]:
+        """Upload a transformers model: the directory save_pretrained wrote (with its tokenizer, for
+        data.tokenizer: model), or a tar of it; name it in a spec as model: {family: hf, path: <id>}."""
+        where = Path(path)
+        found: dict[str, Any] = upload_model_path(self.transport, where, name or where.name)
+        return found
+
+    def uploaded_models(self) -> list[dict[str, Any]]:
+        """This tenant's uploaded models, newest first."""
+        found: list[dict[str, Any]] = self.request("GET", "/v1/models/uploads")["data"]
+        return found
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete an uploaded model (refused with a ConflictError while a job uses it)."""
+        self.request("DELETE", f"/v1/models/uploads/{model_id}", repeatable=True)
+
+    def classify(
+        self,
+        model: Mapping[str, Any],
+        *,
+        preset: str = "symmetric",
+        mapping: Mapping[str, Any] | None = None,
+        vocab_size: int | None = None,
+    ) -> dict[str, Any]:
+        """The class, layout and rule of every parameter of a model spec ({family: hf, config: ...}),
+        before any job runs; a ValidationError names the parameters no class claims."""
+        body: dict[str, Any] = {"model": dict(model), "preset": preset, "mapping": dict(mapping or {})}
+        if vocab_size is not None:
+            body["data"] = {"tokenizer": "bpe", "vocab_size": vocab_size}
+        found: dict[str, Any] = self.request("POST", "/v1/models:classify", json=body)
+        return found

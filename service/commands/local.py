@@ -1,4 +1,4 @@
-"""Local commands: `symopt train` runs a job on this machine; `models`, `presets`, `rules` list registries."""
+"""Local commands: `symopt train` runs a job on this machine; `presets` and `rules` list registries."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=run_train)
     for name, handler, summary in (
-        ("models", list_models, "model families and their named sizes"),
         ("presets", list_presets, "optimizer presets"),
         ("rules", list_rules, "update rules and their symmetry groups"),
     ):
@@ -170,15 +169,6 @@ def plot_losses(metrics: Path, target: Path) -> None:
     figure.tight_layout()
     figure.savefig(target, dpi=100)
     plt.close(figure)
-
-
-def list_models(args: argparse.Namespace) -> int:
-    from symopt_core.models import MODEL_FAMILIES
-
-    rows = [("family", "sizes", "dims")]
-    rows += [(name, ", ".join(f.sizes), ", ".join(f.dims())) for name, f in MODEL_FAMILIES.items()]
-    print_table(rows)
-    return 0
 
 
 def list_presets(args: argparse.Namespace) -> int:

@@ -212,7 +212,7 @@ class RayRuntime:
         job_id: str,
         spec: dict[str, Any],
         run_dir: str,
-        data_root: str | None,
+        assets: dict[str, str | None],
         cpus: int,
         gpus: int,
         resume_at_most: int,
@@ -222,11 +222,11 @@ class RayRuntime:
         name = f"symopt-job-{job_id}"
         if JobSpec.model_validate(spec).resources.ranks > 1:
             options = {"num_cpus": 0, "num_gpus": 0, "max_retries": 0, "name": name}
-            return self._distributed.options(**options).remote(spec, run_dir, data_root, resume_at_most)
+            return self._distributed.options(**options).remote(spec, run_dir, assets, resume_at_most)
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": name}
         if self.warm:
-            return self._remote.options(**options).remote(spec, run_dir, data_root, resume_at_most, cpus)
-        return self._remote.options(**options).remote(spec, run_dir, data_root, resume_at_most)
+            return self._remote.options(**options).remote(spec, run_dir, assets, resume_at_most, cpus)
+        return self._remote.options(**options).remote(spec, run_dir, assets, resume_at_most)
 
     def cancel(self, events: Any, *, force: bool) -> None:
         import ray

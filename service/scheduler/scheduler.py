@@ -292,13 +292,12 @@ class Scheduler:
                 started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, job.step))
         for job_id, attempt, spec, cpus, gpus, stored_step in started:
             run_dir = self.settings.job_run_dir(job_id)
-            data_root = str(self.settings.data_dir) if self.settings.data_dir else None
             try:
                 events = self.runtime.submit(
                     job_id=job_id,
                     spec=spec,
                     run_dir=str(run_dir),
-                    data_root=data_root,
+                    assets=self.settings.assets().to_dict(),
                     cpus=cpus,
                     gpus=gpus,
                     resume_at_most=stored_step,

@@ -32,12 +32,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ApiKey",
     "Base",
+    "Dataset",
     "Job",
     "JobEvent",
     "MetricPoint",
     "Study",
     "Sweep",
     "Tenant",
+    "UploadedModel",
     "new_id",
     "utcnow",
 ]
@@ -240,3 +242,44 @@ class JobEvent(Base):
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+class Dataset(Base):
+    """A tenant's uploaded dataset: its files are under <artifact root>/datasets/<id>/ (the
+    canonical documents that symopt_core.data.documents wrote); `text_sha256` identifies their
+    text, so every job and trial on it shares one tokenized cache."""
+
+    __tablename__ = "symopt_datasets"
+    __table_args__ = (Index("ix_symopt_datasets_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    format: Mapped[str] = mapped_column(String(20))  # text | jsonl | parquet | tar
+    text_field: Mapped[str | None] = mapped_column(String(100), nullable=True)  # jsonl, parquet
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # of the upload
+    sha256: Mapped[str] = mapped_column(String(64))  # of the upload
+    text_sha256: Mapped[str] = mapped_column(String(64))  # of the canonical documents
+    documents: Mapped[int] = mapped_column(BigInteger)
+    characters: Mapped[int] = mapped_column(BigInteger)
+    text_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UploadedModel(Base):
+    """A tenant's uploaded transformers model directory (config, weights, maybe its tokenizer),
+    under <artifact root>/models/<id>/; jobs name it as `model: {family: hf, path: <id>}`."""
+
+    __tablename__ = "symopt_models"
+    __table_args__ = (Index("ix_symopt_models_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("symopt_tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # of the upload (a tar)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the upload
+    model_type: Mapped[str] = mapped_column(String(100))
+    architectures: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    files: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    has_tokenizer: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -7,9 +7,11 @@ the others are built in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
+import sys
 import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any
 from ..errors import ConfigError
 from .sources import DATA_DIR_ENV, RemoteFile, resolve_in_root, resolve_remote
 
-__all__ = ["CORPORA", "SHAKESPEARE", "Corpus", "CorpusKind", "load_corpus"]
+__all__ = ["CORPORA", "SHAKESPEARE", "Corpus", "CorpusKind", "corpus_identity", "load_corpus"]
 
 SHAKESPEARE = RemoteFile(
     filename="tinyshakespeare.txt",
@@ -60,6 +62,9 @@ class CorpusKind:
     defaults: Mapping[str, Any]
     load: Callable[[_Request], Corpus]
     takes_path: bool = False  # whether load_corpus's explicit `path=` means anything to it
+    # What fixes the text, found without building it (the token cache keys on it): by default the
+    # options; a "sha256" entry is the text's content hash.
+    identity: Callable[[_Request], dict[str, Any]] = lambda request: {"options": dict(request.options)}
 
 
 def _int_option(request: _Request, key: str, minimum: int, maximum: int | None = None) -> int:
@@ -129,6 +134,12 @@ def _load_pystdlib(request: _Request) -> Corpus:
     return Corpus(request.name, text, source)
 
 
+def _pystdlib_identity(request: _Request) -> dict[str, Any]:
+    # The text is the stdlib of this exact Python build, capped: name both.
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return {"options": dict(request.options), "python": sys.version, "stdlib": stdlib}
+
+
 def _load_modular(request: _Request) -> Corpus:
     p = _int_option(request, "p", 2)
     seed = _int_option(request, "seed", 0)
@@ -153,17 +164,29 @@ def _load_file(request: _Request) -> Corpus:
     return Corpus(request.name, text, f"file:{target}")
 
 
+def _file_identity(request: _Request) -> dict[str, Any]:
+    target = resolve_in_root(request.name.removeprefix("file:"), request.data_root)
+    digest = hashlib.sha256()
+    with target.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest()}
+
+
 CORPORA: dict[str, CorpusKind] = {
     "shakespeare": CorpusKind(
         "Tiny Shakespeare (1,115,394 characters), from the data root, the user cache or its public source",
         {"url": None, "download": True, "timeout": 60.0},
         _load_shakespeare,
         takes_path=True,
+        # The checksum pins the text, wherever the file is found or downloaded from.
+        identity=lambda _request: {"sha256": SHAKESPEARE.sha256},
     ),
     "pystdlib": CorpusKind(
         "the running Python's standard-library .py sources, concatenated and capped",
         {"max_bytes": 8 * 1024 * 1024},
         _load_pystdlib,
+        identity=_pystdlib_identity,
     ),
     "modular": CorpusKind(
         "synthetic `a+b=c` lines with c = (a + b) mod p, deterministic given the seed",
@@ -172,7 +195,7 @@ CORPORA: dict[str, CorpusKind] = {
     ),
 }
 
-_FILE = CorpusKind("a UTF-8 text file under the data root", {}, _load_file)
+_FILE = CorpusKind("a UTF-8 text file under the data root", {}, _load_file, identity=_file_identity)
 
 
 def load_corpus(
@@ -183,6 +206,20 @@ def load_corpus(
     data_root: overrides `$SYMOPT_DATA_DIR`. path: an explicit file for corpora that have one
     (shakespeare). options: the corpus's own (CORPORA[name].defaults lists them).
     """
+    kind, request = _request(name, data_root, path, options)
+    return kind.load(request)
+
+
+def corpus_identity(name: str, *, data_root: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """What fixes the text of corpus `name` with `options`, without building it: `{"corpus": name,
+    ...}` with its options, or with "sha256", the text's content hash, where the text is a file."""
+    kind, request = _request(name, data_root, None, options)
+    return {"corpus": "file" if kind is _FILE else name, **kind.identity(request)}
+
+
+def _request(
+    name: str, data_root: str | Path | None, path: str | Path | None, options: dict[str, Any]
+) -> tuple[CorpusKind, _Request]:
     if name.startswith("file:"):
         kind = _FILE
     elif name in CORPORA:
@@ -201,4 +238,4 @@ def load_corpus(
         raise ConfigError(
             f"Corpus {name!r} takes no path=; for your own file use file:<path relative to the data root>."
         )
-    return kind.load(_Request(name, data_root, path, {**kind.defaults, **options}))
+    return kind, _Request(name, data_root, path, {**kind.defaults, **options})

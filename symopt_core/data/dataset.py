@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -42,8 +42,14 @@ class TokenDataset:
     train: Tensor = field(repr=False)  # 1-D ids; uint16 when the vocabulary fits (4x less memory), else int64
     val: Tensor = field(repr=False)
     tokenizer: Tokenizer  # saved in checkpoints via tokenizer.to_dict()
-    corpus: str  # the corpus name a spec used
+    corpus: str  # the corpus name (or uploaded dataset id) a spec used
     source: str  # where its text came from
+    # The token cache (token_cache.py): whether this dataset was tokenized now and stored there
+    # ("built") or read from it ("reused"); None: not cached. Its entry's key, and the seconds
+    # the data took to build or read.
+    cache: Literal["built", "reused"] | None = None
+    cache_key: str | None = None
+    seconds: float = 0.0
 
     @classmethod
     def from_corpus(cls, corpus: Corpus, tokenizer: Tokenizer, *, val_fraction: float = 0.1) -> TokenDataset:
@@ -64,6 +70,17 @@ class TokenDataset:
         if name == "val":
             return self.val
         raise ConfigError(f"Unknown split {name!r}; valid splits: {', '.join(SPLITS)}.")
+
+    def summary(self) -> str:
+        """One log line: what was tokenized, how many tokens, and whether it came from the cache."""
+        counts = f"{len(self.train):,} train / {len(self.val):,} val tokens"
+        if self.cache == "reused":
+            how = f"read from the token cache {self.cache_key:.12} ({self.seconds:.2f} s)"
+        elif self.cache == "built":
+            how = f"tokenized now ({self.seconds:.1f} s) into the token cache {self.cache_key:.12}"
+        else:
+            how = "not cached"
+        return f"data: {self.corpus} ({self.tokenizer.name}, {self.vocab_size:,} tokens): {counts}, {how}"
 
     def meta(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild the tokenizer and recognise the data (nanoGPT's meta.pkl)."""

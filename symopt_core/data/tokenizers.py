@@ -1,4 +1,5 @@
 """Tokenizers chosen by name: `char` (nanoGPT's shakespeare_char vocabulary) and `byte` (UTF-8).
+Checkpoints also restore the trained `bpe` (bpe.py) and a model's own (`model`, model_tokenizer.py).
 
 Both encode to Python lists for small strings and to numpy arrays (`encode_array`) for whole
 corpora: a per-character Python loop over 8 MB of text takes seconds, the vectorized path a
@@ -14,6 +15,8 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ..errors import ConfigError
+from .bpe import BPETokenizer
+from .model_tokenizer import ModelTokenizer
 
 __all__ = [
     "TOKENIZERS",
@@ -184,6 +187,8 @@ TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
 _FROM_DICT: dict[str, Callable[[Mapping[str, Any]], Tokenizer]] = {
     "char": CharTokenizer.from_dict,
     "byte": ByteTokenizer.from_dict,
+    "bpe": BPETokenizer.from_dict,
+    "model": ModelTokenizer.from_dict,
 }
 
 

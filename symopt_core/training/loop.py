@@ -32,16 +32,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import BatchSampler, TokenDataset, build_dataset
-from ..errors import ConfigError
+from ..assets import Assets
+from ..data import BatchSampler, TokenDataset
 from ..models.output import RoutingStats
-from ..models.registry import build_model
 from ..optim.schedule_free import ScheduleFree
 from ..presets import PRESETS, build_optimizer
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
 from .checkpoint import SHARDED_SUFFIX, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
+from .job_data import build_job_data
+from .job_model import build_job_model, has_routed_experts, model_label, optimizer_mapping
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
 from .parallel import DataParallel, shard_model
 
@@ -139,29 +140,25 @@ def resolve_device(device: str | torch.device | None, gpus: int) -> torch.device
     return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
-def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | None = None) -> Run:
+def build_run(
+    spec: JobSpec,
+    *,
+    device: torch.device,
+    data_root: str | Path | None = None,
+    assets: Assets | None = None,
+) -> Run:
     """Data, model, optimizer, lr schedule and sampler of `spec`, seeded by `spec.seed`; under
     torch.distributed with 2+ ranks, the model wrapped in DDP (or sharded by FSDP2, as
-    resources.strategy says) and the matrix work split across the ranks."""
+    resources.strategy says) and the matrix work split across the ranks.
+
+    assets: where uploads, model directories and the token cache are (data_root alone: the
+    `file:` corpora's root)."""
+    assets = assets or Assets(data_root=Path(data_root) if data_root is not None else None)
     torch.manual_seed(spec.seed)
     parallel = DataParallel.current()
-    dataset = build_dataset(
-        spec.data.corpus,
-        spec.data.tokenizer,
-        data_root=data_root,
-        val_fraction=spec.data.val_fraction,
-        **dict[str, Any](spec.data.options),
-    )
-    dims = {"max_seq_len": spec.data.seq_len, **spec.model.dims}
-    # The tokenizer sets the vocabulary; a spec may pad it (nanoGPT's 50304) but not shrink it.
-    requested = dims.pop("vocab_size", None)
-    if requested is not None and requested < dataset.vocab_size:
-        raise ConfigError(
-            f"model.vocab_size={requested} is below the {dataset.vocab_size} symbols of the "
-            f"{spec.data.tokenizer} tokenizer on {spec.data.corpus}; remove it or raise it"
-        )
-    vocab_size = requested or dataset.vocab_size
-    model = build_model(spec.model.family, spec.model.size, vocab_size=vocab_size, **dims).to(device)
+    dataset = build_job_data(spec, assets)
+    torch.manual_seed(spec.seed)  # the model's init does not depend on what the data took
+    model = build_job_model(spec, dataset.vocab_size, assets).to(device)
     fsdp = parallel is not None and spec.resources.strategy == "fsdp"
     if fsdp:
         shard_model(model)  # before the optimizer: it holds the sharded parameters
@@ -171,6 +168,7 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         lr=spec.optimizer.lr,
         weight_decay=spec.optimizer.weight_decay,
         overrides=spec.optimizer.override_options(),
+        mapping=optimizer_mapping(spec, model),
         schedule_free=spec.optimizer.schedule_free.options() if spec.optimizer.schedule_free else None,
         shard=parallel is not None,
     )
@@ -179,8 +177,9 @@ def build_run(spec: JobSpec, *, device: torch.device, data_root: str | Path | No
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
         # An expert no token was routed to in a step takes no part in its backward: DDP must be
         # told to look for such parameters, or it waits for their gradients forever.
-        routed = any(hasattr(module, "n_experts") for module in model.modules())
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=routed)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=has_routed_experts(model)
+        )
     schedule = spec.schedule
 
     def multiplier(step: int) -> float:
@@ -386,6 +385,7 @@ def train(
     data_root: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     replay_after: int | None = None,
+    assets: Assets | None = None,
 ) -> Result:
     """Train the model of `spec` and return its result; events go to `report` as they happen.
 
@@ -394,9 +394,11 @@ def train(
     should_stop: polled before each step; True stops the run as "cancelled" (with a checkpoint).
     replay_after: when resuming, first report again the metrics and eval events the checkpoint
         recorded after this step (those a crashed service may not have stored).
+    assets: where uploaded datasets and models, model directories and the token cache are.
     """
     job = spec if isinstance(spec, JobSpec) else load_spec(spec)
-    run = build_run(job, device=resolve_device(device, job.resources.gpus), data_root=data_root)
+    device_ = resolve_device(device, job.resources.gpus)
+    run = build_run(job, device=device_, data_root=data_root, assets=assets)
     report_ = report or (lambda event: None)
 
     def emit(event: Event) -> None:
@@ -427,13 +429,13 @@ def train(
         )
     )
     params = sum(p.numel() for p in run.model.parameters())
-    size = job.model.size or "custom dims"
     log(
-        f"{job.model.family} {size}: {params:,} parameters on {run.device}; preset {job.optimizer.preset}; "
+        f"{model_label(job.model)}: {params:,} parameters on {run.device}; preset {job.optimizer.preset}; "
         f"{job.steps} steps of {job.batch.size} x {job.data.seq_len} tokens"
     )
     if resume_from is not None:
         log(f"resumed at step {run.step} from {resume_from}")
+    log(run.dataset.summary())
     ranks = 1 if run.parallel is None else run.parallel.world_size
     if ranks != job.resources.ranks:  # a 2-rank spec trained by `symopt train`, or resumed on 1 rank
         log(f"the spec asks for {job.resources.ranks} rank(s); this run has {ranks} (same global batch)")

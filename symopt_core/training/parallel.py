@@ -27,7 +27,8 @@ __all__ = ["DataParallel", "shard_model"]
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2 over the data-parallel ranks (resources.strategy = "fsdp"): each transformer block is
+    """FSDP2 over the data-parallel ranks (resources.strategy = "fsdp"): each transformer block (the
+    reference models' `blocks`, a transformers model's decoder layers: HFCausalLM.blocks) is
     one unit (its parameters gathered for its forward and backward, its gradients
     reduce-scattered after), the rest (embedding, final norm, LM head) the root unit. Every
     parameter becomes a DTensor split by rows; SymOpt updates each rank's rows (optim/fsdp.py)."""

@@ -158,8 +158,10 @@ def test_tokenizer_registry():
     assert build_tokenizer("byte").encode("A") == [65]
     with pytest.raises(ConfigError, match=r"'bpe'.*byte, char"):
         build_tokenizer("bpe")
-    with pytest.raises(ConfigError, match="valid kinds"):
-        tokenizer_from_dict({"kind": "bpe"})
+    with pytest.raises(ConfigError, match=r"valid kinds: bpe, byte, char, model"):
+        tokenizer_from_dict({"kind": "sentencepiece"})
+    with pytest.raises(ConfigError, match="Not a bpe tokenizer state"):
+        tokenizer_from_dict({"kind": "bpe"})  # a trained BPE's state carries its tokenizer.json
 
 
 # ---- shakespeare resolution -------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import tarfile
 
 import pytest
 from fastapi.testclient import TestClient
@@ -87,7 +90,25 @@ def owned(client, alice) -> dict[str, str]:
         response = client.post(f"/v1/{kind}", json=body, headers=alice.headers)
         assert response.status_code == 201, response.text
         ids[placeholder] = response.json()["id"]
+    for placeholder, route, upload in (("dataset_id", "/v1/datasets", b"alice's notes\n" * 100),
+                                       ("model_id", "/v1/models/uploads", model_upload())):  # fmt: skip
+        response = client.post(route, content=upload, headers=alice.headers)
+        assert response.status_code == 201, response.text
+        ids[placeholder] = response.json()["id"]
+    ids["key"] = "0" * 64  # a trained tokenizer's cache key: none is trained here
     return ids
+
+
+def model_upload() -> bytes:
+    """A tar of a model directory: a tiny llama config and a weights file (read only by a job)."""
+    config = {"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("config.json", json.dumps(config).encode()), ("model.safetensors", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def test_fill_refuses_a_placeholder_it_does_not_know():

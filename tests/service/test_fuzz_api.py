@@ -37,12 +37,16 @@ from service.store import JobStatus, Store
 from service.store.jobs import NewEvent, append_events, create_job, get_job, list_jobs, transition
 from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
+from service.store.models import Dataset
+from service.store.uploads import get_upload
 from service.sweeps.controller import SweepController
+from symopt_core.data import dataset_source, tokenized_dataset
+from symopt_core.data.token_cache import find_tokenizers
 from symopt_core.spec import JobSpec
 from symopt_core.training import save_checkpoint
 
 from .conftest import TINY_JOB, Tenant, make_admin, make_tenant
-from .test_api_security import STUDY, SWEEP
+from .test_api_security import STUDY, SWEEP, model_upload
 
 pytestmark = pytest.mark.xdist_group("fuzz_api")
 
@@ -65,7 +69,13 @@ NOT_NEGATED = {
     # complement is not spelled out"); tests/service/test_fuzz_specs.py fuzzes sweep specs.
     "POST /v1/sweeps": "schemathesis cannot negate its body schema",
 }
-VALID_BODIES = {"/v1/jobs": TINY_JOB, "/v1/sweeps": SWEEP, "/v1/studies": STUDY}
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+VALID_BODIES = {
+    "/v1/jobs": TINY_JOB,
+    "/v1/sweeps": SWEEP,
+    "/v1/studies": STUDY,
+    "/v1/models:classify": {"model": {"family": "hf", "config": TINY_LLAMA}},
+}
 # Which real object a path parameter is set to (None: keep the generated value).
 KINDS = [None, "finished", "queued", "foreign"]
 ENDLESS = "/v1/jobs/{job_id}/events"  # streams until its job finishes: never a queued job's
@@ -93,15 +103,47 @@ class World:
             ("job_id", "queued"): lambda: queued_job(self.store, self.alice),
             ("sweep_id", "queued"): lambda: self.post("/v1/sweeps", SWEEP),
             ("study_id", "queued"): lambda: self.post("/v1/studies", STUDY),
+            ("dataset_id", "finished"): lambda: self.upload("/v1/datasets", DATASET),
+            ("model_id", "finished"): lambda: self.upload("/v1/models/uploads", model_upload()),
         }
         if (parameter, kind) in makers:
             self.ids[parameter][kind] = makers[parameter, kind]()
+
+    def upload(self, path: str, body: bytes, tenant: Tenant | None = None) -> str:
+        response = self.client.post(path, content=body, headers=(tenant or self.alice).headers)
+        assert response.status_code == 201, response.text
+        identifier: str = response.json()["id"]
+        return identifier
 
     def post(self, path: str, body: dict[str, Any], tenant: Tenant | None = None) -> str:
         response = self.client.post(path, json=body, headers=(tenant or self.alice).headers)
         assert response.status_code == 201, response.text
         identifier: str = response.json()["id"]
         return identifier
+
+
+# A dataset with text enough for a 300-token BPE (this file's own source), and the strategies
+# for upload bodies: a good file now and then, else any bytes (schemathesis cannot make them).
+DATASET = Path(__file__).read_bytes()
+schemathesis.openapi.media_type(
+    "application/octet-stream", st.one_of(st.sampled_from([DATASET, model_upload()]), st.binary(max_size=512))
+)
+
+
+def trained_tokenizer(world: World, dataset_id: str) -> str:
+    """The cache key of a 300-token BPE trained on the dataset, as a job on it would leave it."""
+    directory = world.settings.resolved_artifact_root() / "datasets" / dataset_id
+    tokenized_dataset(
+        dataset_source(directory, dataset_id),
+        "bpe",
+        vocab_size=300,
+        cache_dir=world.settings.assets().token_cache(),
+        val_fraction=0.1,
+    )
+    with world.store.read() as session:
+        dataset = get_upload(session, Dataset, tenant_id=world.alice.id, upload_id=dataset_id)
+        [found] = find_tokenizers(world.settings.assets().token_cache(), dataset.text_sha256)
+    return str(found["key"])
 
 
 def queued_job(store: Store, tenant: Tenant, spec: dict[str, Any] = TINY_JOB) -> str:
@@ -186,7 +228,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "queued": world.post("/v1/studies", STUDY),
             "foreign": world.post("/v1/studies", STUDY, bob),
         },
+        "dataset_id": {
+            "finished": world.upload("/v1/datasets", DATASET),
+            "foreign": world.upload("/v1/datasets", DATASET, bob),
+        },
+        "model_id": {
+            "finished": world.upload("/v1/models/uploads", model_upload()),
+            "foreign": world.upload("/v1/models/uploads", model_upload(), bob),
+        },
     }
+    world.ids["key"] = {"finished": trained_tokenizer(world, world.ids["dataset_id"]["finished"])}
     yield world
     shutdown_lifespans()
 
@@ -199,7 +250,10 @@ def send(world: World, case: schemathesis.Case, kind: str | None, mode: Generati
     if kind is not None and mode == GenerationMode.POSITIVE:
         if parameter is not None and kind in world.ids[parameter]:
             if not (operation.path == ENDLESS and kind == "queued"):
-                case.path_parameters = {parameter: world.ids[parameter][kind]}
+                # Every parameter of the kind that has one (a dataset and its tokenizer's key).
+                chosen = {name: world.ids[name][kind] for name in case.path_parameters or {}
+                          if kind in world.ids[name]}  # fmt: skip
+                case.path_parameters = {**(case.path_parameters or {}), **chosen}
         elif parameter is None and operation.method == "post" and operation.path in VALID_BODIES:
             case.body = VALID_BODIES[operation.path]
     tenant = world.admin if operation.path in ADMIN_ONLY else world.alice

@@ -25,6 +25,7 @@ from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..params import IdempotencyKey, csv, statuses
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
+from ..submission import check_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 422, 503))
 
@@ -47,6 +48,8 @@ def create_job_route(
 ) -> JobPublic:
     """Queue a training job (201); a replayed Idempotency-Key returns the first job (200)."""
     limiter.check(principal.key_id, "job submissions")
+    with store.read() as session:
+        check_submission(session, tenant_id=principal.tenant_id, spec=spec, settings=settings)
     with store.transaction() as session:
         job, created = create_job(
             session=session,

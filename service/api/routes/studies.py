@@ -21,10 +21,11 @@ from ...store.studies import (
     study_sweeps,
 )
 from ...studies.controller import current_result
-from ..deps import LimiterDep, PrincipalDep, StoreDep
+from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..params import IdempotencyKey, statuses
 from ..schemas import StudiesPublic, StudyPublic
+from ..submission import check_submission
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=error_responses(400, 401, 422, 503))
 
@@ -79,12 +80,15 @@ def create_study_route(
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> StudyPublic:
     """Queue a study: candidates tuned with equal budgets, then re-run on k seeds (201); a
     replayed Idempotency-Key returns the first study (200)."""
     limiter.check(principal.key_id, "study submissions")
+    with store.read() as session:
+        check_submission(session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings)
     with store.transaction() as session:
         study, created = create_study(
             session=session, tenant_id=principal.tenant_id, spec=spec, idempotency_key=idempotency_key

@@ -32,6 +32,7 @@ from ..schemas import (
     TrialPublic,
     TrialsPublic,
 )
+from ..submission import check_submission
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=error_responses(400, 401, 422, 503))
 
@@ -66,6 +67,7 @@ def create_sweep_route(
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
@@ -73,6 +75,8 @@ def create_sweep_route(
     a replayed Idempotency-Key returns the first sweep (200)."""
     limiter.check(principal.key_id, "sweep submissions")
     check_sampler(spec.sampler)
+    with store.read() as session:
+        check_submission(session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings)
     with store.transaction() as session:
         sweep, created = create_sweep(
             session=session,

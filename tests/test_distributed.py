@@ -79,7 +79,8 @@ class Runs:
             import ray
 
             task = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
-            stream = task.remote(spec(preset, 2), str(self.root / f"{preset}-2"), str(self.data_dir), None)
+            assets = {"data_root": str(self.data_dir)}
+            stream = task.remote(spec(preset, 2), str(self.root / f"{preset}-2"), assets, None)
             self.events[preset] = [ray.get(ref) for ref in stream]
         return self.events[preset]
 
@@ -215,7 +216,8 @@ def test_a_sharded_checkpoint_resumes_on_two_ranks_as_a_retried_attempt_does(run
     halfway = f"step_{STEPS // 2:09d}.dcp"
     shutil.copytree(runs.root / f"{preset}-2" / "checkpoints" / halfway, retried / "checkpoints" / halfway)
     task = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
-    events = [ray.get(ref) for ref in task.remote(spec(preset, 2), str(retried), str(runs.data_dir), None)]
+    assets = {"data_root": str(runs.data_dir)}
+    events = [ray.get(ref) for ref in task.remote(spec(preset, 2), str(retried), assets, None)]
     assert [e for e in events if e["kind"] == "error"] == []
     assert events[0]["data"]["resume_from"].endswith(halfway)
     assert [e["step"] for e in events if e["kind"] == "metrics"] == list(range(STEPS // 2 + 1, STEPS + 1))

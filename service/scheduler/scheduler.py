@@ -25,7 +25,7 @@ from ..errors import StoreError
 from ..settings import Settings
 from ..store import JobStatus, Store
 from ..store.jobs import append_events, get_job, transition
-from ..store.metrics import note_progress, record_metrics_of_jobs
+from ..store.metrics import newest_stored_step, note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
 from ..store.scheduling import claim_queued, heartbeat, orphaned, requeue, start_attempt, wanted_cancellations
 from ..studies.controller import StudyController
@@ -288,8 +288,11 @@ class Scheduler:
                     continue
                 start_attempt(session=session, job=job, owner=self.owner)
                 free_cpus, free_gpus = free_cpus - job.cpus, free_gpus - job.gpus
-                # job.step is the newest step whose metrics are stored: resume at or before it.
-                started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, job.step))
+                # Resume at or before the newest step whose metrics are stored; the run reports
+                # again what its checkpoint recorded after it (all of it when nothing is stored:
+                # an attempt whose events died with its service may have evaluated step 0).
+                stored = newest_stored_step(session, job)
+                started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, stored))
         for job_id, attempt, spec, cpus, gpus, stored_step in started:
             run_dir = self.settings.job_run_dir(job_id)
             try:

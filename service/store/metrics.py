@@ -22,6 +22,7 @@ __all__ = [
     "Point",
     "Series",
     "decode_value",
+    "newest_stored_step",
     "read_metrics",
     "record_metrics",
     "record_metrics_of_jobs",
@@ -134,6 +135,15 @@ def read_metrics(
         series.append(Series(name, list(steps), decoded))
         last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
     return MetricsPage(series, last_step, truncated)
+
+
+def newest_stored_step(session: Session, job: Job) -> int:
+    """The newest step whose metrics the store holds, or -1 when it holds none: a job's `step`
+    is 0 both before anything was stored and once step 0's evaluation was."""
+    if job.step > 0:
+        return job.step
+    stored = session.scalar(select(MetricPoint.step).where(MetricPoint.job_id == job.id).limit(1))
+    return -1 if stored is None else job.step
 
 
 def note_progress(*, session: Session, job: Job, step: int, best_val_loss: float | None = None) -> None:

@@ -49,6 +49,7 @@ class TokenDataset:
     # the data took to build or read.
     cache: Literal["built", "reused"] | None = None
     cache_key: str | None = None
+    unstored: str | None = None  # why tokens built now could not be stored in the cache
     seconds: float = 0.0
 
     @classmethod
@@ -76,6 +77,11 @@ class TokenDataset:
         counts = f"{len(self.train):,} train / {len(self.val):,} val tokens"
         if self.cache == "reused":
             how = f"read from the token cache {self.cache_key:.12} ({self.seconds:.2f} s)"
+        elif self.cache == "built" and self.unstored is not None:
+            how = (
+                f"tokenized now ({self.seconds:.1f} s), in memory: the token cache could not store it "
+                f"({self.unstored})"
+            )
         elif self.cache == "built":
             how = f"tokenized now ({self.seconds:.1f} s) into the token cache {self.cache_key:.12}"
         else:

@@ -67,6 +67,7 @@ class CachedTokens:
     key: str
     built: bool  # True: this call tokenized; False: it read what an earlier call had stored
     seconds: float  # time this call took, build or read
+    unstored: str | None = None  # why this call's tokens could not be stored (a full disk): in memory
 
 
 def storage_dtype(vocab_size: int) -> np.dtype[Any]:
@@ -100,7 +101,13 @@ def load_or_build(
         with _locked(cache_dir / f"{key}.lock"):
             # Another process may have built it while this one waited for the lock.
             if not entry.is_dir():
-                _build(cache_dir, key, identity, build)
+                made = build()
+                try:
+                    _store(cache_dir, key, identity, made, time.perf_counter() - started)
+                except OSError as error:
+                    # The cache only saves time: a job whose tokens do not fit on the disk (or
+                    # whose cache is read-only) trains on them from memory.
+                    return _in_memory(made, key, started, f"{type(error).__name__}: {error}")
                 built = True
     return _open(entry, key, built, started)
 
@@ -145,14 +152,19 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _build(cache_dir: Path, key: str, identity: Mapping[str, Any], build: Callable[[], Tokenized]) -> None:
+def _in_memory(made: Tokenized, key: str, started: float, why: str) -> CachedTokens:
+    dtype = storage_dtype(made.tokenizer.vocab_size).newbyteorder("=")
+    train, val = (torch.from_numpy(np.ascontiguousarray(ids, dtype=dtype)) for ids in (made.train, made.val))
+    seconds = time.perf_counter() - started
+    return CachedTokens(train, val, made.tokenizer, made.source, key, True, seconds, unstored=why)
+
+
+def _store(cache_dir: Path, key: str, identity: Mapping[str, Any], made: Tokenized, seconds: float) -> None:
     for stale in cache_dir.glob(f".{key}.*.part"):  # left by a builder that died; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     work = cache_dir / f".{key}.{uuid.uuid4().hex[:8]}.part"
-    work.mkdir()
     try:
-        started = time.perf_counter()
-        made = build()
+        work.mkdir()
         dtype = storage_dtype(made.tokenizer.vocab_size)
         for name, ids in zip(_SPLITS, (made.train, made.val), strict=True):
             np.ascontiguousarray(ids, dtype=dtype).tofile(work / f"{name}.bin")
@@ -168,7 +180,7 @@ def _build(cache_dir: Path, key: str, identity: Mapping[str, Any], build: Callab
             "source": made.source,
             "source_sha256": made.source_sha256,
             "created": time.time(),
-            "build_seconds": round(time.perf_counter() - started, 3),
+            "build_seconds": round(seconds, 3),
         }
         (work / _META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         os.replace(work, cache_dir / key)

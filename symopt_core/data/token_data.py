@@ -123,6 +123,7 @@ def tokenized_dataset(
         cache="built" if cached.built else "reused",
         cache_key=cached.key,
         seconds=cached.seconds,
+        unstored=cached.unstored,
     )
 
 

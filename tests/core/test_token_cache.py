@@ -32,7 +32,7 @@ from symopt_core.data import (
     split_documents,
     tokenized_dataset,
 )
-from symopt_core.data.token_cache import Tokenized
+from symopt_core.data.token_cache import Tokenized, cache_key
 from symopt_core.errors import ConfigError
 from symopt_core.spec import load_spec
 from symopt_core.training import train
@@ -89,6 +89,17 @@ def test_a_failed_build_leaves_nothing(tmp_path):
     assert load_or_build(tmp_path, {"data": 1}, _tokens).built
 
 
+def test_tokens_the_cache_cannot_store_are_used_from_memory(tmp_path):
+    # A file where the entry's directory would go: storing fails (as on a full or read-only disk).
+    key = load_or_build(tmp_path / "probe", {"data": 1}, _tokens).key
+    (tmp_path / key).write_text("in the way")
+    cached = load_or_build(tmp_path, {"data": 1}, _tokens)
+    assert cached.built
+    assert cached.unstored is not None
+    assert torch.equal(cached.train, torch.from_numpy(_tokens().train))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == sorted([key, "probe"])
+
+
 def _race(cache: str, marker: str, ready: Any, results: Any) -> None:
     torch.set_num_threads(1)
 
@@ -141,9 +152,11 @@ def test_a_killed_build_leaves_no_entry_and_the_next_builder_cleans_up(tmp_path)
     process.start()
     process.join(timeout=120)
     assert process.exitcode == -signal.SIGKILL
-    left = [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
-    assert len(left) == 1
-    assert left[0].endswith(".part")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    # What a builder killed while it wrote the entry leaves: a part directory, removed by the next.
+    key = cache_key({"data": "killed"})
+    (tmp_path / f".{key}.dead.part").mkdir()
+    (tmp_path / f".{key}.dead.part" / "train.bin").write_bytes(b"\0" * 10)
     cached = load_or_build(tmp_path, {"data": "killed"}, _tokens)
     assert cached.built
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [cached.key]

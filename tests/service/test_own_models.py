@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from service.testing import ROOT, live_service, one_thread_env
 from symopt_core.data.sources import data_root
 
 from ..specs import tiny_job
-from ..waiting import LIMIT
+from ..waiting import LIMIT, wait_for
 from .conftest import POSTGRES, make_tenant, own_postgres_database
 from .live import Api, SharedService, cancel_once_past, wait_for_checkpoint
 
@@ -243,3 +244,25 @@ def test_the_cli_uploads_lists_and_removes(
     bad = symopt("datasets", "upload", str(ROOT / "README.md"), "--format", "jsonl")
     assert bad.returncode == 2
     assert "line 1" in bad.stderr
+
+
+def test_an_upload_cut_off_mid_stream_leaves_nothing(shared_service: SharedService) -> None:
+    tenant = shared_service.tenant()
+    api = Api(shared_service, tenant.api_key)
+    incoming = shared_service.home / "artifacts" / ".incoming"
+
+    def in_flight() -> tuple[int, ...]:
+        return tuple(sorted(p.stat().st_size for p in incoming.iterdir())) if incoming.exists() else ()
+
+    host, port = tenant.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        head = (
+            f"POST /v1/datasets?format=text HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {tenant.api_key}\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Length: 1000000\r\n\r\n"
+        )
+        connection.sendall(head.encode() + b"x" * 50_000)
+        # The service is writing the body to disk: then the client goes away.
+        wait_for(lambda: sum(in_flight()) >= 50_000 or None, progress=in_flight, what="the upload to land")
+    wait_for(lambda: not in_flight() or None, progress=in_flight, what="the cut-off upload to be removed")
+    assert api.http.get("/v1/datasets").json()["data"] == []

@@ -19,6 +19,7 @@ from .params.classes import ParamClass
 __all__ = [
     "DATASET_ID_PATTERN",
     "HF_FAMILIES",
+    "KNOWN_LAYOUTS",
     "MAX_BPE_VOCAB",
     "MIN_BPE_VOCAB",
     "MODEL_ID_PATTERN",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 HF_FAMILIES = ("hf", "transformers")
+# transformers model types whose every parameter the classifier claims by name, each trained in
+# tests/core (test_hf_jobs.py, hf_models.py); other causal LMs train with optimizer.mapping.
+KNOWN_LAYOUTS = ("llama", "mixtral", "qwen3", "qwen3_moe", "gemma3_text", "olmoe", "gpt_oss", "gpt2")
 DATASET_ID_PATTERN = r"^ds_[0-9a-f]{6,32}$"
 MODEL_ID_PATTERN = r"^mdl_[0-9a-f]{6,32}$"
 # 256 byte tokens and one end-of-text token, then at least a few merges.

@@ -8,9 +8,10 @@ import math
 from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from symopt_core.data import CORPORA
+from symopt_core.hf_spec import KNOWN_LAYOUTS
 from symopt_core.models import MODEL_FAMILIES
 from symopt_core.optim import RULES, Rule, SymOpt
 from symopt_core.params import ParamClass
@@ -33,6 +34,11 @@ class FamilyPublic(BaseModel):
     description: str
     sizes: dict[str, dict[str, Any]]
     dims: list[DimPublic]
+    architectures: list[str] = Field(
+        default_factory=list,
+        description="family hf: the transformers model types whose layouts the classifier knows by name "
+        "(any other causal LM trains too, with optimizer.mapping for parameters no rule claims)",
+    )
 
 
 class ClassSettingsPublic(BaseModel):
@@ -103,6 +109,17 @@ def list_models_route(principal: PrincipalDep) -> Catalog[FamilyPublic]:
                 dims=dims,
             )
         )
+    families.append(
+        FamilyPublic(
+            name="hf",
+            description="any transformers causal LM: model.config ({model_type, ...fields}, a seeded random "
+            "init) or model.path (an uploaded model mdl_..., or a directory under the model root); "
+            "POST /v1/models:classify shows its classification",
+            sizes={},
+            dims=[],
+            architectures=list(KNOWN_LAYOUTS),
+        )
+    )
     return Catalog(data=families)
 
 

@@ -109,3 +109,18 @@ def test_sharded_step_quick_run_projects_each_k(tmp_path, capsys):
     assert planned["whole_matrices"] == muon["whole_matrices"]  # the plan counts what the step computed
     assert planned["gathered_bytes_per_step"] == muon["gathered_bytes_per_step"]
     assert two["received_bytes_per_rank"] <= planned["max_received_bytes_per_rank"]["2"]
+
+
+def test_job_data_quick_run_times_every_path(tmp_path, capsys):
+    from benchmarks import job_data
+
+    out = tmp_path / "job_data.json"
+    assert job_data.main(["--quick", "--out", str(out)]) == 0
+    rows = {row["tokenizer"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"char", "byte", "bpe 512"}
+    for row in rows.values():
+        assert row["tokens"] > 0
+        assert row["later_job_s"] > 0
+        assert row["first_job_s"] > 0
+    assert rows["char"]["uncached_s"] > 0
+    assert "later job" in capsys.readouterr().out

@@ -28,6 +28,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument(
         "--data-root", type=Path, help="where corpora are looked up (default: $SYMOPT_DATA_DIR)"
     )
+    train.add_argument(
+        "--model-root",
+        type=Path,
+        help="where model.path names of family hf are looked up (a save_pretrained directory under it)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=run_train)
     for name, handler, summary in (
@@ -75,6 +80,7 @@ def load_spec_or_explain(path: Path, settings: list[str], command: str) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from symopt_core.assets import Assets
     from symopt_core.training import train
 
     spec = load_spec_or_explain(args.spec, args.settings, "train")
@@ -97,7 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
                 run_dir=run_dir,
                 resume_from=args.resume,
                 device=args.device,
-                data_root=args.data_root,
+                assets=Assets(data_root=args.data_root, model_root=args.model_root),
             )
         except SymoptError as error:
             progress.bar.close()

@@ -18,7 +18,7 @@ from .http import Transport
 from .jobs import Job
 from .studies import Study
 from .sweeps import Sweep
-from .uploads import dataset_format, upload_file, upload_model_path
+from .uploads import dataset_format, upload_dataset_path, upload_model_path
 
 if TYPE_CHECKING:  # the spec models import torch; the client itself needs only their trees
     from symopt_core.spec import JobSpec
@@ -213,15 +213,16 @@ class Client:
         text_field: str = "text",
         name: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a dataset file (text, jsonl, parquet, or a tar of text files; `format` None:
-        from the file's name) and return its record; name it in a spec as data: {dataset: <id>}."""
-        file = Path(path)
+        """Upload a dataset (a text, jsonl or parquet file, a tar of text files, or a directory of
+        them; `format` None: from the file's name) and return its record; name it in a spec as
+        data: {dataset: <id>}."""
+        where = Path(path)
         params = {
-            "format": format or dataset_format(file),
+            "format": format or dataset_format(where),
             "text_field": text_field,
-            "name": name or file.name,
+            "name": name or where.name,
         }
-        found: dict[str, Any] = upload_file(self.transport, "/v1/datasets", file, params)
+        found: dict[str, Any] = upload_dataset_path(self.transport, where, params)
         return found
 
     def datasets(self) -> list[dict[str, Any]]:

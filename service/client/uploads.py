@@ -12,6 +12,7 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from symopt_core.errors import ConfigError
 
 from .http import Transport
 
-__all__ = ["dataset_format", "upload_file", "upload_model_path"]
+__all__ = ["dataset_format", "tarred", "upload_dataset_path", "upload_file", "upload_model_path"]
 
 _CHUNK = 1 << 20
 _SUFFIXES = {
@@ -74,8 +75,31 @@ def upload_file(transport: Transport, route: str, path: Path, params: dict[str, 
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def tarred(directory: Path) -> Iterator[Path]:
+    """A temporary tar of the regular files under `directory`, named relative to it."""
+    fd, temporary = tempfile.mkstemp(suffix=".tar")
+    os.close(fd)
+    try:
+        with tarfile.open(temporary, "w") as archive:
+            for item in sorted(directory.rglob("*")):
+                if item.is_file() and not item.is_symlink():
+                    archive.add(item, arcname=str(item.relative_to(directory)), recursive=False)
+        yield Path(temporary)
+    finally:
+        os.unlink(temporary)
+
+
+def upload_dataset_path(transport: Transport, path: Path, params: dict[str, Any]) -> Any:
+    """Upload a dataset: a file, or a directory of text files (sent as a tar, each file a document)."""
+    if not path.is_dir():
+        return upload_file(transport, "/v1/datasets", path, params)
+    with tarred(path) as archive:
+        return upload_file(transport, "/v1/datasets", archive, {**params, "format": "tar"})
+
+
 def upload_model_path(transport: Transport, path: Path, name: str) -> Any:
-    """Upload a model: a directory (tarred here, on the fly into a temporary file) or a tar."""
+    """Upload a model: a directory (tarred here, into a temporary file) or a tar of one."""
     if path.is_file():
         return upload_file(transport, "/v1/models/uploads", path, {"name": name})
     if not (path / "config.json").is_file():
@@ -83,13 +107,5 @@ def upload_model_path(transport: Transport, path: Path, name: str) -> Any:
             f"{path} is not a model directory (no config.json): give the directory save_pretrained wrote, "
             "or a tar of it"
         )
-    fd, temporary = tempfile.mkstemp(suffix=".tar")
-    os.close(fd)
-    try:
-        with tarfile.open(temporary, "w") as archive:
-            for item in sorted(path.rglob("*")):
-                if item.is_file() and not item.is_symlink():
-                    archive.add(item, arcname=str(item.relative_to(path)), recursive=False)
-        return upload_file(transport, "/v1/models/uploads", Path(temporary), {"name": name})
-    finally:
-        os.unlink(temporary)
+    with tarred(path) as archive:
+        return upload_file(transport, "/v1/models/uploads", archive, {"name": name})

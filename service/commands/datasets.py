@@ -13,7 +13,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     datasets = commands.add_parser("datasets", help="upload, list and delete datasets on the service")
     sub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
 
-    upload = sub.add_parser("upload", help="upload a text, jsonl, parquet or tar file; prints its id")
+    upload = sub.add_parser(
+        "upload",
+        help="upload a text, jsonl, parquet or tar file (or a directory of text files); prints its id",
+    )
     upload.add_argument("path", type=Path)
     upload.add_argument(
         "--format", choices=("text", "jsonl", "parquet", "tar"), help="default: from the file's name"

@@ -217,8 +217,8 @@ def test_an_uploaded_model_fine_tunes_and_resumes_on_the_same_trajectory(
 
 
 def test_the_cli_uploads_lists_and_removes(
-    shared_service: SharedService, notes_jsonl: Path, pretrained: Path
-):
+    shared_service: SharedService, notes_jsonl: Path, pretrained: Path, tmp_path: Path
+) -> None:
     tenant = shared_service.tenant()
     env = one_thread_env(SYMOPT_URL=tenant.url, SYMOPT_API_KEY=tenant.api_key)
 
@@ -241,6 +241,13 @@ def test_the_cli_uploads_lists_and_removes(
     gone = symopt("datasets", "show", dataset_id)
     assert gone.returncode == 2
     assert "No dataset" in gone.stderr
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_text(f"document {name}\n" * 50)
+    tarred = symopt("datasets", "upload", str(folder), "--output", "json")
+    assert tarred.returncode == 0, tarred.stderr
+    assert (json.loads(tarred.stdout)["format"], json.loads(tarred.stdout)["documents"]) == ("tar", 2)
     bad = symopt("datasets", "upload", str(ROOT / "README.md"), "--format", "jsonl")
     assert bad.returncode == 2
     assert "line 1" in bad.stderr

@@ -19,7 +19,7 @@ from torch import nn
 from ..assets import Assets
 from ..errors import ConfigError
 from ..params.classes import ParamClass, ParamInfo
-from ..params.classify import Mapped, describe_params
+from ..params.classify import Mapped, UnclaimedParamsError, describe_params
 from ..presets import param_groups
 from .hf import build_transformers_model
 
@@ -95,23 +95,8 @@ def classified(model: nn.Module, mapping: Mapping[str, Mapped] | None) -> dict[s
     that names them and shows the `optimizer.mapping` to paste into the spec."""
     try:
         return describe_params(model, mapping=mapping)
-    except ConfigError as error:
-        unclaimed = _unclaimed(str(error), model)
-        if not unclaimed:
-            raise
-        raise ConfigError(_mapping_advice(unclaimed)) from None
-
-
-def _unclaimed(message: str, model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    # describe_params lists them as "No parameter class claims: <name> <shape>, <name> <shape>."
-    if not message.startswith("No parameter class claims: "):
-        return []
-    found = []
-    for name, p in model.named_parameters():
-        entry = re.escape(f"{name} {tuple(p.shape)}")
-        if re.search(rf"(?:: |, ){entry}(?=[,.])", message):
-            found.append((name, tuple(p.shape)))
-    return found
+    except UnclaimedParamsError as error:
+        raise ConfigError(_mapping_advice(error.params)) from None
 
 
 def _mapping_advice(unclaimed: list[tuple[str, tuple[int, ...]]]) -> str:

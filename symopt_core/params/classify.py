@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..optim.layout import parse_layout
 from .classes import ParamClass, ParamInfo
 
-__all__ = ["classify", "describe_params"]
+__all__ = ["UnclaimedParamsError", "classify", "describe_params"]
 
 Mapped = str | ParamClass | tuple[str | ParamClass, str]
 
@@ -53,6 +53,18 @@ _ATTENTION_CONTEXT = ("attn", "attention")
 _MLP_CONTEXT = ("mlp", "ffn", "feed_forward", "moe")
 
 
+class UnclaimedParamsError(ConfigError):
+    """Trainable parameters no rule claims: `params` holds each one's name and shape."""
+
+    def __init__(self, params: list[tuple[str, tuple[int, ...]]]) -> None:
+        self.params = params
+        listed = ", ".join(f"{name} {shape}" for name, shape in params)
+        super().__init__(
+            f"No parameter class claims: {listed}. Map them explicitly, e.g. build_optimizer(model, ..., "
+            "mapping={'<name pattern>': 'hidden'}); classes: " + ", ".join(c.value for c in ParamClass)
+        )
+
+
 @dataclass(frozen=True)
 class _Site:
     """One place a parameter appears: the module that holds it and the attribute name."""
@@ -72,24 +84,20 @@ def describe_params(model: nn.Module, *, mapping: Mapping[str, Mapped] | None = 
     """Class and layout of every trainable parameter, keyed by `model.named_parameters()` names."""
     sites = _sites(model)
     infos: dict[str, ParamInfo] = {}
-    unclaimed: list[str] = []
+    unclaimed: list[tuple[str, tuple[int, ...]]] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         mapped = _from_mapping(name, mapping or {})
         found = mapped or _infer(name, p, sites[id(p)])
         if found is None:
-            unclaimed.append(f"{name} {tuple(p.shape)}")
+            unclaimed.append((name, tuple(p.shape)))
             continue
         param_class, layout = found
         parse_layout(layout).check(tuple(p.shape), name)
         infos[name] = ParamInfo(name, param_class, layout, tuple(p.shape))
     if unclaimed:
-        raise ConfigError(
-            "No parameter class claims: " + ", ".join(unclaimed) + ". Map them explicitly, e.g. "
-            "build_optimizer(model, ..., mapping={'<name pattern>': 'hidden'}); classes: "
-            + ", ".join(c.value for c in ParamClass)
-        )
+        raise UnclaimedParamsError(unclaimed)
     return infos
 
 

@@ -12,14 +12,22 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
+from symopt_core.assets import UploadKind
 from symopt_core.errors import ConfigError
 
 from .errors import PayloadTooLargeError, ServiceError
+from .settings import Settings
+from .store import Store
+from .store.models import Dataset, UploadedModel
+from .store.uploads import add_upload
 
 __all__ = [
     "ModelDirectory",
@@ -28,6 +36,7 @@ __all__ = [
     "new_upload_id",
     "receive_body",
     "remove_quietly",
+    "store_upload",
     "unpack_model",
 ]
 
@@ -94,6 +103,45 @@ async def receive_body(request: Request, root: Path, max_bytes: int, expected_sh
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+Unpacked = TypeVar("Unpacked")
+Row = TypeVar("Row", Dataset, UploadedModel)
+
+
+async def store_upload(
+    request: Request,
+    settings: Settings,
+    store: Store,
+    *,
+    kind: UploadKind,
+    expected_sha256: str | None,
+    unpack: Callable[[Path, Path], Unpacked],
+    row_of: Callable[[str, Received, Unpacked], Row],
+) -> Row:
+    """An upload received, unpacked into its directory and recorded, in that order: the body
+    streamed to a temporary file, `unpack(file, directory)` (off the event loop: it reads the
+    whole upload, and a ConfigError names what is wrong), then `row_of(id, received, unpacked)`
+    added to the store. Whatever fails leaves no file and no row."""
+    root = settings.resolved_artifact_root()
+    received = await receive_body(request, root, settings.max_upload_bytes, expected_sha256)
+    upload_id = new_upload_id("ds" if kind == "datasets" else "mdl")
+    dest = settings.assets().upload_dir(kind, upload_id)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        unpacked = await run_in_threadpool(unpack, received.path, dest)
+        row = row_of(upload_id, received, unpacked)
+
+        def add() -> Row:
+            with store.transaction() as session:
+                return add_upload(session, row)
+
+        return await run_in_threadpool(add)
+    except BaseException:
+        remove_quietly(dest)
+        raise
+    finally:
+        received.path.unlink(missing_ok=True)
 
 
 def remove_quietly(path: Path) -> None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["Assets"]
+__all__ = ["Assets", "UploadKind"]
+
+UploadKind = Literal["datasets", "models"]  # the folders of uploads under Assets.uploads
 
 
 @dataclass(frozen=True)
@@ -42,31 +44,29 @@ class Assets:
     def from_dict(cls, values: dict[str, Any] | None) -> Assets:
         return cls(**{k: None if v is None else Path(v) for k, v in (values or {}).items()})
 
-    def dataset_dir(self, dataset_id: str) -> Path:
-        """The directory of an uploaded dataset (what documents.ingest_documents wrote)."""
+    def upload_dir(self, kind: UploadKind, upload_id: str) -> Path:
+        """Where the service keeps an upload's files (which need not exist yet)."""
         if self.uploads is None:
             raise ConfigError(
-                f"Dataset {dataset_id!r} is an upload, but no upload root is configured: run the job "
-                "through the service, or pass Assets(uploads=<the service's artifact root>)."
+                f"{upload_id!r} is an upload, but no upload root is configured: run the job through the "
+                "service, or pass Assets(uploads=<the service's artifact root>)."
             )
-        found = self.uploads / "datasets" / dataset_id
+        return self.uploads / kind / upload_id
+
+    def _uploaded(self, kind: UploadKind, upload_id: str) -> Path:
+        found = self.upload_dir(kind, upload_id)
         if not found.is_dir():
-            where = self.uploads / "datasets"
-            raise ConfigError(f"No dataset {dataset_id!r} under {where}; upload it first.")
+            raise ConfigError(f"No upload {upload_id!r} under {found.parent}; upload it first.")
         return found
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        """The directory of an uploaded dataset (what documents.ingest_documents wrote)."""
+        return self._uploaded("datasets", dataset_id)
 
     def model_dir(self, path: str) -> Path:
         """An uploaded model (mdl_...) or a directory under the model root."""
         if path.startswith("mdl_"):
-            if self.uploads is None:
-                raise ConfigError(
-                    f"Model {path!r} is an upload, but no upload root is configured: run the job through "
-                    "the service, or pass Assets(uploads=<the service's artifact root>)."
-                )
-            found = self.uploads / "models" / path
-            if not found.is_dir():
-                raise ConfigError(f"No model {path!r} under {self.uploads / 'models'}; upload it first.")
-            return found
+            return self._uploaded("models", path)
         if self.model_root is None:
             raise ConfigError(
                 f"model.path {path!r} names a directory under the model root, but none is configured: "

@@ -132,7 +132,7 @@ schemathesis.openapi.media_type(
 
 def trained_tokenizer(world: World, dataset_id: str) -> str:
     """The cache key of a 300-token BPE trained on the dataset, as a job on it would leave it."""
-    directory = world.settings.resolved_artifact_root() / "datasets" / dataset_id
+    directory = world.settings.assets().dataset_dir(dataset_id)
     tokenized_dataset(
         dataset_source(directory, dataset_id),
         "bpe",

@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from symopt_core.data.documents import ingest_documents
+from symopt_core.data.documents import DocumentsInfo, ingest_documents
 from symopt_core.data.token_cache import find_tokenizers
 
 from ...errors import NotFoundError
 from ...settings import Settings
 from ...store.models import Dataset
-from ...store.uploads import add_upload, delete_upload, get_upload, list_uploads
-from ...uploads import new_upload_id, receive_body, remove_quietly
+from ...store.uploads import delete_upload, get_upload, list_uploads
+from ...uploads import Received, remove_quietly, store_upload
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..upload_schemas import DatasetPublic, DatasetsPublic, TokenizerPublic
@@ -62,14 +61,12 @@ async def upload_dataset_route(
     """Upload a dataset: the file is the request body. It is checked whole (a 422 names the bad
     line, row or member) before it is listed; a cut-off or corrupt upload leaves nothing."""
     limiter.check(principal.key_id, "uploads")
-    root = settings.resolved_artifact_root()
-    received = await receive_body(request, root, settings.max_upload_bytes, sha256)
-    dataset_id = new_upload_id("ds")
-    dest = root / "datasets" / dataset_id
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        info = await run_in_threadpool(ingest_documents, received.path, format, dest, text_field=text_field)
-        row = Dataset(
+
+    def ingest(upload: Path, dest: Path) -> DocumentsInfo:
+        return ingest_documents(upload, format, dest, text_field=text_field)
+
+    def row_of(dataset_id: str, received: Received, info: DocumentsInfo) -> Dataset:
+        return Dataset(
             id=dataset_id,
             tenant_id=principal.tenant_id,
             name=name,
@@ -83,16 +80,10 @@ async def upload_dataset_route(
             text_bytes=info.bytes,
         )
 
-        def add() -> DatasetPublic:
-            with store.transaction() as session:
-                return DatasetPublic.of(add_upload(session, row))
-
-        return await run_in_threadpool(add)
-    except BaseException:
-        remove_quietly(dest)
-        raise
-    finally:
-        received.path.unlink(missing_ok=True)
+    dataset = await store_upload(
+        request, settings, store, kind="datasets", expected_sha256=sha256, unpack=ingest, row_of=row_of
+    )
+    return DatasetPublic.of(dataset)
 
 
 @router.get("", response_model=DatasetsPublic)
@@ -120,7 +111,7 @@ def delete_dataset_route(
     """Delete a dataset and its files; refused (409) while an unfinished job, sweep or study uses it."""
     with store.transaction() as session:
         delete_upload(session, Dataset, tenant_id=principal.tenant_id, upload_id=dataset_id)
-    remove_quietly(settings.resolved_artifact_root() / "datasets" / dataset_id)
+    remove_quietly(settings.assets().upload_dir("datasets", dataset_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

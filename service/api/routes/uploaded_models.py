@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from symopt_core.errors import ConfigError
 
 from ...store.models import UploadedModel
-from ...store.uploads import add_upload, delete_upload, get_upload, list_uploads
-from ...uploads import new_upload_id, receive_body, remove_quietly, unpack_model
+from ...store.uploads import delete_upload, get_upload, list_uploads
+from ...uploads import ModelDirectory, Received, remove_quietly, store_upload, unpack_model
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..upload_schemas import (
@@ -58,14 +57,9 @@ async def upload_model_route(
     """Upload a model directory as a tar (or .tar.gz) of what save_pretrained wrote: config.json,
     weights, optionally the tokenizer. Its config must be a transformers causal LM."""
     limiter.check(principal.key_id, "uploads")
-    root = settings.resolved_artifact_root()
-    received = await receive_body(request, root, settings.max_upload_bytes, sha256)
-    model_id = new_upload_id("mdl")
-    dest = root / "models" / model_id
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        unpacked = await run_in_threadpool(unpack_model, received.path, dest)
-        row = UploadedModel(
+
+    def row_of(model_id: str, received: Received, unpacked: ModelDirectory) -> UploadedModel:
+        return UploadedModel(
             id=model_id,
             tenant_id=principal.tenant_id,
             name=name,
@@ -77,16 +71,10 @@ async def upload_model_route(
             has_tokenizer=unpacked.has_tokenizer,
         )
 
-        def add() -> UploadedModelPublic:
-            with store.transaction() as session:
-                return UploadedModelPublic.of(add_upload(session, row))
-
-        return await run_in_threadpool(add)
-    except BaseException:
-        remove_quietly(dest)
-        raise
-    finally:
-        received.path.unlink(missing_ok=True)
+    model = await store_upload(
+        request, settings, store, kind="models", expected_sha256=sha256, unpack=unpack_model, row_of=row_of
+    )
+    return UploadedModelPublic.of(model)
 
 
 @router.get("/uploads", response_model=UploadedModelsPublic)
@@ -114,7 +102,7 @@ def delete_uploaded_model_route(
     """Delete a model and its files; refused (409) while an unfinished job, sweep or study uses it."""
     with store.transaction() as session:
         delete_upload(session, UploadedModel, tenant_id=principal.tenant_id, upload_id=model_id)
-    remove_quietly(settings.resolved_artifact_root() / "models" / model_id)
+    remove_quietly(settings.assets().upload_dir("models", model_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -228,18 +228,7 @@ def _extract_regular_files(archive: Path, into: Path) -> list[str]:
 
 
 def _causal_lm_config(directory: Path) -> tuple[str, list[str]]:
-    """The model type and architectures of a config.json, refused unless transformers knows it
-    as a causal LM."""
-    import transformers
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from symopt_core.models.hf import pretrained_config
 
-    try:
-        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        raise ConfigError(f"config.json does not load as a transformers config: {error}") from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ConfigError(
-            f"model_type {config.model_type!r} is not a causal language model transformers knows "
-            "(AutoModelForCausalLM); symopt trains causal LMs"
-        )
+    config = pretrained_config(directory, "The uploaded model")
     return str(config.model_type), list(getattr(config, "architectures", None) or [])

@@ -26,6 +26,7 @@ __all__ = [
     "check_hf_model_fields",
     "check_mapping",
     "check_relative_path",
+    "hf_label",
     "is_hf_family",
 ]
 
@@ -43,6 +44,11 @@ _MAX_CONFIG_KEYS = 256
 
 def is_hf_family(family: str) -> bool:
     return family.strip().lower() in HF_FAMILIES
+
+
+def hf_label(config: Mapping[str, Any] | None, path: str | None) -> str:
+    """What logs and errors call an hf model: "llama (config)", "mdl_3f2a9c (pretrained)"."""
+    return f"{config.get('model_type')} (config)" if config is not None else f"{path} (pretrained)"
 
 
 def check_relative_path(value: str, what: str, root: str, example: str) -> None:

@@ -19,6 +19,7 @@ transformers is imported inside the functions: the API validates specs on its ev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from ..assets import Assets
 from ..errors import ConfigError
+from ..hf_spec import hf_label
 from .output import ModelOutput, RoutingStats
 
 if TYPE_CHECKING:
@@ -206,6 +208,23 @@ def _check_causal(model: nn.Module, what: str) -> None:
         )
 
 
+def pretrained_config(directory: Path, what: str) -> Any:
+    """The transformers config in `directory` (a save_pretrained directory), refused unless it
+    loads from local files and is a causal language model transformers knows."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{what}: its config.json does not load: {error}") from None
+    if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ConfigError(
+            f"{what} holds a {config.model_type} model, which is not a causal language model in "
+            "transformers; upload a *ForCausalLM model"
+        )
+    return config
+
+
 def build_transformers_model(
     model_spec: ModelSpec, vocab_size: int | None, assets: Assets | None, *, meta: bool = False
 ) -> tuple[nn.Module, str]:
@@ -213,24 +232,13 @@ def build_transformers_model(
     without weights (the size of a 70B config costs nothing), for checks and classification."""
     import transformers
 
+    label = hf_label(model_spec.config, model_spec.path)
     if model_spec.config is not None:
         config = hf_config(model_spec.config, vocab_size)
-        label = f"{config.model_type} (config)"
     else:
         assert model_spec.path is not None  # the spec holds exactly one of config and path
         directory = (assets or Assets()).model_dir(model_spec.path)
-        try:
-            config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-        except (OSError, ValueError, KeyError) as error:
-            raise ConfigError(
-                f"model.path {model_spec.path!r}: its config.json does not load: {error}"
-            ) from None
-        if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
-            raise ConfigError(
-                f"model.path {model_spec.path!r} holds a {config.model_type} model, which is not a causal "
-                "language model in transformers; upload a *ForCausalLM model"
-            )
-        label = f"{model_spec.path} (pretrained)"
+        config = pretrained_config(directory, f"model.path {model_spec.path!r}")
     if vocab_size is not None and isinstance(getattr(config, "vocab_size", None), int):
         where = "model.config" if model_spec.config is not None else f"the model at {model_spec.path!r} has"
         check_vocab(config.vocab_size, vocab_size, where)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..assets import Assets
 from ..errors import ConfigError
+from ..hf_spec import hf_label
 from ..models.registry import build_model
 from ..spec import JobSpec, ModelSpec
 
@@ -55,7 +56,5 @@ def has_routed_experts(model: nn.Module) -> bool:
 def model_label(model: ModelSpec) -> str:
     """What a run's log says it trains: "qwen3 tiny", "hf llama (config)", "hf mdl_3f2a9c (pretrained)"."""
     if model.is_hf:
-        if model.config is not None:
-            return f"hf {model.config.get('model_type')} (config)"
-        return f"hf {model.path} (pretrained)"
+        return f"hf {hf_label(model.config, model.path)}"
     return f"{model.family} {model.size or 'custom dims'}"

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .commands import compare, datasets, jobs, local, login, models, run, server, study, sweep
+from .commands import agent, compare, datasets, jobs, local, login, models, run, server, study, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(commands)
     sweep.register(commands)
     study.register(commands)
+    agent.register(commands)
     compare.register(commands)
     datasets.register(commands)
     models.register(commands)

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         2 * 1024**3, description="largest dataset or model upload, in bytes (streamed to disk)"
     )
+    agent_lease_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="an agent's lease on a trial when its claim names none (renewed by reports)",
+    )
+    agent_poll_seconds: float = Field(
+        2.0, gt=0, description="how long an agent waits (retry_after) when no trial is waiting for it"
+    )
 
     # scheduler
     run_scheduler: bool = Field(False, description="run the scheduler in this process (symopt serve does)")

@@ -17,6 +17,7 @@ from .optim.layout import parse_layout
 from .params.classes import ParamClass
 
 __all__ = [
+    "CUSTOM_FAMILY",
     "DATASET_ID_PATTERN",
     "HF_FAMILIES",
     "KNOWN_LAYOUTS",
@@ -27,10 +28,14 @@ __all__ = [
     "check_mapping",
     "check_relative_path",
     "hf_label",
+    "is_custom_family",
     "is_hf_family",
 ]
 
 HF_FAMILIES = ("hf", "transformers")
+# A model the user's own training script builds (an agent sweep's trials): the service never
+# builds it, so it has no size and no config; a `d_model` dim, if given, informs the auto lr range.
+CUSTOM_FAMILY = "custom"
 # transformers model types whose every parameter the classifier claims by name, each trained in
 # tests/core (test_hf_jobs.py, hf_models.py); other causal LMs train with optimizer.mapping.
 KNOWN_LAYOUTS = ("llama", "mixtral", "qwen3", "qwen3_moe", "gemma3_text", "olmoe", "gpt_oss", "gpt2")
@@ -44,6 +49,10 @@ _MAX_CONFIG_KEYS = 256
 
 def is_hf_family(family: str) -> bool:
     return family.strip().lower() in HF_FAMILIES
+
+
+def is_custom_family(family: str) -> bool:
+    return family.strip().lower() == CUSTOM_FAMILY
 
 
 def hf_label(config: Mapping[str, Any] | None, path: str | None) -> str:

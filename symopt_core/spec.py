@@ -34,6 +34,7 @@ from .hf_spec import (
     check_hf_model_fields,
     check_mapping,
     check_relative_path,
+    is_custom_family,
     is_hf_family,
 )
 from .models.registry import build_config
@@ -123,7 +124,10 @@ class ModelSpec(_OmitsUnusedFields):
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     _omitted_when_unused: ClassVar[tuple[str, ...]] = ("config", "path")
 
-    family: str = Field(description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss | hf (a transformers model)")
+    family: str = Field(
+        description="gpt2 | qwen3 | gemma3 | olmoe | gpt-oss | hf (a transformers model) | custom (a model "
+        "your own script builds: agent sweeps and studies only)"
+    )
     size: str | None = Field(None, description="tiny | small | a paper shape; None: the family defaults")
     config: dict[str, Any] | None = Field(
         None,
@@ -145,10 +149,17 @@ class ModelSpec(_OmitsUnusedFields):
     def is_hf(self) -> bool:
         return is_hf_family(self.family)
 
+    @property
+    def is_custom(self) -> bool:
+        return is_custom_family(self.family)
+
     @model_validator(mode="after")
     def _known_family_size_and_dims(self) -> ModelSpec:
         if self.is_hf:
             check_hf_model_fields(self.config, self.path, self.size, self.dims)
+            return self
+        if self.is_custom:
+            _check_custom_model(self)
             return self
         if self.config is not None or self.path is not None:
             raise ValueError(
@@ -163,6 +174,20 @@ class ModelSpec(_OmitsUnusedFields):
         except (ConfigError, TypeError) as error:
             raise ValueError(str(error)) from None
         return self
+
+
+def _check_custom_model(model: ModelSpec) -> None:
+    """family custom: the user's script builds the model; the spec may only describe its width."""
+    if model.config is not None or model.path is not None or model.size is not None:
+        raise ValueError(
+            "model.family 'custom' is a model your own script builds: it takes no size, config or path "
+            "(at most a `d_model` dim, which the auto lr range of adamw uses)"
+        )
+    for name, value in model.dims.items():
+        if name != "d_model":
+            raise ValueError(f"model.{name}: a custom model describes at most its width, model.d_model")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
+            raise ValueError(f"model.d_model={value!r}: give the width as an integer in [1, {MAX_DIM}]")
 
 
 class DataSpec(_OmitsUnusedFields, _Strict):

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
-from .sweep_spec import ParamRange, SweepSpec
+from .sweep_spec import Executor, ParamRange, SweepSpec
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]
 
@@ -94,6 +94,11 @@ class StudySpec(BaseModel):
     bootstrap_resamples: PositiveInt = Field(10_000, ge=100, le=1_000_000)
     bootstrap_seed: int = Field(0, ge=0, le=MAX_SEED)
     parallelism: PositiveInt = Field(4, le=256, description="confirmation runs at once")
+    executor: Executor = Field(
+        "service",
+        description="service: every run on the service's Ray workers; agents: users' own training scripts "
+        "claim the tuning trials and the confirmation runs (`symopt agent STUDY_ID -- ...`)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -171,5 +176,6 @@ class StudySpec(BaseModel):
                 "n_trials": tuning.n_trials,
                 "parallelism": tuning.parallelism,
                 "seed": tuning.seed,
+                "executor": self.executor,
             }
         )

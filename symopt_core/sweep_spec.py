@@ -26,10 +26,30 @@ from pydantic import (
 from .presets import PRESETS
 from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable, set_path
 
-__all__ = ["LR_SCALE_RANGE", "ParamRange", "SweepSpec", "lr_scale_path"]
+__all__ = ["LR_SCALE_RANGE", "Executor", "ParamRange", "SweepSpec", "check_executor", "lr_scale_path"]
 
 # per_class_lr: each searched class's lr_scale, log-uniform around its derived default lr.
 LR_SCALE_RANGE = (0.25, 4.0)
+
+
+# Who runs the trials: the service's own loop on its Ray workers, or agents (users' own training
+# scripts, anywhere that reaches the service over HTTP) that claim them.
+Executor = Literal["service", "agents"]
+
+
+def check_executor(executor: str, base: JobSpec, per_class_lr: bool) -> None:
+    """A custom model (built by the user's script) runs only through agents, and its classes are
+    unknown to the service, so per_class_lr cannot be derived for it."""
+    if base.model.is_custom and executor != "agents":
+        raise ValueError(
+            "base.model.family 'custom' is a model your own script builds: set `executor: agents` and run "
+            "`symopt agent ID -- python your_script.py` (or describe a model symopt can build)"
+        )
+    if base.model.is_custom and per_class_lr:
+        raise ValueError(
+            "per_class_lr needs the model's parameter classes, which the service cannot know of a custom "
+            "model: name the lr_scale paths in an explicit search_space instead"
+        )
 
 
 def lr_scale_path(param_class: str) -> str:
@@ -115,6 +135,11 @@ class SweepSpec(BaseModel):
         None, description="stop starting trials after this many tokens in all"
     )
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    executor: Executor = Field(
+        "service",
+        description="service: trials run on the service's Ray workers; agents: users' own training scripts "
+        "claim them (`symopt agent`, `client.sweep(id).trials()`), `parallelism` of them out at once",
+    )
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -129,6 +154,7 @@ class SweepSpec(BaseModel):
     def _consistent(self) -> SweepSpec:
         if self.objective == "tokens_to_target" and self.target_loss is None:
             raise ValueError("objective tokens_to_target needs target_loss")
+        check_executor(self.executor, self.base, self.per_class_lr)
         for preset in self.presets or []:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r} in presets; valid presets: {', '.join(PRESETS)}")

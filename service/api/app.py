@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,12 +17,17 @@ from ..store.migrate import ensure_schema
 from .errors import install_error_handlers
 from .limits import BodyLimits, RateLimiter, UrlCharacters
 from .observability import Metrics, RequestMetrics
-from .routes import account, catalog, datasets, health, jobs, studies, sweeps, uploaded_models
+from .routes import account, agents, catalog, datasets, health, jobs, studies, sweeps, uploaded_models
 
 __all__ = ["UPLOAD_PATHS", "create_app"]
 
-# Routes whose bodies are files, streamed to disk under settings.max_upload_bytes.
-UPLOAD_PATHS = ("/v1/datasets", "/v1/models/uploads")
+# Routes whose bodies are files, streamed to disk under settings.max_upload_bytes: exact paths,
+# or patterns (an agent's checkpoint of a job).
+UPLOAD_PATHS: tuple[str | re.Pattern[str], ...] = (
+    "/v1/datasets",
+    "/v1/models/uploads",
+    re.compile(r"/v1/jobs/[^/]+/checkpoint"),
+)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -60,7 +66,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
-    routers = (jobs, sweeps, studies, datasets, uploaded_models, catalog, account, health)
+    routers = (jobs, sweeps, studies, agents, datasets, uploaded_models, catalog, account, health)
     for module in routers:
         app.include_router(module.router)
     mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files

@@ -4,6 +4,7 @@ characters kept out of URLs (400), and a per-key rate limit (429)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class BodyLimits:
         app: ASGIApp,
         max_bytes: int,
         max_depth: int = MAX_JSON_DEPTH,
-        streamed: tuple[str, ...] = (),
+        streamed: tuple[str | re.Pattern[str], ...] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -47,7 +48,10 @@ class BodyLimits:
         if (
             scope["type"] != "http"
             or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE")
-            or scope["path"] in self.streamed
+            or any(
+                scope["path"] == path if isinstance(path, str) else path.fullmatch(scope["path"])
+                for path in self.streamed
+            )
         ):
             await self.app(scope, receive, send)
             return

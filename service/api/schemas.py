@@ -103,6 +103,10 @@ class JobPublic(BaseModel):
     queued_reason: str | None = Field(description="why a queued job has not started yet")
     error: str | None
     result: dict[str, Any] | None
+    executor: Literal["service", "agents"] = Field(
+        "service", description="service: run on the service's workers; agents: by a user's own script"
+    )
+    agent_host: str | None = Field(None, description="agents: the host of the agent that holds (held) it")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -164,6 +168,7 @@ class TrialPublic(BaseModel):
     params: dict[str, Any]
     objective: float | None
     finished_at: datetime | None
+    agent_host: str | None = Field(None, description="an agent sweep's trial: the host of its agent")
 
 
 class TrialsPublic(BaseModel):

@@ -21,9 +21,18 @@ from ..store.uploads import Upload, get_upload
 __all__ = ["check_submission"]
 
 
-def check_submission(session: Session, *, tenant_id: str, spec: JobSpec, settings: Settings) -> None:
+def check_submission(
+    session: Session, *, tenant_id: str, spec: JobSpec, settings: Settings, executor: str = "service"
+) -> None:
     """A ConfigError (422) naming what to fix when the spec's dataset or model is not the tenant's,
-    the dataset cannot fill one sequence of each split, or the model does not build."""
+    the dataset cannot fill one sequence of each split, the model does not build, or the service
+    is asked to run a model only the user's own script can build."""
+    if spec.model.is_custom and executor != "agents":
+        raise ConfigError(
+            "model.family 'custom' is a model your own training script builds, which the service cannot "
+            "run as a job: submit a sweep or study with `executor: agents` and run `symopt agent ID -- "
+            "python your_script.py`"
+        )
     if spec.data.dataset is not None:
         _check_dataset(session, tenant_id, spec)
     if spec.model.is_hf:

@@ -10,6 +10,7 @@ job.metrics(["val_loss"])              # [{name, step, value}, ...]
 
 from __future__ import annotations
 
+from .agent import LeaseLostError, Trial, TrialPruned, trial_from_environment
 from .client import DEFAULT_URL, Client
 from .compare import ComparedJob, Comparison, compare, plot_comparison
 from .errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "ConflictError",
     "CredentialsError",
     "Job",
+    "LeaseLostError",
     "NotFoundError",
     "PayloadTooLargeError",
     "Progress",
@@ -47,7 +49,10 @@ __all__ = [
     "ServerError",
     "Study",
     "Sweep",
+    "Trial",
+    "TrialPruned",
     "ValidationError",
     "compare",
     "plot_comparison",
+    "trial_from_environment",
 ]

@@ -67,6 +67,7 @@ class Client:
                 "`symopt login URL` (the first `symopt serve` of the embedded default saves one too)"
             )
         self.key_source, key = found
+        self.api_key = key  # handed to the commands `symopt agent` runs
         self.url = (url or os.environ.get("SYMOPT_URL") or saved.get("url") or DEFAULT_URL).rstrip("/")
         self.transport = Transport(self.url, key, timeout=timeout, retries=retries, backoff=backoff)
 

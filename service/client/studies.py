@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from .agent import Trial, claim_trials
 from .handle import Handle
 from .jobs import RECONNECT, Job
 from .progress import Progress, poll_until_done
@@ -43,6 +45,15 @@ class Study(Handle):
         tuning = self.data["progress"]["tuning"]
         return {name: self.client.sweep(t["sweep_id"]) for name, t in tuning.items() if t["sweep_id"]}
 
+    def trials(
+        self, *, count: int | None = None, lease_seconds: int | None = None, host: str | None = None
+    ) -> Generator[Trial, None, None]:
+        """Run this `executor: agents` study here: its candidates' tuning trials, then its seeded
+        confirmation runs, each a Trial to train with your own code, until the study is done."""
+        return claim_trials(
+            self.client, f"/v1/studies/{self.id}/claim", count=count, lease_seconds=lease_seconds, host=host
+        )
+
     def runs(self) -> dict[str, list[Job]]:
         """Stage 2: each candidate's confirmation runs, by seed."""
         return {
@@ -70,5 +81,5 @@ class Study(Handle):
         from .report import write_report
 
         self.refresh()
-        sweeps = {name: (sweep.data, sweep.trials()) for name, sweep in self.sweeps().items()}
+        sweeps = {name: (sweep.data, sweep.list_trials()) for name, sweep in self.sweeps().items()}
         return write_report(self.data, sweeps, Path(directory))

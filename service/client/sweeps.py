@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
+from .agent import Trial, claim_trials
 from .handle import Handle
 from .jobs import RECONNECT, Job
 from .progress import Progress, poll_until_done
@@ -25,14 +27,23 @@ class Sweep(Handle):
             f"Sweep({self.id!r}, name={self.data['name']!r}, status={self.status!r}, trials={done}/{total})"
         )
 
-    def trials(self) -> list[dict[str, Any]]:
+    def list_trials(self) -> list[dict[str, Any]]:
         """Every trial: job_id, trial_number, preset, state (pruned marked), params, objective."""
         trials: list[dict[str, Any]] = self.client.request("GET", f"/v1/sweeps/{self.id}/trials")["data"]
         return trials
 
+    def trials(
+        self, *, count: int | None = None, lease_seconds: int | None = None, host: str | None = None
+    ) -> Generator[Trial, None, None]:
+        """Run this `executor: agents` sweep's trials here, one after another, until it is done
+        (or `count` were claimed): each a Trial to train with your own code (service/client/agent.py)."""
+        return claim_trials(
+            self.client, f"/v1/sweeps/{self.id}/claim", count=count, lease_seconds=lease_seconds, host=host
+        )
+
     def jobs(self) -> list[Job]:
         """The trials' jobs, for their curves (`job.metrics()`)."""
-        return [self.client.job(trial["job_id"]) for trial in self.trials()]
+        return [self.client.job(trial["job_id"]) for trial in self.list_trials()]
 
     def best(self) -> dict[str, Any] | None:
         """The best finished trial so far (params, objective, job_id), or None."""

@@ -102,7 +102,7 @@ def show_sweep(args: argparse.Namespace, client: Any) -> int:
 
     sweep = client.sweep(args.sweep_id)
     while True:
-        trials = sweep.trials()
+        trials = sweep.list_trials()
         if args.output == "json":
             print_json({"sweep": sweep.data, "trials": trials})
         else:

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import StoreError
 from ..settings import Settings
 from ..store import JobStatus, Store
+from ..store.agents import expire_leases, has_expired_leases
 from ..store.jobs import append_events, get_job, transition
 from ..store.metrics import newest_stored_step, note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
@@ -37,6 +38,10 @@ from .runtime import Capacity, RayRuntime
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("symopt.scheduler")
+
+# How often agents' leases are checked: a lease lasts at least 5 s (store/agents.py), so a lost
+# attempt is re-offered within a second of its lease running out.
+LEASE_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Scheduler:
         self._lock = SchedulerLock.for_url(settings.resolved_database_url())
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
+        self._last_lease_check = 0.0
         self.sweeps = SweepController(store, settings, self.owner, exclusive=self._lock.exclusive)
         self.studies = StudyController(store, settings, self.owner, exclusive=self._lock.exclusive)
 
@@ -140,6 +146,9 @@ class Scheduler:
         if now - self._last_orphan_check >= self.settings.heartbeat_seconds * 2:
             self.recover_orphans(immediately=False)
             self._last_orphan_check = now
+        if now - self._last_lease_check >= LEASE_CHECK_SECONDS:
+            self.expire_agent_leases()
+            self._last_lease_check = now
         self.studies.tick()  # may queue tuning sweeps and confirmation runs
         self.sweeps.tick()  # may queue trial jobs, launched just below
         self._launch()
@@ -257,6 +266,17 @@ class Scheduler:
                     )
                 else:
                     requeue(session=session, job=job, reason="its scheduler stopped")
+
+    def expire_agent_leases(self) -> None:
+        """Requeue (or fail, or cancel) agent trials whose lease ran out: store/agents.py."""
+        with self.store.read() as session:
+            due = has_expired_leases(session=session, now=utcnow())
+        if not due:
+            return
+        with self.store.transaction() as session:
+            expired = expire_leases(session=session, now=utcnow())
+        if expired:
+            log.info("agent leases ran out on %d job(s): %s", len(expired), ", ".join(expired))
 
     # -- Ray out --------------------------------------------------------------------------------
 

@@ -46,9 +46,10 @@ def create_job(
     sweep_id: str | None = None,
     trial_number: int | None = None,
     max_attempts: int = 3,
+    executor: str = "service",
 ) -> tuple[Job, bool]:
     """Queue a job; returns (job, created). The same idempotency key within 24 h returns the
-    job it created first, with created=False."""
+    job it created first, with created=False. executor "agents": an agent claims it, not Ray."""
     job, created = add_once(
         session,
         Job(
@@ -62,14 +63,16 @@ def create_job(
             trial_number=trial_number,
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
+            executor=executor,
         ),
         tenant_id=tenant_id,
         key=idempotency_key,
     )
     if not created:
         return job, False
+    message = "queued for an agent" if executor == "agents" else "queued"
     append_events(
-        session=session, job_id=job.id, events=[NewEvent("status", 0, "queued", {"status": "queued"})]
+        session=session, job_id=job.id, events=[NewEvent("status", 0, message, {"status": "queued"})]
     )
     return job, True
 

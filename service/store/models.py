@@ -169,6 +169,7 @@ class Job(Base):
         Index("ix_symopt_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_symopt_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_symopt_jobs_status_created", "status", "created_at"),  # the scheduler's queue
+        Index("ix_symopt_jobs_executor_status", "executor", "status"),  # agents' leases
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_symopt_jobs_tenant_idempotency"),
         # one job per trial: a restarted sweep controller can never start a trial twice
         UniqueConstraint("sweep_id", "trial_study", "trial_number", name="uq_symopt_jobs_sweep_trial"),
@@ -210,6 +211,14 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # service: the scheduler runs it on Ray; agents: a user's own script claims it over HTTP and
+    # holds it under a lease (the token's SHA-256, its expiry and length), renewed by its reports.
+    executor: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
+    lease_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agent_host: Mapped[str | None] = mapped_column(String(200), nullable=True)  # who holds (held) it
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # an agent's stored one
 
 
 class MetricPoint(Base):

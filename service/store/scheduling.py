@@ -12,13 +12,28 @@ from .jobs import transition
 from .models import Job, utcnow
 from .status import JobStatus
 
-__all__ = ["claim_queued", "heartbeat", "orphaned", "requeue", "start_attempt", "wanted_cancellations"]
+__all__ = [
+    "SERVICE",
+    "claim_queued",
+    "heartbeat",
+    "orphaned",
+    "requeue",
+    "start_attempt",
+    "wanted_cancellations",
+]
+
+SERVICE = "service"  # Job.executor of the jobs the scheduler runs on Ray
 
 
 def claim_queued(*, session: Session, limit: int) -> list[Job]:
     """The oldest queued jobs, locked for this transaction; on PostgreSQL rows another scheduler
     holds are skipped (FOR UPDATE SKIP LOCKED). SQLite runs one scheduler (a file lock)."""
-    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id).limit(limit)
+    query = (
+        select(Job)
+        .where(Job.status == JobStatus.QUEUED, Job.executor == SERVICE)
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list(session.scalars(query))
@@ -48,6 +63,7 @@ def orphaned(*, session: Session, owner: str, stale_before: datetime) -> list[Jo
     """Running or cancelling jobs of other schedulers whose heartbeat stopped before `stale_before`."""
     query = select(Job).where(
         Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]),
+        Job.executor == SERVICE,  # an agent's job lives by its lease (store/agents.py)
         or_(Job.owner.is_(None), Job.owner != owner),
         or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
     )

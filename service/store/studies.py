@@ -121,7 +121,13 @@ def create_confirmation_job(
     if existing is not None:
         return existing
     named = spec.model_copy(update={"name": f"{study.name or 'study'}-{candidate}-seed{seed}", "seed": seed})
-    job, _ = create_job(session=session, tenant_id=study.tenant_id, spec=named, max_attempts=max_attempts)
+    job, _ = create_job(
+        session=session,
+        tenant_id=study.tenant_id,
+        spec=named,
+        max_attempts=max_attempts,
+        executor=str(study.spec.get("executor", "service")),
+    )
     job.study_id, job.study_candidate, job.study_seed = study.id, candidate, seed
     session.flush()
     return job

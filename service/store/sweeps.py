@@ -29,6 +29,8 @@ __all__ = [
     "list_sweeps",
     "objective_of",
     "request_cancel_sweep",
+    "searched_paths",
+    "trial_params",
     "trials",
 ]
 
@@ -118,6 +120,9 @@ def _value_at(tree: Any, path: str) -> Any:
 def objective_of(job: Job, objective: str, target_loss: float | None = None) -> float | None:
     """The sweep objective of a finished job (lower is better); None when it has none."""
     result = job.result or {}
+    given = result.get("objective")  # an agent that finished its trial with an objective of its own
+    if isinstance(given, int | float) and math.isfinite(given):
+        return float(given)
     if objective == "final_val_loss":
         value = result.get("val_loss")
     elif objective == "tokens_to_target":
@@ -137,18 +142,23 @@ def _finite_at_most(value: object, bound: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value <= bound
 
 
+def searched_paths(sweep: Sweep, spec: SweepSpec) -> list[str]:
+    """The spec paths a sweep's trials differ in (the preset too, when presets are compared)."""
+    spaces = (sweep.resolved_space or {}).values()
+    paths = sorted({path for space in spaces for path in space} | set(spec.search_space or {}))
+    return paths + (["optimizer.preset"] if spec.presets else [])
+
+
+def trial_params(job: Job, paths: Sequence[str]) -> dict[str, Any]:
+    return {path: _value_at(job.spec, path) for path in paths}
+
+
 def trials(*, session: Session, sweep: Sweep) -> list[Trial]:
     """The sweep's jobs with the searched parameters (read from each job's spec) and objective."""
     spec = SweepSpec.model_validate(sweep.spec)
-    spaces = (sweep.resolved_space or {}).values()
-    paths = sorted({path for space in spaces for path in space} | set(spec.search_space or {}))
-    paths += ["optimizer.preset"] if spec.presets else []
+    paths = searched_paths(sweep, spec)
     return [
-        Trial(
-            job,
-            {path: _value_at(job.spec, path) for path in paths},
-            objective_of(job, spec.objective, spec.target_loss),
-        )
+        Trial(job, trial_params(job, paths), objective_of(job, spec.objective, spec.target_loss))
         for job in _jobs(session, sweep.id)
     ]
 
@@ -180,6 +190,7 @@ def create_trial_job(
         sweep_id=sweep.id,
         trial_number=number,
         max_attempts=max_attempts,
+        executor=str(sweep.spec.get("executor", "service")),
     )
     job.trial_study = study
     return job

@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 import optuna
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
@@ -57,7 +57,15 @@ from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_swe
 from .space import distribution, make_pruner, make_sampler, token_budget, trial_spec
 from .storage import optuna_storage
 
-__all__ = ["ABANDONED_ASK", "INVALID_TRIAL", "SweepController", "report_and_maybe_prune", "study_names"]
+__all__ = [
+    "ABANDONED_ASK",
+    "INVALID_TRIAL",
+    "SweepController",
+    "TrialJob",
+    "finite_val_losses",
+    "report_and_maybe_prune",
+    "study_names",
+]
 
 log = logging.getLogger("symopt.sweeps")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -123,16 +131,33 @@ def _readable(sweep: Sweep) -> bool:
     return True
 
 
+def finite_val_losses(session: Any, job_id: str) -> tuple[tuple[int, float], ...]:
+    """(step, value) of a job's stored finite validation losses."""
+    page = read_metrics(session=session, job_id=job_id, names=["val_loss"])
+    return tuple(
+        (s, float(v))
+        for series in page.series
+        for s, v in zip(series.steps, series.values, strict=True)
+        if isinstance(v, float) and math.isfinite(v)
+    )
+
+
 def report_and_maybe_prune(study: optuna.Study, trial: FrozenTrial, job: TrialJob) -> int | None:
     """Report the job's new validation losses to its running trial (resource: training tokens)
-    and ask the pruner; the tokens at pruning if it prunes (the trial is then told PRUNED)."""
+    and ask the pruner; the tokens at pruning if it prunes (the trial is then told PRUNED).
+
+    An agent's report asks the same of the same trial from an API thread (service/sweeps/
+    agent_pruning.py): whichever finishes the trial first wins, the other finds it finished."""
     live = optuna.trial.Trial(study, trial._trial_id)
     reported = set(trial.intermediate_values)
-    for step, value in job.val_losses:
-        tokens = step * job.tokens_per_step
-        if step > 0 and tokens not in reported:
-            live.report(value, tokens)
-            reported.add(tokens)
+    try:
+        for step, value in job.val_losses:
+            tokens = step * job.tokens_per_step
+            if step > 0 and tokens not in reported:
+                live.report(value, tokens)
+                reported.add(tokens)
+    except UpdateFinishedTrialError:
+        return None
     # An evaluation at the last step leaves nothing to save by stopping: the trial is complete
     # (told as such once its job has succeeded), whatever the pruner would say of it.
     finished_training = any(step >= job.steps for step, _ in job.val_losses)
@@ -309,15 +334,7 @@ class SweepController:
         spec = SweepSpec.model_validate(sweep.spec)
         jobs = {}
         for key, job in trial_jobs(session=session, sweep_id=sweep.id).items():
-            losses: tuple[tuple[int, float], ...] = ()
-            if JobStatus(job.status) in ACTIVE:
-                page = read_metrics(session=session, job_id=job.id, names=["val_loss"])
-                losses = tuple(
-                    (s, float(v))
-                    for series in page.series
-                    for s, v in zip(series.steps, series.values, strict=True)
-                    if isinstance(v, float) and math.isfinite(v)
-                )
+            losses = finite_val_losses(session, job.id) if JobStatus(job.status) in ACTIVE else ()
             jobs[key] = TrialJob.of(job, spec, losses)
         names = study_names(sweep, spec)
         resolved = sweep.resolved_space or {}

@@ -63,7 +63,12 @@ def token_budget(spec: JobSpec) -> int:
     return spec.steps * spec.batch.size * spec.data.seq_len
 
 
+_CUSTOM_WIDTH = 256  # a custom model that does not state its d_model: the centre of AdamW's prior
+
+
 def _width(spec: JobSpec) -> int:
+    if spec.model.is_custom:
+        return int(spec.model.dims.get("d_model", _CUSTOM_WIDTH))
     return int(build_config(spec.model.family, spec.model.size, **spec.model.dims).d_model)
 
 

@@ -18,6 +18,11 @@ __all__ = ["build_job_model", "has_routed_experts", "model_label", "optimizer_ma
 def build_job_model(spec: JobSpec, vocab_size: int, assets: Assets) -> nn.Module:
     """The freshly initialised (or loaded) model of `spec`, with at least `vocab_size` tokens
     (what the tokenizer needs); seeded by the caller."""
+    if spec.model.is_custom:
+        raise ConfigError(
+            "model.family 'custom' is a model your own training script builds: symopt cannot train it "
+            'itself; run it as a sweep or study with `executor: agents` (README, "Your training code")'
+        )
     if spec.model.is_hf:
         # transformers loads with these (seconds): only for hf jobs, never at import.
         from ..models.hf import build_hf_model

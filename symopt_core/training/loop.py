@@ -36,9 +36,10 @@ from ..assets import Assets
 from ..data import BatchSampler, TokenDataset
 from ..models.output import RoutingStats
 from ..optim.schedule_free import ScheduleFree
-from ..presets import PRESETS, build_optimizer
+from ..presets import PRESETS
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
+from ..spec_optimizer import build_spec_optimizer
 from .checkpoint import SHARDED_SUFFIX, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
 from .job_data import build_job_data
@@ -162,15 +163,8 @@ def build_run(
     fsdp = parallel is not None and spec.resources.strategy == "fsdp"
     if fsdp:
         shard_model(model)  # before the optimizer: it holds the sharded parameters
-    optimizer = build_optimizer(
-        model,
-        spec.optimizer.preset,
-        lr=spec.optimizer.lr,
-        weight_decay=spec.optimizer.weight_decay,
-        overrides=spec.optimizer.override_options(),
-        mapping=optimizer_mapping(spec, model),
-        schedule_free=spec.optimizer.schedule_free.options() if spec.optimizer.schedule_free else None,
-        shard=parallel is not None,
+    optimizer = build_spec_optimizer(
+        model, spec.optimizer, mapping=optimizer_mapping(spec, model), shard=parallel is not None
     )
     ddp = None
     if parallel is not None and not fsdp:

@@ -177,7 +177,7 @@ def test_a_sweep_from_python(client: Client, tmp_path: Path) -> None:
         }
     )
     assert sweep.wait(timeout=LIMIT, progress=False).status == "succeeded"
-    trials = sweep.trials()
+    trials = sweep.list_trials()
     assert len(trials) == 2
     assert {t["state"] for t in trials} == {"succeeded"}
     best = sweep.best()

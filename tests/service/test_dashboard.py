@@ -260,7 +260,7 @@ def test_the_job_list_renders_and_filters_by_sweep(
 
     sweep = finished.sweeps["adamw"]
     page.select_option("select[name=sweep]", sweep.id)
-    page.wait_for_selector(f'#jobs-table[data-rows="{len(sweep.trials())}"]')
+    page.wait_for_selector(f'#jobs-table[data-rows="{len(sweep.list_trials())}"]')
     assert page.locator("#jobs-table tbody tr").count() == 2
     assert f"sweep={sweep.id}" in page.url
     page.select_option("select[name=status]", "running")
@@ -291,7 +291,7 @@ def test_the_job_page_plots_every_point_the_api_holds(page: Page, service: Servi
     assert points(page, "loss") == drawn
     shot(page, "job")
 
-    other = finished.sweeps["muon"].trials()[0]["job_id"]
+    other = finished.sweeps["muon"].list_trials()[0]["job_id"]
     go(page, service, f"/compare?ids={job.id},{other}")
     overlay = points(page, "compare_train_loss")
     assert sorted(overlay.values()) == sorted([10, count(client, other, "train_loss")])
@@ -305,7 +305,7 @@ def test_the_job_page_plots_every_point_the_api_holds(page: Page, service: Servi
 
 def test_the_sweep_page_plots_every_trial(page: Page, service: ServiceTenant, finished: SimpleNamespace):
     sweep = finished.sweeps["adamw"].refresh()
-    trials = sweep.trials()
+    trials = sweep.list_trials()
     assert len(trials) == 2
     go(page, service, f"/sweep/{sweep.id}")
     history = points(page, "history")
@@ -351,7 +351,7 @@ def test_the_study_page_shows_its_table_verdicts_and_seed_bands(
 def test_no_page_scrolls_sideways(browser: Browser, service: ServiceTenant, finished: SimpleNamespace,
                                   viewport: dict[str, int]):  # fmt: skip
     sweep = finished.sweeps["muon"]
-    other = sweep.trials()[0]["job_id"]
+    other = sweep.list_trials()[0]["job_id"]
     routes = {
         "jobs": ("/jobs", "#jobs-table table"),
         "job": (f"/job/{finished.job.id}", '[data-chart="update_rms"][data-points]'),
@@ -487,7 +487,7 @@ def pruned_sweep(service: ServiceTenant, client: Client) -> str:
 
 def test_the_sweep_page_marks_a_pruned_trial(page: Page, service: ServiceTenant, client: Client):
     sweep = client.sweep(pruned_sweep(service, client))
-    trials = sweep.trials()
+    trials = sweep.list_trials()
     assert [t["state"] for t in sorted(trials, key=lambda t: t["trial_number"])] == [
         "succeeded",
         "succeeded",

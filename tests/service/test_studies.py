@@ -237,7 +237,7 @@ def test_a_tokens_to_target_study_counts_fewer_tokens_as_better_and_leaves_out_w
         result = study.result
         sweeps = study.sweeps()
         assert result is not None
-        stuck_trials = sweeps["stuck"].trials()
+        stuck_trials = sweeps["stuck"].list_trials()
     by_name = {c["name"]: c for c in result["candidates"]}
     assert (result["objective"], result["target_loss"], result["baseline"]) == (
         "tokens_to_target",

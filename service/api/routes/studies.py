@@ -88,7 +88,9 @@ def create_study_route(
     replayed Idempotency-Key returns the first study (200)."""
     limiter.check(principal.key_id, "study submissions")
     with store.read() as session:
-        check_submission(session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings)
+        check_submission(
+            session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings, executor=spec.executor
+        )
     with store.transaction() as session:
         study, created = create_study(
             session=session, tenant_id=principal.tenant_id, spec=spec, idempotency_key=idempotency_key

@@ -50,6 +50,7 @@ def _trials(session: Session, sweep: Sweep) -> list[TrialPublic]:
             params=t.params,
             objective=t.objective,
             finished_at=t.job.finished_at,
+            agent_host=t.job.agent_host,
         )
         for t in trials(session=session, sweep=sweep)
     ]
@@ -76,7 +77,9 @@ def create_sweep_route(
     limiter.check(principal.key_id, "sweep submissions")
     check_sampler(spec.sampler)
     with store.read() as session:
-        check_submission(session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings)
+        check_submission(
+            session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings, executor=spec.executor
+        )
     with store.transaction() as session:
         sweep, created = create_sweep(
             session=session,

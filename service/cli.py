@@ -28,7 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    after: list[str] | None = None
+    if "--" in argv:  # `symopt agent ID [options] -- COMMAND ...`: the command is not parsed
+        split = argv.index("--")
+        argv, after = argv[:split], argv[split + 1 :]
     args = parser.parse_args(argv)
+    if after is not None:
+        if not hasattr(args, "after_dashes"):
+            parser.error("`--` is for `symopt agent ID -- COMMAND ...`, which runs COMMAND per trial")
+        args.after_dashes = after
     handler = args.handler
     try:
         return int(handler(args) or 0)

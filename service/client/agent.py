@@ -283,10 +283,14 @@ class Trial:
         return self._finish({"status": "pruned"})
 
     def close(self) -> None:
-        """Finish the trial if it is still open: succeeded when it reported what the objective
-        needs, else failed with the service's reason. Stops the heartbeat."""
+        """Finish the trial if it is still open: cancelled when a user cancelled it, succeeded
+        when it reported what the objective needs, else failed with the service's reason. Stops
+        the heartbeat."""
         self._stop.set()
         if self.finished is not None or self.lost:
+            return
+        if self.last_answer.get("cancel_requested"):  # a failed finish of a cancelling trial: cancelled
+            self.fail("cancelled by a user")
             return
         try:
             self.finish()

@@ -38,8 +38,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     agent.add_argument("--lease", type=int, default=None, metavar="SECONDS", help="lease length (5 to 3600)")
     agent.add_argument("--host", default=None, help="how the dashboard names this agent (default: host:pid)")
-    agent.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run per trial")
-    agent.set_defaults(handler=run_agent)
+    # What follows `--` is the command: service/cli.py splits it off before parsing (argparse's
+    # REMAINDER would also swallow the agent's own options after the ID).
+    agent.set_defaults(handler=run_agent, after_dashes=None)
 
 
 @remote("agent")
@@ -47,7 +48,7 @@ def run_agent(args: argparse.Namespace, client: Any) -> int:
     from ..client import NotFoundError
     from ..client.agent import TRIAL_ENV, claim_trials
 
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.after_dashes or []
     if not command:
         return fail(
             "agent", "no command: give it after `--`, e.g. symopt agent ID -- python train.py", EXIT_BAD_INPUT
@@ -71,9 +72,14 @@ def run_agent(args: argparse.Namespace, client: Any) -> int:
             flush=True,
         )
         # The heartbeat starts once the child exists: no thread runs while the child is forked.
-        child = subprocess.Popen(
-            command, env={**base_env, TRIAL_ENV: json.dumps(handed)}, preexec_fn=_die_with_parent
-        )
+        try:
+            child = subprocess.Popen(
+                command, env={**base_env, TRIAL_ENV: json.dumps(handed)}, preexec_fn=_die_with_parent
+            )
+        except OSError as error:  # no such program, not executable
+            trial.fail(f"symopt agent could not start {command[0]!r}: {error}")
+            trials.close()
+            return fail("agent", f"cannot run {command[0]!r}: {error}", EXIT_BAD_INPUT)
         trial.start_heartbeat()
         try:
             code = child.wait()
@@ -103,12 +109,20 @@ def _finish_after(trial: Any, code: int) -> None:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
-    """The child got the terminal's Ctrl-C too: give it a moment to finish its trial, then end it."""
-    try:
-        child.wait(timeout=30)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    """Ctrl-C at a terminal reaches the command too: give it a moment to finish its trial; pass
+    the interrupt on if it did not get one (the agent alone was signalled), then end it."""
+    for forward, wait in ((None, 5), (signal.SIGINT, 25), (signal.SIGKILL, None)):
+        if forward is not None:
+            child.send_signal(forward)
+        try:
+            child.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:  # another Ctrl-C: stop waiting
+            child.kill()
+            child.wait()
+            return
 
 
 def _die_with_parent() -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from ..errors import ConflictError
 from .jobs import NewEvent, append_events, get_job, transition
 from .metrics import Point, note_progress, record_metrics
-from .models import Job, MetricPoint, Sweep
+from .models import Job, MetricPoint, Sweep, utcnow
 from .status import JobStatus
 
 __all__ = [
@@ -217,6 +217,8 @@ def run_result(session: Session, job: Job, objective: float | None = None) -> di
         "steps": job.step,
         "tokens": job.step * per_step,
         "executor": AGENTS,
+        # from the first claim: an attempt lost to an expired lease counts, as a crashed worker's does
+        "wall_time_s": (utcnow() - job.started_at).total_seconds() if job.started_at is not None else None,
     }
     if objective is not None:
         result["objective"] = objective

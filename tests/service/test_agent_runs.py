@@ -168,3 +168,57 @@ def test_ctrl_c_fails_the_trial_and_stops_the_agent(api: Api, tmp_path: Path) ->
     job = api.job(job_ids[0])
     assert job["status"] == "failed"
     assert "interrupted" in (job["error"] or "") or "KeyboardInterrupt" in (job["error"] or "")
+
+
+def test_a_study_runs_its_tuning_and_confirmation_through_agents(api: Api, tmp_path: Path) -> None:
+    base = {**sweep_spec()["base"], "steps": 150}
+    spec = {
+        "name": "agents-study",
+        "executor": "agents",
+        "base": base,
+        "candidates": ["adamw", "symmetric"],
+        "tuning": {"n_trials": 2, "search_space": "auto", "auto_batch_size": False, "sampler": "random",
+                   "pruner": "none", "parallelism": 2},
+        "seeds": 2,
+    }  # fmt: skip
+    response = api.http.post("/v1/studies", json=spec)
+    assert response.status_code == 201, response.text
+    study_id = response.json()["id"]
+    log = tmp_path / "points.jsonl"
+    agents = [agent(api, study_id, f"study-agent-{i}", log) for i in range(2)]
+
+    def progress() -> Any:
+        return log.stat().st_size if log.exists() else 0
+
+    wait_for(
+        lambda: all(a.poll() is not None for a in agents), progress=progress, what="the agents to finish"
+    )
+    for finished in agents:
+        assert finished.returncode == 0, finished.stderr.read() if finished.stderr else ""
+    study = api.http.get(f"/v1/studies/{study_id}").json()
+    assert (study["status"], study["stage"]) == ("succeeded", "done"), study
+    result = study["result"]
+    # the result table a service-run study reports: tuned params, objectives by seed, summaries,
+    # the comparison with the baseline and its verdict
+    assert [c["name"] for c in result["candidates"]] == ["adamw", "symmetric"]
+    for candidate in result["candidates"]:
+        assert candidate["tuning_status"] == "succeeded"
+        assert candidate["tuned"]["params"]["optimizer.lr"] > 0
+        assert [run["seed"] for run in candidate["runs"]] == [1, 2]
+        for run in candidate["runs"]:
+            job = api.job(run["job_id"])
+            assert (job["status"], job["executor"], job["spec"]["seed"]) == (
+                "succeeded",
+                "agents",
+                run["seed"],
+            )
+            assert run["objective"] == pytest.approx(job["result"]["best_val_loss"])
+            assert job["agent_host"].startswith("study-agent-")
+        assert candidate["summary"]["n"] == 2
+    assert len(result["comparisons"]) == 1
+    assert result["verdicts"]
+    # every tuning trial and confirmation run went through an agent
+    jobs = rows(api.home, "SELECT executor, status FROM symopt_jobs WHERE tenant_id = "
+                "(SELECT tenant_id FROM symopt_studies WHERE id = :study)", study=study_id)  # fmt: skip
+    assert len(jobs) == 2 * 2 + 2 * 2
+    assert {tuple(j) for j in jobs} == {("agents", "succeeded")}

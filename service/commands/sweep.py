@@ -84,10 +84,12 @@ def render(sweep: dict[str, Any], trials: list[dict[str, Any]]) -> str:
         f"{sweep['trials_running']} running"
     ]
     params = sorted({p for t in trials for p in t["params"]})
-    rows = [["#", "preset", "state", "objective", *params]]
+    agents = sweep["spec"].get("executor") == "agents"  # their trials name the agent that ran them
+    rows = [["#", "preset", "state", "objective", *params, *(["agent"] if agents else [])]]
     for t in trials:
         values = [number(t["params"].get(p), 4) for p in params]
-        rows.append([str(t["trial_number"]), t["preset"], t["state"], number(t["objective"]), *values])
+        host = [t.get("agent_host") or "-"] if agents else []
+        rows.append([str(t["trial_number"]), t["preset"], t["state"], number(t["objective"]), *values, *host])
     lines += table_lines(rows)
     for preset, best in sweep["best_by_preset"].items():
         lines.append(f"best {preset}: {best['objective']:.4f} with {best['params']} (job {best['job_id']})")

@@ -115,3 +115,30 @@ def test_readme_python_and_terminal_blocks_run_as_written(tmp_path: Path, shared
     assert json.loads((work / "job.json").read_text())["status"] == "succeeded"
     assert (work / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "tokens to target" in done.stdout
+
+
+def test_readme_agents_block_runs_a_sweep_in_the_users_script(tmp_path: Path, shared_service: SharedService):
+    block = readme_block("agents")
+    service = shared_service.tenant()
+    save_credentials(tmp_path / "config", service)
+    env = one_thread_env(
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    env.pop("SYMOPT_URL", None)
+    env.pop("SYMOPT_API_KEY", None)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ran 2 trial(s)" in done.stderr
+    sweeps = httpx.get(
+        f"{service.url}/v1/sweeps", headers={"Authorization": f"Bearer {service.api_key}"}, timeout=60
+    ).json()["data"]
+    assert [(s["status"], s["trials_finished"]) for s in sweeps] == [("succeeded", 2)]
+    assert sweeps[0]["id"] in done.stdout  # `symopt sweep show`

@@ -13,6 +13,21 @@ const model = (spec) => {
 const preset = (spec) => spec.optimizer?.preset ?? "–";
 const elapsed = (job) => duration(seconds(job.started_at, job.finished_at));
 const jobLink = (job) => h("a", { href: `#/job/${job.id}` }, job.name || job.id.slice(0, 8));
+// Who runs the job: the service's workers, or an agent (a user's own script) that claimed it.
+// A requeued agent job keeps the host of its lost attempt, so a queued one says it waits.
+const agents = (job) => job.executor === "agents";
+function runBy(job) {
+  if (!agents(job)) return "service";
+  if (job.status === "queued" || !job.agent_host) {
+    return `agent (waiting for one${job.agent_host ? `; last on ${job.agent_host}` : ""})`;
+  }
+  return `agent on ${job.agent_host}`;
+}
+// The list's Job cell: the link, and for an agent job a small tag with its host.
+const jobCell = (job) => (agents(job)
+  ? h("span", {}, jobLink(job), " ", h("span", { class: "agent-tag", title: runBy(job) },
+    job.agent_host ? `agent ${job.agent_host}` : "agent"))
+  : jobLink(job));
 
 function replaceQuery(path, params) {
   const query = new URLSearchParams([...params].filter(([, v]) => v)).toString();
@@ -48,7 +63,7 @@ export async function jobsPage(root, { params, context }) {
         event.target.checked ? selected.add(job.id) : selected.delete(job.id);
         compare.disabled = selected.size < 1;
       } }) },
-    { label: "Job", value: (j) => j.name, cell: jobLink },
+    { label: "Job", value: (j) => j.name, cell: jobCell },
     { label: "Status", value: (j) => j.status, cell: (j) => status(j.status) },
     { label: "Model", value: (j) => model(j.spec), cell: (j) => model(j.spec) },
     { label: "Preset", value: (j) => preset(j.spec), cell: (j) => preset(j.spec) },
@@ -118,6 +133,7 @@ export async function jobPage(root, { id, context }) {
         ["Best val loss", num(job.best_val_loss)],
         ["Elapsed", elapsed(job)],
         ["Attempt", `${job.attempt} / ${job.max_attempts}`],
+        ["Run by", h("span", { id: "run-by" }, runBy(job))],
         ["Sweep", job.sweep_id ? h("a", { href: `#/sweep/${job.sweep_id}` }, `trial ${job.trial_number}`) : "–"],
         ["Id", h("code", {}, job.id)],
       ]),

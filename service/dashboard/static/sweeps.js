@@ -77,6 +77,7 @@ export async function sweepPage(root, { id, context }) {
       api(path), api(`${path}/trials`), api(`${path}/history`), api(`${path}/importances`)]);
     const presets = presetsOf(sweep);
     const best = sweep.best;
+    const agents = sweep.spec.executor === "agents"; // trials run by users' own scripts
     fill(header,
       h("h1", {}, `Sweep ${sweep.name}`),
       facts([
@@ -85,6 +86,7 @@ export async function sweepPage(root, { id, context }) {
         ["Sampler", sweep.spec.sampler],
         ["Pruner", sweep.spec.pruner],
         ["Objective", sweep.spec.objective],
+        ...(agents ? [["Executor", "agents (your own training scripts)"]] : []),
         ["Best", best ? h("span", {}, `${num(best.objective)} (`, h("a", { href: `#/job/${best.job_id}` },
           `trial ${best.trial_number}`), `, ${best.preset})`) : "–"],
         ["Jobs", h("a", { href: `#/jobs?sweep=${sweep.id}` }, "this sweep's jobs")],
@@ -140,6 +142,7 @@ export async function sweepPage(root, { id, context }) {
       ...paramNames.map((name) => ({ label: name, value: (t) => t.params[name] ?? null, num: true })),
       { label: "Pruned at tokens", value: (t) => t.pruned_at_tokens, num: true },
       { label: "Finished", value: (t) => t.finished_at, cell: (t) => when(t.finished_at) },
+      ...(agents ? [{ label: "Agent", value: (t) => t.agent_host, cell: (t) => t.agent_host ?? "–" }] : []),
       { label: "Job", value: (t) => t.job_id, cell: (t) => h("a", { href: `#/job/${t.job_id}` }, t.job_id.slice(0, 8)) },
     ], trials.data, { sortable: true, sort: { column: 3 }, rowClass: (t) => (t.state === "pruned" ? "pruned" : "") }));
 

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import StoreError
 from ..settings import Settings
 from ..store import JobStatus, Store
-from ..store.agents import expire_leases, has_expired_leases
+from ..store.agents import expire_leases, extend_leases, has_expired_leases
 from ..store.jobs import append_events, get_job, transition
 from ..store.metrics import newest_stored_step, note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
@@ -92,6 +92,10 @@ class Scheduler:
         self.runtime.start()
         # A SQLite database has one scheduler (the lock): every running job it finds is an orphan.
         self.recover_orphans(immediately=self._lock.exclusive)
+        with self.store.transaction() as session:  # agents could not report while no service ran
+            extended = extend_leases(session=session, now=utcnow())
+        if extended:
+            log.info("gave %d agent lease(s) their full length again after the start", extended)
         self._thread = threading.Thread(target=self._loop, name="symopt-scheduler", daemon=True)
         self._thread.start()
         log.info("scheduler %s started", self.owner)

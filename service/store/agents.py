@@ -38,6 +38,7 @@ __all__ = [
     "claim_trial",
     "claimable_scope",
     "expire_leases",
+    "extend_leases",
     "finish_trial",
     "has_expired_leases",
     "held_job",
@@ -262,6 +263,18 @@ def finish_trial(
 
 def _expired(now: datetime) -> Any:
     return (Job.executor == AGENTS) & Job.status.in_(list(_HELD)) & (Job.lease_expires_at < now)
+
+
+def extend_leases(*, session: Session, now: datetime) -> int:
+    """Give every held lease its full length from `now`: called when a scheduler starts, so that
+    agents whose reports failed while no service answered do not lose their trials to the
+    downtime. Returns how many leases it extended."""
+    held = session.scalars(select(Job).where(Job.executor == AGENTS, Job.status.in_(list(_HELD)))).all()
+    for job in held:
+        renewed = now + timedelta(seconds=job.lease_seconds or 60)
+        if job.lease_expires_at is None or job.lease_expires_at < renewed:
+            job.lease_expires_at = renewed
+    return len(held)
 
 
 def has_expired_leases(*, session: Session, now: datetime) -> bool:

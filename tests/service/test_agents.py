@@ -52,7 +52,9 @@ def create(client: TestClient, tenant: Tenant, spec: dict[str, Any]) -> str:
 
 
 def claim(client: TestClient, tenant: Tenant, sweep_id: str, **body: Any) -> dict[str, Any]:
-    response = client.post(f"/v1/sweeps/{sweep_id}/claim", json={"host": "box", **body}, headers=tenant.headers)
+    response = client.post(
+        f"/v1/sweeps/{sweep_id}/claim", json={"host": "box", **body}, headers=tenant.headers
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -111,7 +113,7 @@ def test_a_trial_is_claimed_reported_and_finished(client: TestClient, alice: Ten
 
     controller.tick()
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials", headers=alice.headers).json()["data"]
-    done = [t for t in trials if t["job_id"] == trial["job_id"]][0]
+    done = next(t for t in trials if t["job_id"] == trial["job_id"])
     assert done["objective"] == pytest.approx(2.5)
     assert done["agent_host"] == "box"
 
@@ -134,7 +136,9 @@ def test_input_checks(client: TestClient, alice: Tenant, bob: Tenant) -> None:
     assert stale.status_code == 409
     assert "lease" in stale.json()["detail"]
     # a lease header is required; bad points are 422s naming the field
-    missing = client.post(f"/v1/jobs/{trial['job_id']}/report", json=points(1, loss=1.0), headers=alice.headers)
+    missing = client.post(
+        f"/v1/jobs/{trial['job_id']}/report", json=points(1, loss=1.0), headers=alice.headers
+    )
     assert missing.status_code == 422
     negative = post(client, alice, trial, "report", points(-1, loss=1.0))
     assert negative.status_code == 422
@@ -165,17 +169,24 @@ def test_nan_is_stored_and_ends_the_trial_diverged(client: TestClient, alice: Te
     series = client.get(f"/v1/jobs/{trial['job_id']}/metrics", headers=alice.headers).json()["series"]
     assert series[0]["values"] == [2.0, "nan"]
     # the agent's context manager then finishes it: the answer is the diverged job, unchanged
-    assert post(client, alice, trial, "finish", {"status": "failed", "error": "x"}).json()["status"] == "diverged"
+    assert (
+        post(client, alice, trial, "finish", {"status": "failed", "error": "x"}).json()["status"]
+        == "diverged"
+    )
 
 
-def test_an_expired_lease_reoffers_the_same_trial_from_its_checkpoint(client: TestClient, alice: Tenant) -> None:
+def test_an_expired_lease_reoffers_the_same_trial_from_its_checkpoint(
+    client: TestClient, alice: Tenant
+) -> None:
     sweep_id = create(client, alice, agent_sweep(n_trials=1, parallelism=1))
     controller = controller_of(client)
     controller.tick()
     first = claim(client, alice, sweep_id, lease_seconds=5)["trial"]
     post(client, alice, first, "report", points(10, val_loss=3.0))
     headers = {**alice.headers, "Symopt-Lease": first["lease"]["token"]}
-    stored = client.put(f"/v1/jobs/{first['job_id']}/checkpoint?step=10", content=b"state at 10", headers=headers)
+    stored = client.put(
+        f"/v1/jobs/{first['job_id']}/checkpoint?step=10", content=b"state at 10", headers=headers
+    )
     assert stored.status_code == 204, stored.text
     post(client, alice, first, "report", points(20, val_loss=2.0))
 
@@ -243,3 +254,18 @@ def test_values_are_finite_or_named(client: TestClient, alice: Tenant) -> None:
     assert series_of(client, alice, trial["job_id"], "grad_norm")[1] == ["inf"]
     bad = post(client, alice, trial, "report", points(3, lr="fast"))
     assert bad.status_code == 422
+
+
+def test_a_starting_scheduler_gives_held_leases_their_length_again(client: TestClient, alice: Tenant) -> None:
+    """Agents cannot report while the service is down: a restart must not expire their leases."""
+    from service.store.agents import extend_leases
+
+    sweep_id = create(client, alice, agent_sweep())
+    controller_of(client).tick()
+    trial = claim(client, alice, sweep_id, lease_seconds=5)["trial"]
+    app: Any = client.app
+    later = utcnow() + timedelta(seconds=60)  # the service was down for a minute
+    with app.state.store.transaction() as session:
+        assert extend_leases(session=session, now=later) == 1
+        assert expire_leases(session=session, now=later + timedelta(seconds=4)) == []
+        assert expire_leases(session=session, now=later + timedelta(seconds=6)) == [trial["job_id"]]

@@ -60,6 +60,9 @@ class AgentTrialPublic(BaseModel):
     candidate: str | None = Field(description="a study's candidate")
     preset: str
     params: dict[str, Any] = Field(description="the searched values, by spec path")
+    optimizer: dict[str, Any] = Field(
+        description="the trial's optimizer section, its values set: preset, lr, weight decay, overrides"
+    )
     spec: dict[str, Any] = Field(description="the trial's whole job spec: optimizer, batch, steps, seed")
     attempt: int
     resume_step: int | None = Field(

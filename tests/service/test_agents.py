@@ -86,6 +86,7 @@ def test_a_trial_is_claimed_reported_and_finished(client: TestClient, alice: Ten
     assert trial["kind"] == "trial"
     assert trial["params"].keys() == {"optimizer.lr"}
     assert trial["spec"]["optimizer"]["lr"] == pytest.approx(trial["params"]["optimizer.lr"])
+    assert trial["optimizer"] == trial["spec"]["optimizer"]
     assert (trial["spec"]["model"]["family"], trial["spec"]["model"]["d_model"]) == ("custom", 64)
     assert trial["resume_step"] is None
     assert job_row(client, trial["job_id"]).status == "running"

@@ -164,6 +164,7 @@ def _trial(session: Session, claim: Claim) -> AgentTrialPublic:
         candidate=job.study_candidate or (sweep.study_candidate if sweep is not None else None),
         preset=job.spec["optimizer"]["preset"],
         params=params,
+        optimizer=job.spec["optimizer"],
         spec=job.spec,
         attempt=job.attempt,
         resume_step=claim.resume_step,

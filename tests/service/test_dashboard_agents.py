@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, sync_playwright
 from ..specs import tiny_job
 from ..waiting import wait_for
 from .live import ServiceTenant, SharedService
-from .test_dashboard import ARGS, CHROMIUM, go, shot, tab
+from .test_dashboard import ARGS, CHROMIUM, NARROW, WIDER_THAN_VIEWPORT, go, shot, tab
 
 pytestmark = pytest.mark.xdist_group("dashboard-agents")
 
@@ -62,7 +62,7 @@ def http(service: ServiceTenant) -> Iterator[httpx.Client]:
 
 def created(http: httpx.Client, **spec: Any) -> str:
     response = http.post("/v1/sweeps", json={"base": BASE, "search_space": SPACE, "sampler": "random",
-                                             "pruner": "none", **spec})  # fmt: skip
+                                             "pruner": "none", "executor": "agents", **spec})  # fmt: skip
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -75,7 +75,7 @@ def test_an_agent_sweep_shows_its_agents_host_on_the_sweep_job_and_jobs_pages(
     browser: Browser, service: ServiceTenant, http: httpx.Client
 ):
     # Two trials at once: one run by the agent on box-7, one still waiting for an agent.
-    sweep_id = created(http, name="dash-agents", n_trials=2, parallelism=2, executor="agents")
+    sweep_id = created(http, name="dash-agents", n_trials=2, parallelism=2)
     wait_for(
         lambda: len(trials(http, sweep_id)) == 2,
         progress=lambda: len(trials(http, sweep_id)),
@@ -122,10 +122,19 @@ def test_an_agent_sweep_shows_its_agents_host_on_the_sweep_job_and_jobs_pages(
         assert sorted(tags.all_inner_texts()) == sorted([f"agent {HOST}", "agent"])
         shot(page, "jobs-agents")
 
+    # On a phone the tables turn into cards: the Agent cell and the host tag still fit.
+    with tab(browser, service, NARROW) as page:
+        for route, ready in ((f"/sweep/{sweep_id}", "#trials td[data-label='Agent']"),
+                             (f"/jobs?sweep={sweep_id}", "#jobs-table .agent-tag")):  # fmt: skip
+            go(page, service, route)
+            page.wait_for_selector(ready)
+            width, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width <= inner, (route, width, inner, page.evaluate(WIDER_THAN_VIEWPORT))
+
 
 def test_a_service_sweep_has_no_agent_column(browser: Browser, service: ServiceTenant, http: httpx.Client):
-    # Cancelled at once: only its page matters, not its training.
-    sweep_id = created(http, name="dash-service", n_trials=1)
+    # A model the service builds; cancelled at once: only its page matters, not its training.
+    sweep_id = created(http, name="dash-service", n_trials=1, executor="service", base=tiny_job(steps=40))
     assert http.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 202
     with tab(browser, service) as page:
         go(page, service, f"/sweep/{sweep_id}")

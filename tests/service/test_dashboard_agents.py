@@ -141,3 +141,24 @@ def test_a_service_sweep_has_no_agent_column(browser: Browser, service: ServiceT
         page.wait_for_selector("#trials th:has-text('Job')")
         assert page.locator("#trials th:has-text('Agent')").count() == 0
         assert "Executor" not in (page.text_content("#page .facts") or "")
+
+
+def test_an_agents_study_says_so(browser: Browser, service: ServiceTenant, http: httpx.Client):
+    spec = {
+        "name": "dash-agents-study",
+        "executor": "agents",
+        "base": BASE,
+        "candidates": ["adamw", "symmetric"],
+        "tuning": {"n_trials": 1, "search_space": SPACE, "sampler": "random", "pruner": "none"},
+        "seeds": 1,
+    }
+    response = http.post("/v1/studies", json=spec)
+    assert response.status_code == 201, response.text
+    study_id = response.json()["id"]
+    try:
+        with tab(browser, service) as page:
+            go(page, service, f"/study/{study_id}")
+            page.wait_for_selector("#page .facts:has-text('Executor')")
+            assert "agents (your own training scripts)" in (page.text_content("#page .facts") or "")
+    finally:
+        http.post(f"/v1/studies/{study_id}/cancel")

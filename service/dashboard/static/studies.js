@@ -52,6 +52,8 @@ export async function studyPage(root, { id, context }) {
       ["Seeds", result ? result.seeds.join(", ") : "–"],
       ["Target loss", num(result?.target_loss)],
       ["Confirmation runs", `${confirmation.finished} / ${confirmation.planned} finished`],
+      // every run of an agents study is claimed by users' own training scripts
+      ...(study.spec.executor === "agents" ? [["Executor", "agents (your own training scripts)"]] : []),
     ]), study.error ? h("pre", { class: "error" }, study.error) : null);
 
     fill(tuning, h("h2", {}, "Tuning (stage 1): each candidate's sweep"),

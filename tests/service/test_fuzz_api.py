@@ -4,7 +4,7 @@ Positive cases (what the schema allows) and negative ones (what it forbids) go t
 process. Every answer must be no 5xx, a status the operation declares, and a body and headers
 that match its declared schema. Path parameters point now and then at real objects (a finished
 job with metrics and logs, a queued job, a sweep whose trials Optuna knows, a study, another
-tenant's objects), and bodies are now and then valid specs, so the fuzz reaches past the 404s
+tenant's objects, an agents sweep and study and a job an agent holds, its lease token sent), and bodies are now and then valid specs, so the fuzz reaches past the 404s
 and 422s into the routes themselves. Derandomized: CI sends the same requests on every run.
 """
 
@@ -34,10 +34,11 @@ from schemathesis.specs.openapi.checks import (
 from service.api import create_app
 from service.settings import Settings
 from service.store import JobStatus, Store
+from service.store.agents import claim_trial
 from service.store.jobs import NewEvent, append_events, create_job, get_job, list_jobs, transition
 from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
-from service.store.models import Dataset
+from service.store.models import Dataset, Job, utcnow
 from service.store.uploads import get_upload
 from service.sweeps.controller import SweepController
 from symopt_core.data import dataset_source, tokenized_dataset
@@ -76,8 +77,13 @@ VALID_BODIES = {
     "/v1/studies": STUDY,
     "/v1/models:classify": {"model": {"family": "hf", "config": TINY_LLAMA}},
 }
-# Which real object a path parameter is set to (None: keep the generated value).
-KINDS = [None, "finished", "queued", "foreign"]
+# Which real object a path parameter is set to (None: keep the generated value); "agents": an
+# agents sweep or study with queued trials, and a job an agent holds (its lease token is sent).
+KINDS = [None, "finished", "queued", "foreign", "agents"]
+AGENT_BASE = {**TINY_JOB, "model": {"family": "custom", "d_model": 64}}
+AGENT_SWEEP = {**SWEEP, "base": AGENT_BASE, "executor": "agents", "parallelism": 2}
+AGENT_STUDY = {**STUDY, "base": AGENT_BASE, "executor": "agents"}
+LEASE_HEADER = "Symopt-Lease"
 ENDLESS = "/v1/jobs/{job_id}/events"  # streams until its job finishes: never a queued job's
 ADMIN_ONLY = {"/metrics", "/v1/keys"}  # called with the admin key (a tenant's key gets a 403)
 
@@ -93,6 +99,7 @@ class World:
     alice: Tenant
     admin: Tenant
     ids: dict[str, dict[str, str]] = field(default_factory=dict)
+    lease: str = ""  # the token of the agent job's lease
     sent: Counter[str] = field(default_factory=Counter)
     statuses: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
@@ -103,11 +110,37 @@ class World:
             ("job_id", "queued"): lambda: queued_job(self.store, self.alice),
             ("sweep_id", "queued"): lambda: self.post("/v1/sweeps", SWEEP),
             ("study_id", "queued"): lambda: self.post("/v1/studies", STUDY),
+            ("job_id", "agents"): self.held_job,
+            ("sweep_id", "agents"): self.agent_sweep,
+            ("study_id", "agents"): lambda: self.post("/v1/studies", AGENT_STUDY),
             ("dataset_id", "finished"): lambda: self.upload("/v1/datasets", DATASET),
             ("model_id", "finished"): lambda: self.upload("/v1/models/uploads", model_upload()),
         }
         if (parameter, kind) in makers:
             self.ids[parameter][kind] = makers[parameter, kind]()
+
+    def agent_sweep(self) -> str:
+        """An agents sweep whose trials the controller has queued for agents to claim."""
+        sweep_id = self.post("/v1/sweeps", AGENT_SWEEP)
+        SweepController(self.store, self.settings, "fuzz").tick()
+        return sweep_id
+
+    def held_job(self) -> str:
+        """A job an agent holds: its lease token goes in the header of the agent routes."""
+        with self.store.transaction() as session:
+            job, _ = create_job(
+                session=session,
+                tenant_id=self.alice.id,
+                spec=JobSpec.model_validate(AGENT_BASE),
+                executor="agents",
+            )
+            claim = claim_trial(
+                session=session, tenant_id=self.alice.id, scope=Job.id == job.id, lease_seconds=3600,
+                host="fuzz", now=utcnow(),
+            )  # fmt: skip
+            assert claim is not None
+            self.lease = claim.token
+            return job.id
 
     def upload(self, path: str, body: bytes, tenant: Tenant | None = None) -> str:
         response = self.client.post(path, content=body, headers=(tenant or self.alice).headers)
@@ -218,15 +251,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "finished": finished_job(store, fuzz_settings, alice),
             "queued": queued_job(store, alice),
             "foreign": queued_job(store, bob),
+            "agents": world.held_job(),
         },
         "sweep_id": {
             "finished": finished_sweep(world),
             "queued": world.post("/v1/sweeps", SWEEP),
             "foreign": world.post("/v1/sweeps", SWEEP, bob),
+            "agents": world.agent_sweep(),
         },
         "study_id": {
             "queued": world.post("/v1/studies", STUDY),
             "foreign": world.post("/v1/studies", STUDY, bob),
+            "agents": world.post("/v1/studies", AGENT_STUDY),
         },
         "dataset_id": {
             "finished": world.upload("/v1/datasets", DATASET),
@@ -249,13 +285,15 @@ def send(world: World, case: schemathesis.Case, kind: str | None, mode: Generati
     parameter = next(iter(case.path_parameters or {}), None)
     if kind is not None and mode == GenerationMode.POSITIVE:
         if parameter is not None and kind in world.ids[parameter]:
-            if not (operation.path == ENDLESS and kind == "queued"):
+            if not (operation.path == ENDLESS and kind in ("queued", "agents")):  # never finish
                 # Every parameter of the kind that has one (a dataset and its tokenizer's key).
                 chosen = {name: world.ids[name][kind] for name in case.path_parameters or {}
                           if kind in world.ids[name]}  # fmt: skip
                 case.path_parameters = {**(case.path_parameters or {}), **chosen}
         elif parameter is None and operation.method == "post" and operation.path in VALID_BODIES:
             case.body = VALID_BODIES[operation.path]
+        if kind == "agents" and case.headers is not None and LEASE_HEADER in case.headers:
+            case.headers = {**case.headers, LEASE_HEADER: world.lease}
     tenant = world.admin if operation.path in ADMIN_ONLY else world.alice
     world.sent[label] += 1
     response = case.call_and_validate(headers=tenant.headers, checks=CHECKS, timeout=60)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -48,8 +48,29 @@ from ..agent_schemas import (
 from ..deps import PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..schemas import JobPublic
+from .jobs import visible_job
 
 router = APIRouter(tags=["agents"], responses=error_responses(400, 401, 404, 409, 422, 503))
+
+
+def visible_sweep(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> str:
+    """The sweep id, once this tenant may see it: another tenant's sweep is a 404 whatever the
+    request's body, query or headers (FastAPI validates those after the dependencies)."""
+    with store.read() as session:
+        get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
+    return sweep_id
+
+
+def visible_study(study_id: str, principal: PrincipalDep, store: StoreDep) -> str:
+    with store.read() as session:
+        get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
+    return study_id
+
+
+# Each route's object is looked up before its input is validated: 404 first, as everywhere else.
+VisibleSweep = Annotated[str, Depends(visible_sweep)]
+VisibleStudy = Annotated[str, Depends(visible_study)]
+VisibleJob = Annotated[str, Depends(visible_job)]
 
 LeaseToken = Annotated[
     str,
@@ -63,7 +84,7 @@ _KEEP_CHECKPOINTS = 2
 
 @router.post("/v1/sweeps/{sweep_id}/claim", response_model=ClaimPublic)
 def claim_sweep_trial_route(
-    sweep_id: str, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    sweep_id: VisibleSweep, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> ClaimPublic:
     """Claim the next trial of an `executor: agents` sweep: its parameters, its whole job spec and
     a lease; `trial` is null when none waits now (ask again after `retry_after`), `done` once the
@@ -80,7 +101,7 @@ def claim_sweep_trial_route(
 
 @router.post("/v1/studies/{study_id}/claim", response_model=ClaimPublic)
 def claim_study_trial_route(
-    study_id: str, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study_id: VisibleStudy, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> ClaimPublic:
     """Claim the next run of an `executor: agents` study: a tuning trial of any candidate, or a
     seeded confirmation run, as the study reaches them."""
@@ -177,7 +198,7 @@ def _trial(session: Session, claim: Claim) -> AgentTrialPublic:
 
 @router.post("/v1/jobs/{job_id}/report", response_model=ReportPublic)
 def report_route(
-    job_id: str,
+    job_id: VisibleJob,
     body: ReportIn,
     lease: LeaseToken,
     principal: PrincipalDep,
@@ -222,7 +243,7 @@ def _answer(job: Job, stored: int) -> ReportPublic:
 
 @router.post("/v1/jobs/{job_id}/finish", response_model=JobPublic)
 def finish_route(
-    job_id: str, body: FinishIn, lease: LeaseToken, principal: PrincipalDep, store: StoreDep
+    job_id: VisibleJob, body: FinishIn, lease: LeaseToken, principal: PrincipalDep, store: StoreDep
 ) -> JobPublic:
     """End a held trial: succeeded (with `objective`, or its reported val_loss), failed (with
     `error`), or pruned (once a report said should_prune). Finishing a finished trial again
@@ -253,7 +274,7 @@ def finish_route(
 )
 async def upload_checkpoint_route(
     request: Request,
-    job_id: str,
+    job_id: VisibleJob,
     lease: LeaseToken,
     principal: PrincipalDep,
     store: StoreDep,

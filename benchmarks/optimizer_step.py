@@ -2,12 +2,19 @@
 
     python -m benchmarks.optimizer_step --shape nanogpt-cpu   # the nanoGPT CPU model (4 layers, d=128)
     python -m benchmarks.optimizer_step --shape qwen3-0.6b --device cuda
+    python -m benchmarks.optimizer_step --shape qwen3-0.6b --compare polar   # polar backends only
     python -m benchmarks.optimizer_step --quick                        # a smoke run (CI)
 
 Gradients are fixed random tensors; each optimizer runs `--warmup` steps, then `--steps` timed
 steps (CUDA events on GPU, perf_counter on CPU) and the median is reported, with its ratio to
 AdamW measured in the same run. The floor is the preset's orthogonalization FLOPs divided by the
-matmul rate measured on the same device (bf16 on CUDA, fp32 on CPU).
+matmul rate measured on the same device (bf16 on CUDA, fp32 on CPU). Each `--gram-presets` preset
+is also timed with every polar factor from Gram Newton–Schulz ("(gram NS)" rows).
+
+`--compare polar` times the polar backends side by side on the matrices one transformer block
+hands to `polar` under `--polar-preset` (same-shape matrices stacked, as SymOpt batches them):
+Polar Express and Gram Newton–Schulz, each with its analytic FLOP count; a step's total is the
+block's times the number of blocks.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,10 @@ import torch
 from torch import nn
 
 from symopt_core import PRESETS, build_model, build_optimizer, describe_params
+from symopt_core.linalg import polar
+from symopt_core.linalg.gram import gram_polar_flops
 from symopt_core.optim.layout import parse_layout
+from symopt_core.optim.sharding import polar_flops
 from symopt_core.params import ParamClass
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -52,6 +63,18 @@ SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {"family": "qwen3", "size": "tiny", "vocab_size": 65},
 }
 HIDDEN = {ParamClass.ATTN_QKV, ParamClass.ATTN_OUT, ParamClass.MLP_IN, ParamClass.MLP_OUT, ParamClass.HIDDEN}
+# The rules whose direction is computed through `polar` (with the group's polar_method).
+POLAR_RULES = (
+    "polar",
+    "normuon",
+    "hybrid",
+    "col_hybrid",
+    "paired_hybrid",
+    "centered_hybrid",
+    "hybrid_polar_then_row",
+)
+POLAR_BACKENDS = ("polar_express", "gram_newton_schulz")
+GRAM = {"all": {"polar_method": "gram_newton_schulz"}}  # overrides: every polar factor from GNS
 
 
 @dataclass
@@ -131,40 +154,55 @@ def matmul_rate(device: torch.device) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - began)
 
 
-def orthogonalization_flops(optimizer: torch.optim.Optimizer) -> float:
-    """FLOPs of the quintic iterations in one step: 4m²n + 2m³ per matrix per step (m ≤ n)."""
-    total = 0.0
-    for group in optimizer.param_groups:
-        rule = group.get("rule")
-        if rule not in (
-            "polar",
-            "normuon",
-            "hybrid",
-            "col_hybrid",
-            "paired_hybrid",
-            "centered_hybrid",
-            "hybrid_polar_then_row",
-        ):
+def method_flops(method: str, m: int, n: int, steps: int) -> float:
+    """FLOPs of one polar factor: the quintic's 4s²L + 2s³ per step (s = min(m, n), L = max),
+    or Gram Newton–Schulz's 8s²L + 28s³ for 5 steps (gram_polar_flops)."""
+    if method == "gram_newton_schulz":
+        return gram_polar_flops(m, n, steps)
+    return polar_flops(m, n, steps)
+
+
+def polar_matrices(groups: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], int]:
+    """(polar_method, s, L, steps) -> how many s×L matrices (wide orientation) the groups' polar
+    rules orthogonalize in one step."""
+    counts: dict[tuple[str, int, int, int], int] = {}
+    for group in groups:
+        if group.get("rule") not in POLAR_RULES:
             continue
         for p in group["params"]:
             matrices = parse_layout(group["layout"]).to_matrices(torch.empty(p.shape, device="meta"))
             batch, m, n = matrices.shape
-            m, n = min(m, n), max(m, n)
-            total += batch * group["polar_steps"] * (4 * m * m * n + 2 * m**3)
-    return total
+            key = (group["polar_method"], min(m, n), max(m, n), group["polar_steps"])
+            counts[key] = counts.get(key, 0) + batch
+    return counts
 
 
-def run(shape: str, device: torch.device, warmup: int, steps: int, presets: list[str]) -> dict[str, Any]:
+def orthogonalization_flops(optimizer: torch.optim.Optimizer) -> float:
+    """FLOPs of the polar iterations in one step, per matrix by its group's polar_method."""
+    counts = polar_matrices(optimizer.param_groups)
+    return sum(count * method_flops(method, s, L, steps) for (method, s, L, steps), count in counts.items())
+
+
+def run(
+    shape: str,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    presets: list[str],
+    gram_presets: list[str] | None = None,
+) -> dict[str, Any]:
     model = build(shape, device)
     rate = matmul_rate(device)
     timings: dict[str, tuple[float, float | None]] = {}
     for name, make in torch_baselines(model).items():
         timings[name] = (time_steps(make(), warmup, steps, device), None)
-    for preset in presets:
-        optimizer = build_optimizer(model, preset)
+    variants = [(preset, None) for preset in presets] + [(preset, GRAM) for preset in gram_presets or []]
+    for preset, overrides in variants:
+        optimizer = build_optimizer(model, preset, overrides=overrides)
         base = getattr(optimizer, "base", optimizer)
         floor = orthogonalization_flops(base) / rate * 1e3
-        timings[f"symopt {preset}"] = (time_steps([optimizer], warmup, steps, device), floor or None)
+        name = f"symopt {preset}" + (" (gram NS)" if overrides else "")
+        timings[name] = (time_steps([optimizer], warmup, steps, device), floor or None)
     adamw = timings["torch AdamW (fused)"][0]
     rows = [
         Row(name, ms, ms / adamw, floor, ms / floor if floor else None)
@@ -186,6 +224,84 @@ def run(shape: str, device: torch.device, warmup: int, steps: int, presets: list
     }
 
 
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]], warmup: int, steps: int, device: torch.device
+) -> dict[str, float]:
+    """Median ms of each call, its samples taken in turn with the others' (A B A B ...), so that
+    load that comes and goes on a shared machine falls on every call alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(steps):
+        for name, call in calls.items():
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                torch.cuda.synchronize()
+                samples[name].append(start.elapsed_time(end))
+            else:
+                began = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - began) * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def compare_polar(shape: str, device: torch.device, warmup: int, steps: int, preset: str) -> dict[str, Any]:
+    """Polar Express vs Gram Newton–Schulz on one block's polar matrices, timed side by side."""
+    dims = dict(SHAPES[shape])
+    family, size = dims.pop("family"), dims.pop("size", None)
+    with torch.device("meta"):  # shapes and layouts only: no memory for a 0.6B model
+        model = build_model(family, size, **dims)
+    optimizer = build_optimizer(model, preset)
+    blocks = model.config.n_layers
+    counts: dict[tuple[int, int, int], int] = {}
+    for (_, s, L, polar_steps), count in polar_matrices(
+        getattr(optimizer, "base", optimizer).param_groups
+    ).items():
+        counts[(s, L, polar_steps)] = counts.get((s, L, polar_steps), 0) + count
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for (s, L, polar_steps), count in sorted(counts.items()):
+        # One block's stack, repeated `repeats` times per step (a shape not in every block: all).
+        batch, repeats = (count // blocks, blocks) if count % blocks == 0 else (count, 1)
+        stack = (torch.randn(batch, s, L, generator=generator) * 1e-3).to(device)
+        row: dict[str, Any] = {"shape": f"{s}x{L}", "batch": batch, "repeats": repeats, "steps": polar_steps}
+        calls = {method: partial(polar, stack, method, polar_steps) for method in POLAR_BACKENDS}
+        for method, ms in time_interleaved(calls, warmup, steps, device).items():
+            row[f"{method}_ms"] = ms
+            row[f"{method}_gflop"] = batch * method_flops(method, s, L, polar_steps) / 1e9
+        row["time_ratio"] = row["polar_express_ms"] / row["gram_newton_schulz_ms"]
+        row["flop_ratio"] = row["polar_express_gflop"] / row["gram_newton_schulz_gflop"]
+        rows.append(row)
+    total = {
+        key: sum(row[key] * row["repeats"] for row in rows)
+        for method in POLAR_BACKENDS
+        for key in (f"{method}_ms", f"{method}_gflop")
+    }
+    return {"preset": preset, "blocks": blocks, "rows": rows, "per_step": total}
+
+
+def print_polar(result: dict[str, Any]) -> None:
+    backends = result["polar_backends"]
+    print(f"\npolar backends, {result['shape']} ({backends['preset']}), one block of {backends['blocks']}:")
+    header = ("s x L", "batch", "PE ms", "GNS ms", "x", "PE GFLOP", "GNS GFLOP", "x")
+    print("{:>10} {:>5} {:>10} {:>10} {:>5} {:>9} {:>9} {:>5}".format(*header))
+    line = "{:>10} {:>5} {:10.2f} {:10.2f} {:5.2f} {:9.3f} {:9.3f} {:5.2f}"
+    for row in backends["rows"]:
+        pe, gns = row["polar_express_ms"], row["gram_newton_schulz_ms"]
+        pe_flop, gns_flop = row["polar_express_gflop"], row["gram_newton_schulz_gflop"]
+        print(
+            line.format(row["shape"], row["batch"], pe, gns, pe / gns, pe_flop, gns_flop, pe_flop / gns_flop)
+        )
+    total = backends["per_step"]
+    pe, gns = total["polar_express_ms"], total["gram_newton_schulz_ms"]
+    pe_flop, gns_flop = total["polar_express_gflop"], total["gram_newton_schulz_gflop"]
+    print(line.format("per step", "", pe, gns, pe / gns, pe_flop, gns_flop, pe_flop / gns_flop))
+
+
 def print_table(result: dict[str, Any]) -> None:
     params, rate = result["params"] / 1e6, result["matmul_tflops"]
     print(f"{result['shape']}: {params:.2f}M params on {result['device']} ({result['threads']} threads, ")
@@ -205,13 +321,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS))
+    parser.add_argument(
+        "--gram-presets",
+        nargs="*",
+        default=["symmetric"],
+        help="also timed with Gram Newton–Schulz polar factors",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        choices=["step", "polar"],
+        default=["step"],
+        help="optimizer steps, polar backends",
+    )
+    parser.add_argument("--polar-preset", default="symmetric", help="whose matrices --compare polar times")
     parser.add_argument("--quick", action="store_true", help="tiny shape, few steps: a smoke run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizer_step.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.shape, args.warmup, args.steps = "tiny", 1, 3
-    result = run(args.shape, torch.device(args.device), args.warmup, args.steps, args.presets)
-    print_table(result)
+    device = torch.device(args.device)
+    result: dict[str, Any] = {"shape": args.shape}
+    if "step" in args.compare:
+        result = run(args.shape, device, args.warmup, args.steps, args.presets, args.gram_presets)
+        print_table(result)
+    if "polar" in args.compare:
+        result["polar_backends"] = compare_polar(
+            args.shape, device, args.warmup, args.steps, args.polar_preset
+        )
+        result.setdefault("threads", torch.get_num_threads())
+        result.setdefault("torch", torch.__version__)
+        print_polar(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return 0

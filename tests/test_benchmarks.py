@@ -19,6 +19,27 @@ def test_optimizer_step_quick_run_writes_a_complete_table(tmp_path, capsys):
     symmetric = next(r for r in result["rows"] if r["optimizer"] == "symopt symmetric")
     assert symmetric["floor_ms"] > 0
     assert "symopt symmetric" in capsys.readouterr().out
+    # Gram Newton–Schulz: fewer FLOPs than Polar Express on the same rectangular matrices.
+    gram = next(r for r in result["rows"] if r["optimizer"] == "symopt symmetric (gram NS)")
+    assert 0 < gram["floor_ms"] < symmetric["floor_ms"]
+
+
+def test_optimizer_step_quick_run_compares_the_polar_backends(tmp_path, capsys):
+    out = tmp_path / "polar.json"
+    assert optimizer_step.main(["--quick", "--compare", "polar", "--out", str(out), "--device", "cpu"]) == 0
+    backends = json.loads(out.read_text())["polar_backends"]
+    assert backends["blocks"] == 2
+    # The tiny Qwen3 block: q/k/v/o heads (16×64 after transposing o) and gate/up/down (64×192).
+    assert {row["shape"]: row["batch"] for row in backends["rows"]} == {"16x64": 12, "64x192": 3}
+    for row in backends["rows"]:
+        assert row["polar_express_ms"] > 0
+        assert row["gram_newton_schulz_ms"] > 0
+        assert row["gram_newton_schulz_gflop"] < row["polar_express_gflop"]
+    # 5 steps on s×L: 20s²L + 10s³ (Polar Express) against 8s²L + 28s³ (Gram NS), per matrix.
+    heads = next(row for row in backends["rows"] if row["shape"] == "16x64")
+    assert heads["polar_express_gflop"] == 12 * (20 * 16**2 * 64 + 10 * 16**3) / 1e9
+    assert heads["gram_newton_schulz_gflop"] == 12 * (8 * 16**2 * 64 + 28 * 16**3) / 1e9
+    assert "polar backends" in capsys.readouterr().out
 
 
 def test_api_metrics_quick_run_reports_both_reads(tmp_path, capsys):

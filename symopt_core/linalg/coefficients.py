@@ -43,6 +43,9 @@ def safety_scaled(coefficients: tuple[Coefficients, ...], s: float) -> tuple[Coe
 # EO's inverse square root (invsqrt.py) uses s = 1.05.
 POLAR_EXPRESS_8 = safety_scaled(POLAR_EXPRESS_8_UNSAFE, 1.01)
 POLAR_EXPRESS_8_INVSQRT = safety_scaled(POLAR_EXPRESS_8_UNSAFE, 1.05)
+# Gram Newton–Schulz as EO runs it (rightpolargrad.py, hybrid.py): the same s = 1.05 list, which is
+# also Dao-AILab's POLAR_EXPRESS_COEFFICIENTS (ALGORITHMS.md 8.5).
+GRAM_NEWTON_SCHULZ = POLAR_EXPRESS_8_INVSQRT
 
 
 def schedule(coefficients: tuple[Coefficients, ...], steps: int) -> tuple[Coefficients, ...]:

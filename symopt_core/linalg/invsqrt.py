@@ -11,11 +11,14 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from .coefficients import POLAR_EXPRESS_8_INVSQRT, schedule
+from .coefficients import GRAM_NEWTON_SCHULZ, POLAR_EXPRESS_8_INVSQRT, schedule
+from .gram import gram_inverse_sqrt, restart_points
 
 __all__ = ["INVSQRT_METHODS", "InvSqrtMethod", "gram_dtype", "inverse_sqrt"]
 
-InvSqrtMethod = Literal["polar_express", "polar_express_converged", "newton_schulz", "eigh"]
+InvSqrtMethod = Literal[
+    "polar_express", "polar_express_converged", "gram_newton_schulz", "newton_schulz", "eigh"
+]
 INVSQRT_METHODS: tuple[str, ...] = get_args(InvSqrtMethod)
 
 _CONVERGED_STEPS = 40
@@ -48,6 +51,12 @@ def inverse_sqrt(
         iterations in float64 (no data-dependent stopping, so no host sync; float64 because fp32
         rounding makes the zero eigenvalues of rank-deficient Grams slightly negative, and an
         iteration run that long amplifies them until it overflows).
+      - "gram_newton_schulz": the Gram Newton–Schulz recursion run on A itself (gram.py), with
+        R₀ = A / tr(A) and EO's s = 1.05 list: M (MᵀM + εI)^(-1/2) is then the polar factor EO's
+        RightPolarGradM_GramNS computes for M, in exact arithmetic. The same list as
+        "polar_express" with another normalization (tr(A) instead of 1.02‖A‖_F), so with
+        5 steps it is not converged either; restarts as in polar (before iteration 2, and 4,
+        6, ... past 5 steps).
       - "newton_schulz": the coupled Newton–Schulz iteration T = (3I - ZY)/2, `steps` times.
       - "eigh": exact, through an eigendecomposition (the reference); eigenvalues at rounding
         level are treated as zero (pseudo-inverse), so rank-deficient Gram matrices work.
@@ -69,6 +78,11 @@ def inverse_sqrt(
     S = S + eps * identity
     if method == "newton_schulz":
         return _inverse_sqrt_newton_schulz(S, identity, steps).to(A.dtype)
+    if method == "gram_newton_schulz":
+        coefficients = schedule(GRAM_NEWTON_SCHULZ, steps)
+        batch, k = S.shape[:-2], S.shape[-1]
+        root = gram_inverse_sqrt(S.reshape(-1, k, k), coefficients, restart_points(steps))
+        return root.reshape(*batch, k, k).to(A.dtype)
     total = max(steps, _CONVERGED_STEPS) if converge else steps
     return _inverse_sqrt_polar_express(S, identity, total).to(A.dtype)
 

@@ -14,6 +14,9 @@ and per-class lr multipliers derived from scaling rules rather than copied from 
 - Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule.
 These are priors for sweeps (`optimizer.overrides.<class>.lr_scale` multiplies them), not tuned values.
 
+`eo_parity: true` in a class's override replaces its scale by the shape factor EO applies to
+that rule (`eo_scale`, ALGORITHMS.md 1): for comparisons with EO, not a tuned recipe.
+
 Attention layout (DESIGN.md): head-wise polar (one [head_dim, d] block per head) belongs to the
 symmetric family (`symmetric`, `symmetric-hybrid`, `sf-symmetric`), whose group for attention is
 head permutations × per-head O(head_dim) × O(d). `muon`, `normuon` and `sf-normuon` treat each
@@ -53,9 +56,11 @@ _LR_KEYS = ("lr", "lr_mult", "lr_scale")
 # Group options an override may set, besides the lr keys and "rule".
 OVERRIDE_KEYS = (
     "momentum", "nesterov", "weight_decay", "scale", "rms_target", "alpha", "eps", "polar_method",
-    "polar_steps", "polar_dtype", "invsqrt_method", "invsqrt_steps", "gram_eps", "normuon", "beta2",
-    "normuon_eps", "betas", "adam_eps",
+    "polar_steps", "polar_dtype", "invsqrt_method", "invsqrt_steps", "gram_eps", "hybrid_polar", "normuon",
+    "beta2", "normuon_eps", "betas", "adam_eps",
 )  # fmt: skip
+# Override keys read here, not passed on to SymOpt (eo_parity chooses the group's scale).
+_PRESET_KEYS = ("eo_parity",)
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,27 @@ def default_lr_multiplier(
     return 1.0
 
 
+def eo_scale(rule: str, param_class: ParamClass, layout: str) -> str:
+    """The `scale` that reproduces EO's shape factor for `rule` on `param_class` (ALGORITHMS.md 1).
+
+    EO's Muon multiplies by √max(1, rows/cols) of each block as it orients it. Dense matrices and
+    heads are (out, in), KJ's factor ("kj"). Expert `down` stacks are oriented with the neurons
+    as rows, [r, d]: OLMoE's [E, d, r] through its transpose (1.0 at d = 2r, where KJ's
+    √max(1, d/r) is √2), gpt-oss's (in, out)-stored [E, r, d] as it is: "kj_transposed".
+    The gate/up halves keep their stored orientation: OLMoE's (out, in) [r, d] ("kj"; EO's routing
+    orthogonalizes OLMoE's [2r, d] jointly, which layout "matrix" reproduces, also with "kj"),
+    gpt-oss's (in, out) [d, r] ("kj_transposed", the inverse of KJ's out/in). EO's row-norm,
+    one-sided spectral and hybrid optimizers apply no factor ("none").
+    """
+    if rule not in ("polar", "normuon"):
+        return "none"
+    if param_class == C.EXPERT_OUT:
+        return "kj_transposed"
+    if param_class == C.EXPERT_IN and layout.endswith(".t"):
+        return "kj_transposed"
+    return "kj"
+
+
 def _expand_overrides(
     overrides: Mapping[str, str | Mapping[str, Any]] | None,
 ) -> dict[ParamClass, dict[str, Any]]:
@@ -197,11 +223,11 @@ def _expand_overrides(
         else:
             raise ConfigError(f"Invalid override class: {key!r}; valid names: {', '.join(valid_names)}")
         options = {"rule": value} if isinstance(value, str) else dict(value)
-        unknown = set(options) - {"rule", *_LR_KEYS, *OVERRIDE_KEYS}
+        unknown = set(options) - {"rule", *_LR_KEYS, *OVERRIDE_KEYS, *_PRESET_KEYS}
         if unknown:
             raise ConfigError(
                 f"Invalid override key(s) for {key!r}: {', '.join(sorted(unknown))}; valid keys: rule, "
-                f"{', '.join(_LR_KEYS)}, {', '.join(OVERRIDE_KEYS)}"
+                f"{', '.join(_LR_KEYS)}, {', '.join(OVERRIDE_KEYS)}, {', '.join(_PRESET_KEYS)}"
             )
         if "rule" in options:
             get_rule(options["rule"])
@@ -238,6 +264,14 @@ def _group_for(
     decayed = info.param_class in _DECAYED_BY_DEFAULT or (preset.name == "adamw" and info.layout != "vector")
     options["weight_decay"] = weight_decay if decayed else 0.0
     options.update({k: v for k, v in override.items() if k in OVERRIDE_KEYS})
+    if override.get("eo_parity"):
+        if "scale" in override:
+            raise ConfigError(
+                f"Invalid override for {info.param_class.value!r}: eo_parity sets the scale; "
+                "give eo_parity or scale, not both"
+            )
+        if not get_rule(rule).elementwise:
+            options["scale"] = eo_scale(rule, info.param_class, layout)
     if "lr" in override:
         lr = float(override["lr"])
     else:

@@ -37,6 +37,7 @@ from .hf_spec import (
     is_custom_family,
     is_hf_family,
 )
+from .linalg import InvSqrtMethod, PolarMethod
 from .models.registry import build_config
 from .optim.rules import RULES
 from .params.classes import CLASS_ALIASES, ParamClass
@@ -272,16 +273,18 @@ class OverrideSpec(_Strict):
     momentum: float | None = Field(None, ge=0.0, lt=1.0)
     nesterov: bool | None = None
     weight_decay: float | None = Field(None, ge=0.0)
-    scale: Literal["kj", "match_rms_adamw", "rms", "none"] | None = None
+    scale: Literal["kj", "match_rms_adamw", "rms", "none", "kj_transposed"] | None = None
     rms_target: PositiveFloat | None = None
     alpha: float | None = Field(None, ge=0.0)
     eps: float | None = Field(None, ge=0.0)
-    polar_method: Literal["newton_schulz", "polar_express", "svd"] | None = None
+    polar_method: PolarMethod | None = None
     polar_steps: int | None = Field(None, ge=1, lt=100)
     polar_dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] | None = None
-    invsqrt_method: Literal["polar_express", "polar_express_converged", "newton_schulz", "eigh"] | None = None
+    invsqrt_method: InvSqrtMethod | None = None
     invsqrt_steps: int | None = Field(None, ge=1, lt=100)
     gram_eps: float | None = Field(None, ge=0.0)
+    hybrid_polar: Literal["invsqrt", "polar"] | None = None
+    eo_parity: bool | None = None  # EO's shape factor for the class's rule (sets scale; presets.eo_scale)
     normuon: bool | None = None
     beta2: float | None = Field(None, ge=0.0, lt=1.0)
     betas: tuple[float, float] | None = None

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..linalg import gram_dtype, inverse_sqrt, nuclear_norm, polar
 
 __all__ = [
+    "HYBRID_POLAR_METHODS",
     "DirectionOptions",
     "center_rows",
     "centered_hybrid",
@@ -45,6 +46,18 @@ class DirectionOptions:
     invsqrt_method: str = "polar_express"
     invsqrt_steps: int = 5
     gram_eps: float = 1e-8  # damping of Gram matrices, relative: they are built from M / ‖M‖_F
+    hybrid_polar: str = "invsqrt"  # how the hybrids take polar(X): HYBRID_POLAR_METHODS
+
+
+# How the hybrid rules take the polar factor of X:
+#   "invsqrt": X (XᵀX + εI)^(-1/2) through the Gram's inverse root (invsqrt_method, invsqrt_steps),
+#              as ALGORITHMS.md 4 and 8.6 and EO's HybridPolarGradM compute it (the default);
+#   "polar":   polar(X, polar_method, polar_steps): the Polar Express quintic by default, or Gram
+#              Newton–Schulz as EO's HybridPolarGradM_GramNS training scripts run it.
+HYBRID_POLAR_METHODS = ("invsqrt", "polar")
+
+# Inverse roots run to convergence. Only for these may a centered Gram take J = 11ᵀ/m (_gram_polar).
+_CONVERGED_ROOTS = frozenset({"polar_express_converged"})
 
 
 def _at_least_fp32(M: Tensor) -> Tensor:
@@ -98,12 +111,26 @@ def one_sided_spectral(M: Tensor, options: DirectionOptions) -> Tensor:
     inverse root, a wide E×d router an E×E one. Inverting the larger, rank-deficient Gram
     would amplify rounding noise in its null space.
     """
-    return _one_sided(M, options, centered=False)
+    return _nuclear_scaled(M, _gram_polar(M, options, centered=False), options.alpha, options.eps)
 
 
-def _one_sided(M: Tensor, options: DirectionOptions, *, centered: bool) -> Tensor:
-    N = _unit_frobenius(M.to(gram_dtype(options.invsqrt_method, M.dtype)))
-    m, n = N.shape[-2:]
+def _gram_polar(M: Tensor, options: DirectionOptions, *, centered: bool) -> Tensor:
+    """M (MᵀM + εI)^(-1/2) through the smaller Gram matrix: polar(M) once the root is exact.
+
+    The non-converged iterations (EO's default 5 Polar Express steps) are functions of the
+    Gram's spectrum over its normalization, which is the same for M and M / ‖M‖_F and for
+    either Gram, so the result is EO's for any scale of M and either form.
+    """
+    m, n = M.shape[-2:]
+    # A centered block's m×m Gram is singular along 1, and the iteration amplifies that
+    # direction by Π a_t ≈ 800 in 5 steps: fp32 rounding of 1ᵀN (1e-7) would leave the update
+    # 1e-4 off its own equivariance. So that Gram (E×E for a router, cheap) is formed from N
+    # re-centered in float64. The map is EO's; only its rounding is smaller.
+    null_direction = centered and m <= n
+    dtype = torch.float64 if null_direction else gram_dtype(options.invsqrt_method, M.dtype)
+    N = _unit_frobenius(M.to(dtype))
+    if null_direction:
+        N = center_rows(N)
     method, steps, eps = options.invsqrt_method, options.invsqrt_steps, options.gram_eps
     if method == "eigh":
         # The exact reference: with N = U Σ Vᵀ, N (NᵀN + εI)^(-1/2) = U diag(σ / √(σ² + ε)) Vᵀ.
@@ -112,33 +139,68 @@ def _one_sided(M: Tensor, options: DirectionOptions, *, centered: bool) -> Tenso
         U, S, Vh = torch.linalg.svd(N, full_matrices=False)
         rounding = S.amax(dim=-1, keepdim=True) * max(m, n) * torch.finfo(S.dtype).eps
         scale = torch.where(S.gt(rounding), S / (S.square() + eps).sqrt(), torch.zeros_like(S))
-        return _nuclear_scaled(M, ((U * scale.unsqueeze(-2)) @ Vh).to(M.dtype), options.alpha, options.eps)
+        return ((U * scale.unsqueeze(-2)) @ Vh).to(M.dtype)
     if m > n or (m == n and not centered):
         P = N @ inverse_sqrt(N.mT @ N, method, steps, eps)
     else:
         gram = N @ N.mT
-        if centered:
-            # A centered block has no component along 1, so adding J = 11ᵀ/m (eigenvalue 1 along
-            # 1) changes nothing in (C + J)^(-1/2) N, and removes the Gram's null direction, where
-            # rounding would otherwise be amplified by ε^(-1/2).
+        if centered and method in _CONVERGED_ROOTS:
+            # N has no component along 1, so for a converged root adding J = 11ᵀ/m (eigenvalue
+            # 1 along 1) changes nothing in (C + J)^(-1/2) N, and removes the null direction,
+            # which 40 steps would amplify by ε^(-1/2). Not for a truncated root (EO's 5
+            # steps): its result depends on the spectrum through the normalization by
+            # ‖C + εI‖_F, which J makes 2-5x larger, 14-19% off EO's update.
             gram = gram + 1.0 / m
         P = inverse_sqrt(gram, method, steps, eps) @ N
-    return _nuclear_scaled(M, P.to(M.dtype), options.alpha, options.eps)
+    return P.to(M.dtype)
+
+
+def _hybrid_polar(X: Tensor, options: DirectionOptions, *, centered: bool = False) -> Tensor:
+    """polar(X) as the hybrids take it, per `options.hybrid_polar` (HYBRID_POLAR_METHODS)."""
+    if options.hybrid_polar == "invsqrt":
+        return _gram_polar(X, options, centered=centered)
+    if options.hybrid_polar == "polar":
+        return polar(X, options.polar_method, options.polar_steps, options.polar_dtype)
+    raise ValueError(
+        f"Invalid hybrid_polar: {options.hybrid_polar!r}; valid values: {', '.join(HYBRID_POLAR_METHODS)}"
+    )
+
+
+def _stack_scaled(X: Tensor, P: Tensor, alpha: float, eps: float) -> Tensor:
+    # ν^α · P with one ν = Σ_b ⟨X_b, P_b⟩ for the whole stack: EO's hybrids take one nuclear
+    # scalar per parameter tensor, coupling the experts of a stack (ALGORITHMS.md 4). So X must
+    # be one tensor's matrices (SymOpt calls them so: Rule.couples_stack), summed in fp32+.
+    if alpha == 0.0:
+        return P
+    nu = torch.sum(_at_least_fp32(X) * _at_least_fp32(P))
+    return nu.clamp_min(eps).pow(alpha).to(P.dtype) * P
 
 
 def hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
-    """Rule D, row_then_polar: X = rownorm(M), D = ‖X‖_*^α · polar(X)."""
-    return polar_direction(row_norm(M, options), options)
+    """Rule D, row_then_polar: X = rownorm(M), D = ν^α · polar(X) with ν = Σ ‖X_b‖_* over the stack.
+
+    M[B, m, n] is one parameter tensor's matrices (its experts, or fused halves): the nuclear
+    scalar is summed over all of them, as EO does. polar(X) = X (XᵀX + εI)^(-1/2) by default.
+    """
+    X = row_norm(M, options)
+    return _stack_scaled(X, _hybrid_polar(X, options), options.alpha, options.eps)
 
 
 def hybrid_polar_then_row(M: Tensor, options: DirectionOptions) -> Tensor:
-    """Rule D, polar_then_row: D = rownorm(polar(M)); the nuclear scalar cancels (up to ε)."""
-    return row_norm(polar(M, options.polar_method, options.polar_steps, options.polar_dtype), options)
+    """Rule D, polar_then_row: D = rownorm(ν^α · polar(M)), ν = Σ ‖M_b‖_* over the stack.
+
+    The scalar cancels but for the row-norm's ε; it is kept so the map is EO's to rounding.
+    """
+    return row_norm(_stack_scaled(M, _hybrid_polar(M, options), options.alpha, options.eps), options)
 
 
 def col_hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
-    """Column-aware hybrid (SwiGLU down): polar(rownorm(Mᵀ))ᵀ = polar(colnorm(M)), times ‖·‖_*^α."""
-    return polar_direction(col_norm(M, options), options)
+    """Column-aware hybrid (SwiGLU down): polar(rownorm(Mᵀ))ᵀ = polar(colnorm(M)), times ν^α.
+
+    The same map as `hybrid` on Mᵀ (the polar through the Gram commutes with transposition).
+    """
+    X = col_norm(M, options)
+    return _stack_scaled(X, _hybrid_polar(X, options), options.alpha, options.eps)
 
 
 def centered_row_norm(M: Tensor, options: DirectionOptions) -> Tensor:
@@ -151,12 +213,16 @@ def centered_one_sided_spectral(M: Tensor, options: DirectionOptions) -> Tensor:
     D = Π(‖M_c‖_*^α (M_c M_cᵀ + εI)^(-1/2) M_c) with M_c = ΠM, equal to polar(ΠM) for α = 0 and
     ε -> 0. M_c has rank ≤ m - 1 (its Gram is singular along 1); the outer Π removes the leakage.
     """
-    return center_rows(_one_sided(center_rows(M), options, centered=True))
+    M_c = center_rows(M)
+    P = _gram_polar(M_c, options, centered=True)
+    return center_rows(_nuclear_scaled(M_c, P, options.alpha, options.eps))
 
 
 def centered_hybrid(M: Tensor, options: DirectionOptions) -> Tensor:
-    """LM head / router: X = Π rownorm(Π M), D = Π(‖X‖_*^α polar(X))."""
-    return center_rows(polar_direction(centered_row_norm(M, options), options))
+    """LM head / router: X = Π rownorm(Π M), D = Π(ν^α polar(X)), ν summed over the stack."""
+    X = centered_row_norm(M, options)
+    P = _hybrid_polar(X, options, centered=True)
+    return center_rows(_stack_scaled(X, P, options.alpha, options.eps))
 
 
 def neuron_normalize(D: Tensor, second_moment: Tensor, beta2: float, eps: float) -> Tensor:

@@ -82,6 +82,15 @@ class Rule:
     neuron_norm: bool = False  # NorMuon's row second moment after the direction (stateful)
     elementwise: bool = False  # applied to the stored tensor as is, vectors included (adamw, sgd)
     communication: Communication = "gather"
+    # Hybrids: with α ≠ 0 one nuclear scalar Σ_b ‖X_b‖_* per parameter tensor, summed over its
+    # matrices (experts, fused halves) as EO does (ALGORITHMS.md 4): the direction must see one
+    # tensor's matrices per call, never several tensors batched together.
+    couples_stack: bool = False
+
+    def fan_in(self, n: int) -> int:
+        """The fan-in of the layer behind an m×n logical block: n, or n/2 for a paired view,
+        whose rows [gate_j, up_j] join two halves that each read the same n/2 inputs."""
+        return n // 2 if self.view == "paired" else n
 
 
 _BI = Symmetry("orthogonal", "orthogonal", breaks=("shift",))
@@ -111,13 +120,13 @@ _RULES: tuple[Rule, ...] = (
     Rule("left_spectral", "‖M‖_*^α (MMᵀ + εI)^(-1/2) M: the same map as right_spectral (EO's left form)",
          _BI, d.one_sided_spectral, _polar_rms),
     Rule("hybrid", "Rule D, row_then_polar: ‖X‖_*^α polar(X), X = rownorm(M) (row-aware)",
-         _ROW_AWARE, d.hybrid, _polar_rms),
+         _ROW_AWARE, d.hybrid, _polar_rms, couples_stack=True),
     Rule("hybrid_polar_then_row", "Rule D, polar_then_row: rownorm(polar(M))",
-         _ROW_AWARE, d.hybrid_polar_then_row, _row_rms),
+         _ROW_AWARE, d.hybrid_polar_then_row, _row_rms, couples_stack=True),
     Rule("paired_hybrid", "hybrid on [gate_j, up_j] rows (fused gate/up tensors)",
-         _ROW_AWARE, d.hybrid, _polar_rms, view="paired"),
+         _ROW_AWARE, d.hybrid, _polar_rms, view="paired", couples_stack=True),
     Rule("col_hybrid", "column-aware hybrid: polar(colnorm(M)) (SwiGLU down)",
-         _COL_AWARE, d.col_hybrid, _polar_rms),
+         _COL_AWARE, d.col_hybrid, _polar_rms, couples_stack=True),
     Rule("centered_row_norm", "Π rownorm(Π M): LM head, router (shift-invariant, horizontal)",
          _CENTERED, d.centered_row_norm, _row_rms, communication="column_reduce"),
     Rule("centered_right_spectral", "Π right_spectral(Π M): LM head",
@@ -125,7 +134,7 @@ _RULES: tuple[Rule, ...] = (
     Rule("centered_left_spectral", "Π left_spectral(Π M) = polar(Π M) for α = 0: MoE router",
          _CENTERED, d.centered_one_sided_spectral, _polar_rms),
     Rule("centered_hybrid", "Π(‖X‖_*^α polar(X)), X = Π rownorm(Π M): LM head, router",
-         _CENTERED, d.centered_hybrid, _polar_rms),
+         _CENTERED, d.centered_hybrid, _polar_rms, couples_stack=True),
 )  # fmt: skip
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in _RULES}

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..linalg import INVSQRT_METHODS, POLAR_METHODS
-from .directions import DirectionOptions, neuron_normalize
+from .directions import HYBRID_POLAR_METHODS, DirectionOptions, neuron_normalize
 from .elementwise import adamw_update, momentum_update
 from .fsdp import gather_rows, gather_rows_reference, is_sharded, local, local_rows
 from .layout import Layout, parse_layout
@@ -38,11 +38,18 @@ from .sharding import Bucket, ShardStats, sharded_directions
 __all__ = ["SCALES", "SymOpt"]
 
 # Shape scale applied to each matrix's direction (ALGORITHMS.md 8.3):
-#   "kj": per-entry RMS 1/√fan_in, i.e. Keller Jordan's √max(1, m/n) for polar rules
+#   "kj": per-entry RMS 1/√fan_in, i.e. Keller Jordan's √max(1, m/n) for polar rules (a paired
+#         [gate_j, up_j] view's fan-in is n/2: each half reads the n/2 inputs)
 #   "match_rms_adamw": per-entry RMS rms_target (0.2: Moonlight's 0.2·√max(m, n) for polar rules)
 #   "rms": the direction rescaled to RMS rms_target exactly (NorMuon paper form)
 #   "none": the direction as the rule returns it
-SCALES = ("kj", "match_rms_adamw", "rms", "none")
+#   "kj_transposed": per-entry RMS 1/√fan_out, i.e. √max(1, n/m) for polar rules: KJ's factor of
+#         the block read as (in, out), as EO's expert Muon scales the blocks it orients so
+#         (ALGORITHMS.md 1; presets' eo_parity)
+SCALES = ("kj", "match_rms_adamw", "rms", "none", "kj_transposed")
+# Group options whose default changed the computation when they were introduced: a checkpoint
+# without them was trained with these values (the hybrids took polar(X) with the quintic).
+_BEFORE_OPTION: dict[str, Any] = {"hybrid_polar": "polar"}
 _DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -87,6 +94,7 @@ class SymOpt(torch.optim.Optimizer):
         invsqrt_method: str = "polar_express",
         invsqrt_steps: int = 5,
         gram_eps: float = 1e-8,
+        hybrid_polar: str = "invsqrt",
         normuon: bool = False,
         beta2: float = 0.95,
         normuon_eps: float = 1e-10,
@@ -113,6 +121,7 @@ class SymOpt(torch.optim.Optimizer):
             "invsqrt_method": invsqrt_method,
             "invsqrt_steps": invsqrt_steps,
             "gram_eps": gram_eps,
+            "hybrid_polar": hybrid_polar,
             "normuon": normuon,
             "beta2": beta2,
             "normuon_eps": normuon_eps,
@@ -139,6 +148,15 @@ class SymOpt(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         _validate_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also what `load_state_dict` ends with: a checkpoint written before a group option
+        existed gets the value that reproduces how it was trained (_BEFORE_OPTION), else the
+        option's default."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in {**self.defaults, **_BEFORE_OPTION}.items():
+                group.setdefault(key, value)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -233,13 +251,15 @@ class SymOpt(torch.optim.Optimizer):
             return
         # Batch every matrix of the same rule, options, shape, dtype and device into one call.
         # Rules with D(Mᵀ) = D(M)ᵀ are computed on the wide orientation, so [m, n] and [n, m]
-        # blocks (attention q and o per head, say) share a batch.
+        # blocks (attention q and o per head, say) share a batch. A rule whose scalar couples a
+        # tensor's matrices (hybrids with α ≠ 0) gets one call per tensor, as the reference path.
         buckets: dict[tuple[Any, ...], list[tuple[_MatrixJob, bool]]] = defaultdict(list)
         for job in jobs:
             m, n = job.matrices.shape[-2:]
             flip = job.rule.transposable and m > n
             shape = (n, m) if flip else (m, n)
-            key = (job.rule.name, job.options, shape, job.matrices.dtype, job.matrices.device)
+            tensor = id(job.param) if _couples(job) else None
+            key = (job.rule.name, job.options, shape, job.matrices.dtype, job.matrices.device, tensor)
             buckets[key].append((job, flip))
         stacks = [
             (members, torch.cat([job.matrices.mT if flip else job.matrices for job, flip in members]))
@@ -251,7 +271,12 @@ class SymOpt(torch.optim.Optimizer):
                 for members, stacked in stacks
                 if members[0][0].rule.communication == "gather"
             ]
-        shared = [i for i, (members, _) in enumerate(stacks) if self._splits(members[0][0].rule)]
+        # Coupled tensors are not split across ranks: their scalar needs all of their matrices.
+        shared = [
+            i
+            for i, (members, _) in enumerate(stacks)
+            if self._splits(members[0][0].rule) and not _couples(members[0][0])
+        ]
         directions: dict[int, Tensor] = {}
         if shared:
             split = sharded_directions(
@@ -325,6 +350,11 @@ def _row_local(group: dict[str, Any], rule: Rule, p: Tensor) -> bool:
     return rule.communication == "none" and plain and not group["normuon"] and group["scale"] != "rms"
 
 
+def _couples(job: _MatrixJob) -> bool:
+    """Whether the job's direction takes one scalar over all of its tensor's matrices."""
+    return job.rule.couples_stack and job.options.alpha != 0.0
+
+
 def _direction(rule: Rule, matrices: Tensor, options: DirectionOptions) -> Tensor:
     assert rule.direction is not None
     return rule.direction(matrices, options)
@@ -354,7 +384,9 @@ def _scale_factor(mode: str, rule: Rule, D: Tensor, rms_target: float) -> float 
     if mode == "none" or rule.natural_rms is None:
         return 1.0
     if mode == "kj":
-        return 1.0 / (math.sqrt(n) * rule.natural_rms(m, n))
+        return 1.0 / (math.sqrt(rule.fan_in(n)) * rule.natural_rms(m, n))
+    if mode == "kj_transposed":
+        return 1.0 / (math.sqrt(m) * rule.natural_rms(m, n))
     if mode == "match_rms_adamw":
         return rms_target / rule.natural_rms(m, n)
     rms = torch.linalg.matrix_norm(D.float(), keepdim=True) / math.sqrt(m * n)
@@ -372,6 +404,7 @@ def _direction_options(group: dict[str, Any]) -> DirectionOptions:
         invsqrt_method=group["invsqrt_method"],
         invsqrt_steps=group["invsqrt_steps"],
         gram_eps=group["gram_eps"],
+        hybrid_polar=group["hybrid_polar"],
     )
 
 
@@ -420,6 +453,7 @@ def _validate_group(group: dict[str, Any]) -> None:
     _check_choice(group, "scale", SCALES)
     _check_choice(group, "polar_method", POLAR_METHODS)
     _check_choice(group, "invsqrt_method", INVSQRT_METHODS)
+    _check_choice(group, "hybrid_polar", HYBRID_POLAR_METHODS)
     _check_choice(group, "polar_dtype", ("auto", *_DTYPES))
     betas = group["betas"]
     if not (isinstance(betas, tuple | list) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):

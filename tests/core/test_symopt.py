@@ -293,3 +293,26 @@ def test_normuon_trajectory_breaks_left_rotations():
     base, _ = trajectory("normuon", W, grads)
     moved, _ = trajectory("normuon", act(A, W, I), [act(A, g, I) for g in grads])
     assert relative_error(moved, act(A, base, I)) > 1e-3
+
+
+def test_a_checkpoint_from_before_hybrid_polar_resumes_as_it_was_trained():
+    """Groups saved before `hybrid_polar` existed took the hybrids' polar factor with the quintic:
+    loading one fills in "polar" (not today's default "invsqrt"), and other missing options get
+    their defaults; a group that names the option keeps it."""
+    a = make_params(torch.float32)
+    first = SymOpt(
+        [{"params": [a["plain"]], "rule": "hybrid", "layout": "matrix", "hybrid_polar": "polar"}], lr=0.01
+    )
+    run(first, [a["plain"]], 2)
+    saved = copy.deepcopy(first.state_dict())
+    old = copy.deepcopy(saved)
+    for group in old["param_groups"]:
+        del group["hybrid_polar"], group["gram_eps"]
+    second = SymOpt([{"params": [a["plain"]], "rule": "hybrid", "layout": "matrix"}], lr=0.01)
+    second.load_state_dict(old)
+    assert second.param_groups[0]["hybrid_polar"] == "polar"
+    assert second.param_groups[0]["gram_eps"] == second.defaults["gram_eps"]
+    run(second, [a["plain"]], 1)  # steps with the filled-in options
+    third = SymOpt([{"params": [a["plain"]], "rule": "hybrid", "layout": "matrix"}], lr=0.01)
+    third.load_state_dict(saved)
+    assert third.param_groups[0]["hybrid_polar"] == "polar"  # saved explicitly: kept

@@ -36,9 +36,13 @@ HF_FAMILIES = ("hf", "transformers")
 # A model the user's own training script builds (an agent sweep's trials): the service never
 # builds it, so it has no size and no config; a `d_model` dim, if given, informs the auto lr range.
 CUSTOM_FAMILY = "custom"
-# transformers model types whose every parameter the classifier claims by name, each trained in
-# tests/core (test_hf_jobs.py, hf_models.py); other causal LMs train with optimizer.mapping.
-KNOWN_LAYOUTS = ("llama", "mixtral", "qwen3", "qwen3_moe", "gemma3_text", "olmoe", "gpt_oss", "gpt2")
+# transformers model types whose every parameter the classifier claims by name, each built in
+# tests/core (hf_models.py) and trained there (test_hf_jobs.py) or checked against its classes'
+# symmetry groups (test_hf_layouts.py); other causal LMs train with optimizer.mapping.
+KNOWN_LAYOUTS = (
+    "llama", "mistral", "phi3", "mixtral", "qwen3", "qwen3_moe", "qwen2_moe", "gemma3_text", "olmoe",
+    "gpt_oss", "gpt2", "deepseek_v3", "aria_text", "ergo",
+)  # fmt: skip
 DATASET_ID_PATTERN = r"^ds_[0-9a-f]{6,32}$"
 MODEL_ID_PATTERN = r"^mdl_[0-9a-f]{6,32}$"
 # 256 byte tokens and one end-of-text token, then at least a few merges.

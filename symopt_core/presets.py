@@ -110,6 +110,8 @@ def _symmetric_cells(
         "tied_embedding": Cell("row_norm", eo_options),  # uncentered: the input use breaks the shift symmetry
         "lm_head": Cell("centered_row_norm", eo_options),
         "router": Cell("centered_left_spectral", router_options),
+        # Sigmoid gates have no shift symmetry (ALGORITHMS.md 7): the same rule, uncentered.
+        "sigmoid_router": Cell("left_spectral", router_options),
         "position": Cell("adamw", adamw_options),
         "vector": Cell("adamw", adamw_options),
     }
@@ -148,7 +150,8 @@ PRESETS: dict[str, Preset] = {
                                 mlp_in=Cell("hybrid", _EO), mlp_out=Cell("col_hybrid", _EO),
                                 expert_in=Cell("hybrid", _EO, interleaved_rule="paired_hybrid"),
                                 expert_out=Cell("col_hybrid", _EO),
-                                router=Cell("centered_row_norm", _EO)),
+                                router=Cell("centered_row_norm", _EO),
+                                sigmoid_router=Cell("row_norm", _EO)),
                _SYM_POLAR, _ADAMW, head_wise=True),
         Preset("sf-normuon", "schedule-free NorMuon (decay at z) on matrices, SF-AdamW elsewhere", 0.01, 0.05,
                _table(Cell("adamw", _SF_ADAMW), **{c.value: Cell("normuon", {
@@ -173,7 +176,7 @@ def default_lr_multiplier(
     preset: Preset, param_class: ParamClass, rule: str, shape: tuple[int, ...]
 ) -> float:
     """The lr of `param_class` under `rule`, relative to the preset's base lr (module docstring)."""
-    if param_class == C.ROUTER and preset.name != "adamw":
+    if param_class in (C.ROUTER, C.SIGMOID_ROUTER) and preset.name != "adamw":
         return ROUTER_SHARE
     if get_rule(rule).elementwise:
         return preset.adamw_share
@@ -252,7 +255,8 @@ def _group_for(
     cell = preset.cells[info.param_class]
     layout = info.layout
     if not preset.head_wise and layout.startswith(("heads_rows", "heads_cols")):
-        layout = "matrix"  # head-wise views are stored (out, in) matrices: use the whole matrix
+        # the whole matrix, in its stored orientation (GPT-2's Conv1D keeps its ".t")
+        layout = "matrix.t" if layout.endswith(".t") else "matrix"
     default_rule = cell.rule
     if cell.interleaved_rule is not None and layout.startswith("gate_up.interleave"):
         default_rule = cell.interleaved_rule

@@ -44,8 +44,10 @@ def describe(
     """One row per trainable parameter, in the model's order: name, shape, class, layout and the
     rule and lr `preset` gives it. vocab_size None: the config's own (or its architecture's).
 
-    Raises ConfigError when the model does not build or a parameter is unclassified (naming them
-    and the mapping to add)."""
+    Raises ConfigError when the model does not build, a parameter is unclassified (naming them
+    and the mapping to add) or refused (a layout or gating the classifier would have to guess:
+    naming them and why). A sigmoid-gated router shows as class "sigmoid_router", with an
+    uncentered rule."""
     model, _ = build_transformers_model(model_spec, vocab_size, assets, meta=True)
     classified(model, mapping)  # the ready-to-paste mapping, should one be missing
     groups = param_groups(model, preset, overrides=overrides, mapping=mapping)
@@ -92,7 +94,8 @@ def check_seq_len(model: nn.Module, seq_len: int, label: str) -> None:
 
 def classified(model: nn.Module, mapping: Mapping[str, Mapped] | None) -> dict[str, ParamInfo]:
     """describe_params of a bare transformers model; parameters no rule claims are a ConfigError
-    that names them and shows the `optimizer.mapping` to paste into the spec."""
+    that names them and shows the `optimizer.mapping` to paste into the spec (refused ones, a
+    RefusedParamsError, already name themselves and what to map them to)."""
     try:
         return describe_params(model, mapping=mapping)
     except UnclaimedParamsError as error:

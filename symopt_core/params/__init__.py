@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from .classes import CLASS_ALIASES, ParamClass, ParamInfo
-from .classify import classify, describe_params
+from .classify import RefusedParamsError, UnclaimedParamsError, classify, describe_params
 
-__all__ = ["CLASS_ALIASES", "ParamClass", "ParamInfo", "classify", "describe_params"]
+__all__ = [
+    "CLASS_ALIASES",
+    "ParamClass",
+    "ParamInfo",
+    "RefusedParamsError",
+    "UnclaimedParamsError",
+    "classify",
+    "describe_params",
+]

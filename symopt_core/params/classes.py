@@ -18,6 +18,9 @@ class ParamClass(StrEnum):
     MLP_IN = "mlp_in"  # gate/up (SwiGLU) or fc (GELU) [d_ff, d]: S_dff × O(d)
     MLP_OUT = "mlp_out"  # down / proj [d, d_ff]: O(d) × S_dff
     ROUTER = "router"  # MoE router [E, d]: S_E × O(d) ⋉ shifts (softmax gating)
+    # Sigmoid gates [E, d] (DeepSeek-V3-style routers, Qwen2-MoE's shared_expert_gate): S_E × O(d)
+    # without the shift symmetry (ALGORITHMS.md 7), so never a centered rule.
+    SIGMOID_ROUTER = "sigmoid_router"
     EXPERT_IN = "expert_in"  # stacked expert gate/up [E, ·, ·]
     EXPERT_OUT = "expert_out"  # stacked expert down [E, ·, ·]
     HIDDEN = "hidden"  # any other hidden matrix (only through an explicit mapping)

@@ -4,8 +4,9 @@ Positive cases (what the schema allows) and negative ones (what it forbids) go t
 process. Every answer must be no 5xx, a status the operation declares, and a body and headers
 that match its declared schema. Path parameters point now and then at real objects (a finished
 job with metrics and logs, a queued job, a sweep whose trials Optuna knows, a study, another
-tenant's objects, an agents sweep and study and a job an agent holds, its lease token sent), and bodies are now and then valid specs, so the fuzz reaches past the 404s
-and 422s into the routes themselves. Derandomized: CI sends the same requests on every run.
+tenant's objects, an agents sweep and study, a job an agent holds with its lease token), and
+bodies are now and then valid specs, so the fuzz reaches past the 404s and 422s into the routes
+themselves. Derandomized: CI sends the same requests on every run.
 """
 
 from __future__ import annotations

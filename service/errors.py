@@ -12,6 +12,7 @@ __all__ = [
     "InvalidTransitionError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "QuotaExceededError",
     "RateLimitedError",
     "ServiceError",
     "StoreError",
@@ -52,6 +53,14 @@ class RateLimitedError(ServiceError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceededError(RateLimitedError):
+    """A tenant's quota is used up (429): the message names the quota, its value and the usage.
+    Retrying soon does not help until jobs finish, so clients do not retry it on their own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=60.0)
 
 
 class StoreError(ServiceError):

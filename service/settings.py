@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     agent_poll_seconds: float = Field(
         2.0, gt=0, description="how long an agent waits (retry_after) when no trial is waiting for it"
     )
+    # What one job may ask for (checked at submission: a 422 that states the limit); None: no limit.
+    max_model_params: int | None = Field(
+        100_000_000_000, description="parameters of a job's model (counted on the meta device)"
+    )
+    max_tokens_per_step: int | None = Field(
+        1 << 24, description="tokens of one training or evaluation batch (batch size × seq_len)"
+    )
+    max_job_tokens: int | None = Field(
+        10**13, description="training tokens of one job (steps × batch tokens)"
+    )
+    max_checkpoint_bytes: int | None = Field(
+        10**12, description="disk a job's kept checkpoints may take (about 16 bytes per parameter each)"
+    )
+    max_job_gpus: int | None = Field(None, description="GPUs one job may ask for (e.g. the largest node's)")
+    max_job_cpus: int | None = Field(None, description="CPUs one job may ask for, all ranks together")
+    # Per tenant (a 429 that names the quota); None: no quota.
+    quota_active_jobs: int | None = Field(
+        2_000, description="a tenant's queued, running and cancelling jobs at once (sweep trials included)"
+    )
+    quota_queued_jobs: int | None = Field(1_000, description="a tenant's jobs waiting in the queue")
+    quota_gpu_hours: float | None = Field(None, description="GPU-hours a tenant's jobs may have used in all")
 
     # scheduler
     run_scheduler: bool = Field(False, description="run the scheduler in this process (symopt serve does)")

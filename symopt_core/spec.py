@@ -403,12 +403,12 @@ class BatchSpec(_Strict):
 class EvalSpec(_Strict):
     every: PositiveInt = 100
     batches: PositiveInt = Field(20, le=100_000)
-    batch_size: PositiveInt | None = Field(None, description="None: batch.size")
+    batch_size: PositiveInt | None = Field(None, le=65_536, description="None: batch.size")
 
 
 class CheckpointSpec(_Strict):
     every: int = Field(0, ge=0, description="steps between checkpoints; 0: only the final one")
-    keep: PositiveInt = 3
+    keep: PositiveInt = Field(3, le=1_000)
 
 
 class ResourcesSpec(_Strict):

@@ -64,8 +64,12 @@ class Transport:
                 if not safe or attempt >= self.retries:
                     raise
             else:
-                # 429 means "not processed", so any request may be repeated after it.
-                retry = response.status_code == 429 or (response.status_code in RETRIED_STATUSES and safe)
+                # 429 means "not processed", so any request may be repeated after it; but a tenant
+                # quota that is used up stays so until jobs finish: that 429 is reported at once.
+                limited = response.status_code == 429 and not _quota_used_up(response)
+                retry = limited or (
+                    response.status_code in RETRIED_STATUSES and safe and response.status_code != 429
+                )
                 if not retry or attempt >= self.retries:
                     if response.status_code >= 400:
                         raise error_of(response)
@@ -95,3 +99,12 @@ def error_of(response: httpx.Response) -> ApiError:
     except ValueError:
         body = response.text
     return error_for(response.status_code, body, dict(response.headers))
+
+
+def _quota_used_up(response: httpx.Response) -> bool:
+    """The service's QuotaExceededError: its message starts with "Quota <name>:"."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(detail, str) and detail.startswith("Quota ")

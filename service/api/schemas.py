@@ -198,7 +198,12 @@ class SweepPublic(BaseModel):
     @classmethod
     def of(cls, sweep: Sweep, trials: list[TrialPublic]) -> SweepPublic:
         finished = [t for t in trials if t.status.terminal]
-        scored = [t for t in finished if t.objective is not None and t.status == JobStatus.SUCCEEDED]
+        # A pruned trial whose job ran to its end anyway is no candidate: Optuna counts it PRUNED.
+        scored = [
+            t
+            for t in finished
+            if t.objective is not None and t.status == JobStatus.SUCCEEDED and t.state != "pruned"
+        ]
         best = min(scored, key=lambda t: t.objective or 0.0) if scored else None
         by_preset: dict[str, TrialPublic] = {}
         for trial in sorted(scored, key=lambda t: t.objective or 0.0):

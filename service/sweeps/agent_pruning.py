@@ -1,6 +1,11 @@
 """The sweep's pruner, asked when an agent reports validation losses: the report's answer says
 at once whether to stop, instead of a scheduler tick later. It reports to the same Optuna trial
 the controller does (service/sweeps/controller.py, report_and_maybe_prune); either may prune it.
+
+Optuna's PRUNED is told here, and the job is marked pruned and cancelled by the report route in a
+second transaction: a process killed between the two leaves a PRUNED trial with a running job.
+The controller reconciles that on its next tick (Optuna's trial state is the source of truth), and
+so does this agent's next report with new losses (the verdict of a PRUNED trial is its tokens).
 """
 
 from __future__ import annotations

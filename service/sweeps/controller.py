@@ -7,9 +7,18 @@ jobs, then
   - tells Optuna how finished jobs ended (idempotently: skip_if_finished),
   - reports new validation losses of running trials as intermediate values (resource = training
     tokens) and, when the pruner says so, tells PRUNED and cancels the job's Ray task,
+  - reconciles pruned trials: Optuna's PRUNED is told before the job is cancelled, in another
+    transaction (here and in an agent's report, agent_pruning.py), so a kill between the two
+    leaves a PRUNED trial whose job is still queued (requeued at restart) or running, or has
+    run to its end. Optuna's trial state is the source of truth (a finished trial cannot be told
+    again): such a job gets its `pruned_at` and, while it is unfinished, its cancellation; a job
+    that finished keeps its status and result, and its `pruned_at` makes the API's trial state
+    `pruned`, as Optuna and /history say (never the controller's best: COMPLETE trials only),
   - asks for new trials while fewer than `parallelism` run and the budgets allow (a trial whose
     values make no valid job, a point inside the ranges their bounds could not rule out, is told
-    FAIL with the reason and counts as run: the sweep goes on),
+    FAIL with the reason and counts as run: the sweep goes on); each ask uses a sampler seeded
+    from the sweep's seed and the new trial's number (space.py, sampler_seed), so a restart
+    continues the sampler's sequence instead of replaying it,
   - finishes the sweep once every study has its `n_trials` finished trials.
 A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice.
 
@@ -50,7 +59,7 @@ from symopt_core.sweep_spec import ParamRange, SweepSpec
 from ..errors import StoreError
 from ..settings import Settings
 from ..store import JobStatus, Store, SweepStatus
-from ..store.jobs import request_cancel
+from ..store.jobs import NewEvent, append_events, request_cancel
 from ..store.metrics import read_metrics
 from ..store.models import Job, Sweep, utcnow
 from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_sweep_status, trial_jobs
@@ -180,6 +189,7 @@ class TrialJob:
     tokens: int
     steps: int  # the job's whole run: an evaluation at this step is its last
     val_losses: tuple[tuple[int, float], ...]  # (step, value) of finite validation losses
+    pruned_at: int | None = None  # tokens at pruning, once the store knows the trial was pruned
 
     @classmethod
     def of(cls, job: Job, spec: SweepSpec, val_losses: tuple[tuple[int, float], ...]) -> TrialJob:
@@ -193,6 +203,7 @@ class TrialJob:
             job.step * per_step,
             int(job.spec["steps"]),
             val_losses,
+            job.pruned_at,
         )
 
 
@@ -215,6 +226,7 @@ class Plan:
     submit: list[tuple[str, int, JobSpec]] = field(default_factory=list)  # (study, number, spec)
     cancel: list[TrialJob] = field(default_factory=list)
     pruned: dict[str, int] = field(default_factory=dict)  # job id -> tokens at pruning
+    reconciled: set[str] = field(default_factory=set)  # pruned jobs that finished before their cancel
     status: SweepStatus | None = None
     best_job_id: str | None = None
     error: str | None = None
@@ -371,9 +383,12 @@ class SweepController:
         running = 0
         for name, study in studies.items():
             preset = snapshot.studies[name]
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED)):
                 job = snapshot.jobs.get((name, trial.number))
-                if job is None and set(trial.params) != set(snapshot.spaces[name]):
+                if trial.state == TrialState.PRUNED:
+                    if job is not None and job.pruned_at is None:
+                        self._reconcile_pruned(study, trial, job, plan)
+                elif job is None and set(trial.params) != set(snapshot.spaces[name]):
                     # an ask that failed halfway (its parameters are not all set): never a job
                     _fail_marked(study, trial, ABANDONED_ASK, True)
                 elif job is None:  # asked before a restart, never submitted: submit it now
@@ -400,6 +415,23 @@ class SweepController:
             self._maybe_finish(snapshot, studies, plan)
         return plan
 
+    @staticmethod
+    def _reconcile_pruned(study: optuna.Study, trial: FrozenTrial, job: TrialJob, plan: Plan) -> None:
+        """A trial told PRUNED whose job was never marked so: the process that pruned it stopped
+        (or failed to write) before the job's cancellation. Finish what it started."""
+        plan.pruned[job.id] = max(trial.intermediate_values, default=job.tokens)
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            plan.cancel.append(job)
+        elif job.status.terminal:
+            plan.reconciled.add(job.id)
+        log.warning(
+            "sweep trial %s/%s: PRUNED in Optuna but its job %s is %s; marking the job pruned",
+            study.study_name,
+            trial.number,
+            job.id,
+            job.status,
+        )
+
     def _tell(self, study: optuna.Study, number: int, job: TrialJob, spec: SweepSpec) -> None:
         if job.status == JobStatus.SUCCEEDED and job.objective is not None:
             study.tell(number, job.objective, skip_if_finished=True)
@@ -414,11 +446,12 @@ class SweepController:
         while running < spec.parallelism and progress:
             progress = False
             for name, study in studies.items():
-                if (
-                    running >= spec.parallelism
-                    or len(_counted(study.get_trials(deepcopy=False))) >= spec.n_trials
-                ):
+                held = study.get_trials(deepcopy=False)
+                if running >= spec.parallelism or len(_counted(held)) >= spec.n_trials:
                     continue
+                # A sampler of its own for this ask, seeded by the number Optuna gives the trial
+                # (trial numbers count every trial of the study): see make_sampler.
+                study.sampler = make_sampler(spec, snapshot.spaces[name], trial_number=len(held))
                 trial = study.ask({path: distribution(r) for path, r in snapshot.spaces[name].items()})
                 progress = True
                 job_spec = _trial_spec_or_fail(study, trial, spec, snapshot.studies[name])
@@ -501,10 +534,21 @@ class SweepController:
                     spec=spec,
                     max_attempts=self.settings.max_attempts,
                 )
+            for job_id, tokens in plan.pruned.items():
+                current = session.get(Job, job_id)
+                if current is None or current.pruned_at is not None:
+                    continue  # an agent's report marked it meanwhile: keep its tokens
+                current.pruned_at = tokens
+                if job_id in plan.reconciled:
+                    message = (
+                        f"the sweep's pruner pruned this trial at {tokens:,} tokens before it finished "
+                        f"{current.status} (the service stopped before cancelling it): the trial is pruned"
+                    )
+                    append_events(
+                        session=session, job_id=job_id, events=[NewEvent("log", current.step, message)]
+                    )
             for job in plan.cancel:
                 current = session.get(Job, job.id)
-                if current is not None and job.id in plan.pruned:
-                    current.pruned_at = plan.pruned[job.id]
                 if current is not None and JobStatus(current.status) in (JobStatus.QUEUED, JobStatus.RUNNING):
                     request_cancel(session=session, tenant_id=job.tenant_id, job_id=job.id)
             if plan.best_job_id is not None:

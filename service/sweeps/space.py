@@ -25,6 +25,7 @@ The `auto` rule (documented in the README, tested for the reference sizes):
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = [
     "make_sampler",
     "off_hidden_rule_classes",
     "resolved_spaces",
+    "sampler_seed",
     "search_space",
     "token_budget",
     "trial_spec",
@@ -215,22 +217,54 @@ def check_sampler(sampler: str) -> None:
         )
 
 
-def make_sampler(spec: SweepSpec, space: dict[str, ParamRange]) -> optuna.samplers.BaseSampler:
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, less its `study.stop()` once the grid is exhausted: that stops
+    `study.optimize`, which the controller does not run (it asks by n_trials), and outside it
+    Optuna raises, failing the tick of the grid's last tell."""
+
+    def after_trial(self, *_: Any) -> None:
+        return None
+
+
+def sampler_seed(seed: int, number: int) -> int:
+    """The seed of the sampler that asks trial `number` of a study of a sweep seeded `seed`.
+
+    A function of what the study holds, not of the process: a sampler seeded once per process
+    draws its random (and start-up) points again after every restart, so trials after a restart
+    would repeat earlier ones. Hashed, so that neighbouring (seed, number) pairs draw unrelated
+    streams; 32 bits, numpy's seed range."""
+    digest = hashlib.sha256(f"symopt.sweeps.sampler:{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def make_sampler(
+    spec: SweepSpec, space: dict[str, ParamRange], *, trial_number: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler; to ask trial `trial_number`, seeded by `sampler_seed` (see there),
+    else by the sweep's seed (a sampler that never asks: the one the study is created with).
+
+    Every sampler here keeps what it learns in the study (TPE, GP and random read its trials,
+    grid its visited points, CMA-ES its pickled optimizer in the trials' system attributes), so
+    a new one per ask loses nothing but a warm start of the GP's kernel fit, and a sweep asks
+    the same points for a given seed and history whether or not the service restarted."""
     check_sampler(spec.sampler)  # Optuna would fail later, at its first sample, less clearly
+    seed = spec.seed if trial_number is None else sampler_seed(spec.seed, trial_number)
     # Model-based samplers start from a few random trials: a third of the budget, 2 to 10.
     startup = max(2, min(10, spec.n_trials // 3))
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(space, spec.n_trials), seed=spec.seed)
+        # The sweep's seed, whatever the trial: it shuffles the grid's order once, and the grid
+        # point of trial n is the n-th of that order (a per-trial seed would reshuffle it per ask).
+        return _GridSampler(grid(space, spec.n_trials), seed=spec.seed)
     if spec.sampler == "cmaes":
         # Categorical dimensions (pow2 batch sizes) are sampled independently, on purpose.
         return optuna.samplers.CmaEsSampler(
-            seed=spec.seed, n_startup_trials=startup, warn_independent_sampling=False
+            seed=seed, n_startup_trials=startup, warn_independent_sampling=False
         )
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed, n_startup_trials=startup)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def make_pruner(spec: SweepSpec, budget: int) -> optuna.pruners.BasePruner:

@@ -22,7 +22,7 @@ import platform
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def run_distributed(
     spec: dict[str, Any],
     run_dir: str,
     assets: dict[str, str | None] | None = None,
-    resume_at_most: int | None = None,
+    stored_steps: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Train `spec` on `resources.ranks` Ray Train workers and yield rank 0's events (the same
     kinds as `run_training`: a first `status`, train's events, an `error` if training raised)."""
@@ -86,7 +86,7 @@ def run_distributed(
             "run_dir": run_dir,
             "assets": assets,
             "resume": str(resume) if resume else None,
-            "replay_after": resume_at_most,
+            "replay_after": None if stored_steps is None else dict(stored_steps),
             "channel": channel,
         },
         scaling_config=ScalingConfig(

@@ -109,7 +109,7 @@ def _child(connection: Connection) -> None:
         torch.set_num_threads(int(request["threads"]))
         stop = threading.Event()
         threading.Thread(target=_listen, args=(connection, stop), name="symopt-relay", daemon=True).start()
-        arguments = {key: request[key] for key in ("spec", "run_dir", "assets", "resume_at_most")}
+        arguments = {key: request[key] for key in ("spec", "run_dir", "assets", "stored_steps")}
         # Its liveness is the relay's connection (_listen), not this process's parent.
         events = run_training(**arguments, stop=stop, started={"warm": True}, watch_parent=False)
         try:

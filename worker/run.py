@@ -14,7 +14,7 @@ import platform
 import queue
 import threading
 import traceback
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,15 @@ def run_training(
     spec: dict[str, Any],
     run_dir: str,
     assets: dict[str, str | None] | None = None,
-    resume_at_most: int | None = None,
+    stored_steps: Mapping[str, int] | None = None,
     stop: threading.Event | None = None,
     started: dict[str, Any] | None = None,
     watch_parent: bool = True,
 ) -> Generator[dict[str, Any], None, None]:
     """Train `spec`, resuming from the newest checkpoint in `run_dir`, and yield its events. The
-    checkpoint's record of earlier events after step `resume_at_most` (the newest step whose
-    metrics the store holds) is reported again first, so that no step goes missing.
+    checkpoint's record of earlier events is reported again first where it adds a point after
+    the newest step of its series in `stored_steps` ({series: step} the store holds; a series
+    absent from it has none), so that no point goes missing.
 
     Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
     `status` with the worker's pid, host and torch threads (and what `started` adds), and a
@@ -66,7 +67,7 @@ def run_training(
                 resume_from=resume,
                 assets=Assets.from_dict(assets),
                 should_stop=should_stop,
-                replay_after=resume_at_most,
+                replay_after=stored_steps,
             )
         except BaseException as error:  # reported to the scheduler, which fails the job with it
             lines = traceback.format_exc().strip().splitlines()

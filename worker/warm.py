@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ def run_warm(
     spec: dict[str, Any],
     run_dir: str,
     assets: dict[str, str | None] | None = None,
-    resume_at_most: int | None = None,
+    stored_steps: Mapping[str, int] | None = None,
     threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Train `spec` in a fresh fork of this node's warm process and yield its events (those of
@@ -132,7 +132,7 @@ def run_warm(
         "spec": spec,
         "run_dir": run_dir,
         "assets": assets,
-        "resume_at_most": resume_at_most,
+        "stored_steps": stored_steps,
         "threads": int(os.environ.get("OMP_NUM_THREADS") or threads),
         "env": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {},
     }

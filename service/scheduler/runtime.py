@@ -215,18 +215,19 @@ class RayRuntime:
         assets: dict[str, str | None],
         cpus: int,
         gpus: int,
-        resume_at_most: int,
+        stored_steps: dict[str, int],
     ) -> Any:
         """Start a run; returns the ObjectRefGenerator of its events. A job of 2+ ranks runs as one
-        Ray Train group whose workers hold its `cpus` and `gpus`."""
+        Ray Train group whose workers hold its `cpus` and `gpus`. stored_steps: {series: newest
+        step stored}, what a resumed run need not report again (train's `replay_after`)."""
         name = f"symopt-job-{job_id}"
         if JobSpec.model_validate(spec).resources.ranks > 1:
             options = {"num_cpus": 0, "num_gpus": 0, "max_retries": 0, "name": name}
-            return self._distributed.options(**options).remote(spec, run_dir, assets, resume_at_most)
+            return self._distributed.options(**options).remote(spec, run_dir, assets, stored_steps)
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": name}
         if self.warm:
-            return self._remote.options(**options).remote(spec, run_dir, assets, resume_at_most, cpus)
-        return self._remote.options(**options).remote(spec, run_dir, assets, resume_at_most)
+            return self._remote.options(**options).remote(spec, run_dir, assets, stored_steps, cpus)
+        return self._remote.options(**options).remote(spec, run_dir, assets, stored_steps)
 
     def cancel(self, events: Any, *, force: bool) -> None:
         import ray

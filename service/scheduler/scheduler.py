@@ -26,7 +26,7 @@ from ..settings import Settings
 from ..store import JobStatus, Store
 from ..store.agents import expire_leases, extend_leases, has_expired_leases
 from ..store.jobs import append_events, get_job, transition
-from ..store.metrics import newest_stored_step, note_progress, record_metrics_of_jobs
+from ..store.metrics import newest_stored_steps, note_progress, record_metrics_of_jobs
 from ..store.models import Job, utcnow
 from ..store.scheduling import claim_queued, heartbeat, orphaned, requeue, start_attempt, wanted_cancellations
 from ..studies.controller import StudyController
@@ -302,7 +302,7 @@ class Scheduler:
         capacity = self.runtime.capacity()
         free_cpus = capacity.cpus - sum(run.cpus for run in self.runs.values())
         free_gpus = capacity.gpus - sum(run.gpus for run in self.runs.values())
-        started: list[tuple[str, int, dict[str, Any], int, int, int]] = []
+        started: list[tuple[str, int, dict[str, Any], int, int, dict[str, int]]] = []
         with self.store.transaction() as session:
             for job in claim_queued(session=session, limit=100):
                 reason = self._waiting_reason(job, capacity, free_cpus, free_gpus)
@@ -312,12 +312,12 @@ class Scheduler:
                     continue
                 start_attempt(session=session, job=job, owner=self.owner)
                 free_cpus, free_gpus = free_cpus - job.cpus, free_gpus - job.gpus
-                # Resume at or before the newest step whose metrics are stored; the run reports
-                # again what its checkpoint recorded after it (all of it when nothing is stored:
-                # an attempt whose events died with its service may have evaluated step 0).
-                stored = newest_stored_step(session, job)
+                # The run reports again each point its checkpoint recorded after the newest
+                # stored step of that point's series (an earlier attempt's events may have died
+                # in flight with its service, step 0's evaluation or step T's val_loss included).
+                stored = newest_stored_steps(session=session, job_id=job.id)
                 started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, stored))
-        for job_id, attempt, spec, cpus, gpus, stored_step in started:
+        for job_id, attempt, spec, cpus, gpus, stored_steps in started:
             run_dir = self.settings.job_run_dir(job_id)
             try:
                 events = self.runtime.submit(
@@ -327,7 +327,7 @@ class Scheduler:
                     assets=self.settings.assets().to_dict(),
                     cpus=cpus,
                     gpus=gpus,
-                    resume_at_most=stored_step,
+                    stored_steps=stored_steps,
                 )
             except Exception as error:  # counted like a crashed worker, so it is retried
                 self.runs[job_id] = Run(job_id, attempt, cpus, gpus, None)

@@ -11,7 +11,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ __all__ = [
     "Point",
     "Series",
     "decode_value",
-    "newest_stored_step",
+    "newest_stored_steps",
     "read_metrics",
     "record_metrics",
     "record_metrics_of_jobs",
@@ -137,13 +137,17 @@ def read_metrics(
     return MetricsPage(series, last_step, truncated)
 
 
-def newest_stored_step(session: Session, job: Job) -> int:
-    """The newest step whose metrics the store holds, or -1 when it holds none: a job's `step`
-    is 0 both before anything was stored and once step 0's evaluation was."""
-    if job.step > 0:
-        return job.step
-    stored = session.scalar(select(MetricPoint.step).where(MetricPoint.job_id == job.id).limit(1))
-    return -1 if stored is None else job.step
+def newest_stored_steps(*, session: Session, job_id: str) -> dict[str, int]:
+    """{series: the newest step stored of it} for one job; a series without points is absent.
+
+    What a retried attempt must report again is decided per series (train(replay_after=...)):
+    one step for the whole job (its `step`) cannot tell "nothing stored" from "step 0 stored",
+    nor a step whose train_loss was stored from one whose val_loss was too."""
+    newest = func.max(MetricPoint.step)
+    # Read from the primary key (job_id, name, step) in its order, without a sort; it visits each
+    # of the job's points once, at a retry's start only.
+    query = select(MetricPoint.name, newest).where(MetricPoint.job_id == job_id).group_by(MetricPoint.name)
+    return {name: int(step) for name, step in session.execute(query).all()}
 
 
 def note_progress(*, session: Session, job: Job, step: int, best_val_loss: float | None = None) -> None:

@@ -20,6 +20,14 @@ class Event:
     step: int
     data: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The metric series this event adds a point to at `step` (a store keeps one point per
+        series and step): each value of a `metrics` event, the `val_loss` of an `eval`."""
+        if self.kind == "metrics":
+            return tuple(self.data)
+        return ("val_loss",) if self.kind == "eval" else ()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -75,8 +75,8 @@ class Run:
     best_val_loss: float | None = None
     best_val_step: int | None = None
     evals: list[dict[str, float]] = field(default_factory=list)
-    # Every metrics and eval event reported so far: a run resumed by a service that lost the
-    # newest of them (they were in flight when it died) can report them again (`replay_after`).
+    # Every metrics and eval event reported so far: a run resumed by a service that lost some of
+    # them (they were in flight when it died) reports those again (`replay_after`, `_replay`).
     history: list[dict[str, Any]] = field(default_factory=list)
     # Data parallelism (parallel.py): this rank's group, and the DDP wrapper the training forward
     # goes through (`model` stays the plain module: evaluation, metrics and checkpoints use it).
@@ -378,7 +378,7 @@ def train(
     device: str | torch.device | None = None,
     data_root: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
-    replay_after: int | None = None,
+    replay_after: Mapping[str, int] | int | None = None,
     assets: Assets | None = None,
 ) -> Result:
     """Train the model of `spec` and return its result; events go to `report` as they happen.
@@ -386,8 +386,10 @@ def train(
     run_dir: where checkpoints go (`<run_dir>/checkpoints`); none are written without it.
     resume_from: a checkpoint file, or a directory whose newest checkpoint is used.
     should_stop: polled before each step; True stops the run as "cancelled" (with a checkpoint).
-    replay_after: when resuming, first report again the metrics and eval events the checkpoint
-        recorded after this step (those a crashed service may not have stored).
+    replay_after: when resuming, the newest step a store holds of each series ({name: step}; a
+        series it lacks has no point stored): the metrics and eval events the checkpoint
+        recorded that add a point after it are reported again first (those a crashed service
+        may not have stored). An int: every series is stored through that step.
     assets: where uploaded datasets and models, model directories and the token cache are.
     """
     job = spec if isinstance(spec, JobSpec) else load_spec(spec)
@@ -408,9 +410,7 @@ def train(
     if resume_from is not None:
         run.load_state(_read_checkpoint(run, Path(resume_from)))
         if replay_after is not None:
-            for old in run.history:
-                if old["step"] > replay_after:
-                    report_(Event(old["kind"], old["step"], dict(old["data"])))
+            _replay(run.history, replay_after, report_)
     emit(
         Event(
             "status",
@@ -492,6 +492,23 @@ def train(
     )
     emit(Event("result", run.step, result.to_dict()))
     return result
+
+
+def _replay(history: list[dict[str, Any]], stored: Mapping[str, int] | int, report: Report) -> None:
+    """Report again each recorded event that adds a point after its series' newest stored step.
+
+    Per series, not one step for all: a store that holds step T's train_loss may have lost T's
+    val_loss (reported after it, still in flight when the service died), and "nothing stored"
+    (-1) must differ from "step 0 stored". The whole event goes again; a store that upserts
+    (job, series, step) keeps each point once."""
+
+    def newest(name: str) -> int:
+        return stored if isinstance(stored, int) else stored.get(name, -1)
+
+    for old in history:
+        event = Event(old["kind"], old["step"], dict(old["data"]))
+        if any(event.step > newest(name) for name in event.series):
+            report(event)
 
 
 def _stop_requested(run: Run, should_stop: Callable[[], bool] | None) -> bool:

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
-from .sweep_spec import Executor, ParamRange, SweepSpec
+from .sweep_spec import MAX_JOB_CHECKS, Executor, ParamRange, SweepSpec, job_checks
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]
 
@@ -109,8 +109,9 @@ class StudySpec(BaseModel):
         if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
             return data
         base = data.get("base")
-        inherited = dict(base.get("optimizer") or {}) if isinstance(base, dict) else {}
-        inherited.pop("lr", None)
+        optimizer = base.get("optimizer") if isinstance(base, dict) else None
+        # Anything but a mapping is left to base.optimizer's own validation, which names the field.
+        inherited = {k: v for k, v in optimizer.items() if k != "lr"} if isinstance(optimizer, dict) else {}
         candidates = [
             {"name": c, "optimizer": {**inherited, "preset": c}} if isinstance(c, str) else c
             for c in data["candidates"]
@@ -138,6 +139,15 @@ class StudySpec(BaseModel):
             raise ValueError(
                 f"seeds must not include base.seed ({self.base.seed}): the tuning ran on it, "
                 "and confirming on it would favour each candidate's tuning noise"
+            )
+        tuning = self.tuning
+        # Each candidate's sweep validates its base job and then its search space job by job.
+        checks = len(self.candidates) * (1 + job_checks(tuning.search_space, tuning.per_class_lr))
+        if checks > MAX_JOB_CHECKS:
+            raise ValueError(
+                f"this study's candidates and tuning.search_space make {checks} jobs to check (the base "
+                f"job and every bound or choice of every path, for each candidate); at most {MAX_JOB_CHECKS} "
+                "are accepted: search fewer categorical choices or paths, or compare fewer candidates"
             )
         for candidate in self.candidates:
             self.sweep_spec(candidate)  # a bad search space is an error that names its path

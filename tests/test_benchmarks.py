@@ -145,3 +145,19 @@ def test_job_data_quick_run_times_every_path(tmp_path, capsys):
         assert row["first_job_s"] > 0
     assert rows["char"]["uncached_s"] > 0
     assert "later job" in capsys.readouterr().out
+
+
+def test_abusive_tenant_quick_run_reports_both_phases(tmp_path, capsys):
+    from benchmarks import abusive_tenant
+
+    out = tmp_path / "abuse.json"
+    assert abusive_tenant.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for phase in ("idle", "abused"):
+        assert result[phase]["requests"] == 30
+        assert 0 < result[phase]["p50_ms"] <= result[phase]["p99_ms"]
+    answers = result["abuser"]["answers"]
+    assert set(answers) <= {"422", "429"}  # refused, never a server error
+    assert answers["422"] >= 2  # both invalid sweeps were answered before the burst ran out
+    assert result["abuser"]["invalid_max_ms"] < 5_000  # each bounded by the expansion cap
+    assert "p99 abused / idle" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,10 @@ UPLOAD_PATHS: tuple[str | re.Pattern[str], ...] = (
 )
 
 
+# How long stopping waits for runs to stop at a step boundary (they are requeued either way).
+SCHEDULER_STOP_SECONDS = 15.0
+
+
 def _operation_id(route: APIRoute) -> str:
     # Readable OpenAPI operation ids: the route functions' names without the suffix.
     return route.name.removesuffix("_route")
@@ -51,8 +56,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             scheduler.start()
         app.state.scheduler = scheduler
         yield
+        app.state.stopping.set()  # already set where `symopt serve` caught the signal
         if scheduler is not None:
-            scheduler.stop()
+            scheduler.stop(timeout=SCHEDULER_STOP_SECONDS)
         store.close()
 
     app = FastAPI(
@@ -65,6 +71,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    # Set when the service begins to stop: event streams then end with a `reconnect` event, as
+    # uvicorn waits for open connections before the lifespan's end stops (and requeues) the jobs.
+    app.state.stopping = threading.Event()
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     routers = (jobs, sweeps, studies, agents, datasets, uploaded_models, catalog, account, health)
     for module in routers:

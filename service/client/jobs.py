@@ -148,8 +148,9 @@ class Job(Handle):
         self, after_id: int = 0, since_step: int = -1, *, pings: bool = False
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """The live stream (server-sent events) as (kind, data): `event` (status, eval,
-        checkpoint, log), `metrics` (new points, as series) and a last `end`; with `pings`, also
-        ("ping", {}) for the service's keep-alive comments on an idle stream."""
+        checkpoint, log), `metrics` (new points, as series) and a last `end`, or a last
+        `reconnect` when the service stops; with `pings`, also ("ping", {}) for the service's
+        keep-alive comments on an idle stream."""
         params = {"after_id": after_id, "since_step": since_step}
         timeout = httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT)
         with self.client.transport.http.stream(
@@ -198,6 +199,7 @@ class Job(Handle):
         event_id, stream_failures, idle = 0, 0, 0
         while True:
             if stream and stream_failures < STREAM_FAILURES_BEFORE_POLLING:
+                stopping = False  # the service ended the stream as it stopped: no stream failure
                 try:
                     for kind, data in self.events(after_id=event_id, since_step=cursor[0] - 1, pings=True):
                         stream_failures, idle = 0, 0
@@ -215,9 +217,11 @@ class Job(Handle):
                             progress.status = self.status
                             yield progress
                             return
+                        elif kind == "reconnect":
+                            stopping = True
                 except RECONNECT:
                     pass
-                stream_failures += 1
+                stream_failures += 0 if stopping else 1
             try:  # one poll: what the stream would have said
                 self.refresh()
                 fresh = False

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 from ..errors import ServiceError
+
+# How long a stopping `symopt serve` waits for open requests before it cancels them. Event streams
+# end by themselves within a poll (with a `reconnect` event), so this bounds only slow requests
+# (uploads); then the scheduler stops and requeues the running jobs (service/api/app.py).
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,13 +113,39 @@ def run_serve(args: argparse.Namespace) -> int:
         elif key:
             write_credentials(address, key)
     print(f"symopt serve: database {url}", flush=True)
-    uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings, store=store)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    _stopping_server()(config, app.state.stopping).run()
     return 0
+
+
+def _stopping_server() -> type[Any]:
+    import uvicorn  # here, not at the top: the CLI's other commands start without it
+
+    class StoppingServer(uvicorn.Server):
+        """uvicorn that tells the app as soon as a signal asks it to stop. uvicorn waits for open
+        connections before the lifespan's end, and an event stream stays open until its job ends:
+        without this, SIGTERM would leave the jobs running and the scheduler's lock held."""
+
+        def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+            super().__init__(config)
+            self.stopping = stopping
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.stopping.set()  # a threading.Event: safe to set from a signal handler
+            super().handle_exit(sig, frame)
+
+    return StoppingServer
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from ..scheduler import Scheduler
     from ..store import Store

@@ -8,9 +8,10 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
+from urllib.parse import quote, unquote
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -23,7 +24,7 @@ from ...store.metrics import read_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, csv, statuses
+from ..params import MAX_EVENT_ID, MAX_STEP, IdempotencyKey, csv, documented_as, statuses, validated
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
 from ..submission import check_submission
 
@@ -38,7 +39,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
     | {200: {"model": JobPublic, "description": "Replayed: the job this Idempotency-Key created"}},
 )
 def create_job_route(
-    spec: JobSpec,
+    body: Annotated[Any, documented_as(JobSpec), Body()],
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
@@ -47,7 +48,9 @@ def create_job_route(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Queue a training job (201); a replayed Idempotency-Key returns the first job (200)."""
+    # Rate-limited before validation, so that invalid specs take a token too (as sweeps do).
     limiter.check(principal.key_id, "job submissions")
+    spec = validated(JobSpec, body)
     with store.read() as session:
         check_submission(session, tenant_id=principal.tenant_id, spec=spec, settings=settings)
     with store.transaction() as session:
@@ -122,7 +125,9 @@ def get_job_metrics_route(
     store: StoreDep,
     settings: SettingsDep,
     names: Annotated[str | None, Query(max_length=4000, description="comma-separated series names")] = None,
-    since_step: Annotated[int | None, Query(ge=-1, description="only steps after this one")] = None,
+    since_step: Annotated[
+        int | None, Query(ge=-1, le=MAX_STEP, description="only steps after this one")
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, description="most points returned")] = None,
 ) -> MetricsPublic:
     """Metric series of a job (train_loss, val_loss, lr_scale, grad_norm/<class>, ...), incrementally."""
@@ -141,7 +146,7 @@ def get_job_logs_route(
     job_id: str,
     principal: PrincipalDep,
     store: StoreDep,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> EventsPublic:
     """Log lines of a job, oldest first, after event id `after_id`."""
@@ -238,12 +243,13 @@ async def stream_job_events_route(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
-    after_id: Annotated[int, Query(ge=0, description="resume after this event id")] = 0,
-    since_step: Annotated[int, Query(ge=-1, description="metrics after this step")] = -1,
+    after_id: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id")] = 0,
+    since_step: Annotated[int, Query(ge=-1, le=MAX_STEP, description="metrics after this step")] = -1,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `event` (status, eval, checkpoint, log) and `metrics` (new points, as
-    series), live until the job has finished and everything is sent; then one `end` event."""
+    series), live until the job has finished and everything is sent; then one `end` event. Each
+    carries an id that Last-Event-ID resumes from exactly; a stopping service sends `reconnect`."""
 
     def load(event_cursor: int, step_cursor: int) -> tuple[str, list[EventPublic], MetricsPublic]:
         with store.read() as session:
@@ -258,15 +264,23 @@ async def stream_job_events_route(
         )
         return job.status, [EventPublic.of(e) for e in events], metrics
 
-    event_cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after_id
     # The scheduler may store a step's train_loss in one write and the same step's val_loss in the
     # next: each poll reads the newest sent step again and sends only the series not sent at it.
-    step_cursor, sent_at_cursor = since_step, None  # None: the client has all of since_step
+    # None: the client has all of step_cursor. A browser's EventSource reconnects to the same URL,
+    # so the Last-Event-ID it sends back wins over the query's cursors.
+    event_cursor, step_cursor, sent_at_cursor = _resume_at(last_event_id, after_id, since_step)
+    stopping = request.app.state.stopping
     while True:
+        if stopping.is_set():  # uvicorn waits for open streams before it stops the scheduler
+            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
+            reason = {"reason": "the service is stopping", "retry_ms": RECONNECT_AFTER_MS}
+            yield ServerSentEvent(data=reason, event="reconnect", id=cursor, retry=RECONNECT_AFTER_MS)
+            return
         job_status, events, metrics = await run_in_threadpool(load, event_cursor, step_cursor - 1)
         for event in events:
             event_cursor = event.id
-            yield ServerSentEvent(data=event.model_dump(mode="json"), event="event", id=str(event.id))
+            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
+            yield ServerSentEvent(data=event.model_dump(mode="json"), event="event", id=cursor)
         metrics.series = _unsent(metrics.series, step_cursor, sent_at_cursor)
         if metrics.series:
             newest = max(series.steps[-1] for series in metrics.series)
@@ -276,15 +290,47 @@ async def stream_job_events_route(
             else:
                 sent_at_cursor = (sent_at_cursor or set()) | at_newest
             metrics.last_step = step_cursor
-            yield ServerSentEvent(data=metrics.model_dump(mode="json"), event="metrics")
+            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
+            yield ServerSentEvent(data=metrics.model_dump(mode="json"), event="metrics", id=cursor)
         drained = not events and not metrics.series
         if drained and JobStatus(job_status).terminal:
-            yield ServerSentEvent(data={"status": job_status}, event="end")
+            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
+            yield ServerSentEvent(data={"status": job_status}, event="end", id=cursor)
             return
         if drained:
             if await request.is_disconnected():
                 return
             await asyncio.sleep(settings.sse_poll_seconds)
+
+
+# How long a client of a stopping service waits before it reconnects (the SSE `retry` field).
+RECONNECT_AFTER_MS = 2000
+
+
+def _event_id(event: int, step: int, sent: set[str] | None) -> str:
+    """An SSE id holding both cursors: `event/step` (every point up to `step` sent) or
+    `event/step/names` (up to step-1, and at `step` only the named series, URL-quoted)."""
+    if sent is None:
+        return f"{event}/{step}"
+    return f"{event}/{step}/" + ",".join(quote(name, safe="") for name in sorted(sent))
+
+
+def _resume_at(last_event_id: str | None, after_id: int, since_step: int) -> tuple[int, int, set[str] | None]:
+    """The cursors of a Last-Event-ID from `_event_id`, else the query's (`after_id`, all of
+    `since_step` sent). A bare number, the id of older streams, is an event id only."""
+    parts = (last_event_id or "").split("/")
+    try:
+        numbers = [int(part) for part in parts[:2]]
+    except ValueError:
+        return after_id, since_step, None
+    if len(parts) > 3 or not 0 <= numbers[0] <= MAX_EVENT_ID:
+        return after_id, since_step, None  # not an id this stream wrote: the database's range
+    if len(numbers) == 2 and not -1 <= numbers[1] <= MAX_STEP:
+        return after_id, since_step, None
+    if len(numbers) == 1:
+        return numbers[0], since_step, None
+    sent = {unquote(name) for name in parts[2].split(",") if name} if len(parts) == 3 else None
+    return numbers[0], numbers[1], sent
 
 
 def _unsent(series: list[SeriesPublic], step: int, sent: set[str] | None) -> list[SeriesPublic]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 from sqlalchemy.orm import Session
 
 from symopt_core.study_spec import StudySpec
@@ -23,7 +23,7 @@ from ...store.studies import (
 from ...studies.controller import current_result
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, statuses
+from ..params import IdempotencyKey, documented_as, statuses, validated
 from ..schemas import StudiesPublic, StudyPublic
 from ..submission import check_submission
 
@@ -76,7 +76,7 @@ def _public(session: Session, study: Study, *, with_result: bool = True) -> Stud
     | {200: {"model": StudyPublic, "description": "Replayed: the study this Idempotency-Key created"}},
 )
 def create_study_route(
-    spec: StudySpec,
+    body: Annotated[Any, documented_as(StudySpec), Body()],
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
@@ -86,7 +86,10 @@ def create_study_route(
 ) -> StudyPublic:
     """Queue a study: candidates tuned with equal budgets, then re-run on k seeds (201); a
     replayed Idempotency-Key returns the first study (200)."""
+    # As a sweep's: rate-limited first, then validated in the thread pool (each candidate's
+    # search space is checked job spec by job spec).
     limiter.check(principal.key_id, "study submissions")
+    spec = validated(StudySpec, body)
     with store.read() as session:
         check_submission(
             session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings, executor=spec.executor

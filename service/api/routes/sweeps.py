@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import optuna
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from ...sweeps.space import check_sampler, resolved_spaces
 from ...sweeps.storage import optuna_storage
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, statuses
+from ..params import IdempotencyKey, documented_as, statuses, validated
 from ..schemas import (
     HistoryTrialPublic,
     IntermediatePublic,
@@ -64,7 +64,7 @@ def _trials(session: Session, sweep: Sweep) -> list[TrialPublic]:
     | {200: {"model": SweepPublic, "description": "Replayed: the sweep this Idempotency-Key created"}},
 )
 def create_sweep_route(
-    spec: SweepSpec,
+    body: Annotated[Any, documented_as(SweepSpec), Body()],
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
@@ -74,7 +74,10 @@ def create_sweep_route(
 ) -> SweepPublic:
     """Queue a sweep: a base job, a search space, a sampler, a pruner and a trial budget (201);
     a replayed Idempotency-Key returns the first sweep (200)."""
+    # Rate-limited before validation (an invalid spec takes a token too), and validated here, in
+    # the thread pool: checking a search space builds a job spec per bound and costs CPU.
     limiter.check(principal.key_id, "sweep submissions")
+    spec = validated(SweepSpec, body)
     check_sampler(spec.sampler)
     with store.read() as session:
         check_submission(

@@ -238,7 +238,10 @@ def test_follow_without_the_stream_polls_every_point_once_to_the_end(
 def test_follow_falls_back_to_polling_after_repeated_stream_failures(
     shared_service: SharedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = {**FOLLOWED, "steps": 60}
+    # Long enough that polls see it running after the cut: a warm worker runs 60 tiny steps in
+    # about a second, and the first metrics frame may only come at step 55 of them.
+    steps = 400
+    spec = {**FOLLOWED, "steps": steps}
     tenant = shared_service.tenant()
     proxy = SseBreakingProxy(int(tenant.url.rsplit(":", 1)[1]), cut_after_metrics=1)
     try:
@@ -252,7 +255,7 @@ def test_follow_falls_back_to_polling_after_repeated_stream_failures(
     # One stream cut after its first metrics, then refused until the client stopped asking.
     assert proxy.streams == client_jobs.STREAM_FAILURES_BEFORE_POLLING
     assert polled_from > 2 * client_jobs.STREAM_FAILURES_BEFORE_POLLING
-    assert_followed_whole(job, stored, states, points, 60)
+    assert_followed_whole(job, stored, states, points, steps)
     assert proxy.cut_at_step is not None
     polled = [step for status, step in states if status == "running" and step > proxy.cut_at_step]
     assert polled, f"the polls followed the running job, not only its end: {states}"

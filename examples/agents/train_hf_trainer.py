@@ -77,6 +77,24 @@ def tiny_model(seq_len: int) -> Qwen3ForCausalLM:
     return Qwen3ForCausalLM(config)
 
 
+def trial_arguments(trial: symopt.Trial, output: str) -> TrainingArguments:
+    """The Trainer's arguments for the trial: its steps, batch size, seed and evaluation interval."""
+    return TrainingArguments(
+        output_dir=output,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="steps",
+        eval_steps=int(trial.spec["eval"]["every"]),
+        logging_steps=int(trial.spec["log_every"]),
+        max_steps=trial.steps,
+        per_device_train_batch_size=trial.batch_size,
+        per_device_eval_batch_size=trial.batch_size,
+        seed=trial.seed,
+        disable_tqdm=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a text file (default: a built-in paragraph)")
@@ -92,20 +110,7 @@ def main() -> None:
         optimizer = trial.build_optimizer(model)  # the trial's optimizer stack and step sizes
         evaluation = trial.spec["eval"]
         with tempfile.TemporaryDirectory() as output:  # Trainer wants one; nothing is saved to it
-            training = TrainingArguments(
-                output_dir=output,
-                use_cpu=True,
-                report_to=[],
-                save_strategy="no",
-                eval_strategy="steps",
-                eval_steps=int(evaluation["every"]),
-                logging_steps=int(trial.spec["log_every"]),
-                max_steps=trial.steps,
-                per_device_train_batch_size=trial.batch_size,
-                per_device_eval_batch_size=trial.batch_size,
-                seed=trial.seed,
-                disable_tqdm=True,
-            )
+            training = trial_arguments(trial, output)
             trainer = Trainer(
                 model,
                 training,

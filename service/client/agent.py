@@ -20,6 +20,7 @@ train.py` runs a script once per trial; the script reads its trial with `symopt.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -28,7 +29,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -171,8 +172,21 @@ class Trial:
 
     # -- reporting --------------------------------------------------------------------------------
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """A request under the lease: the service's 409 for a lost lease becomes LeaseLostError
+        (and stops the heartbeat); other conflicts pass as they are."""
         try:
+            yield
+        except ConflictError as error:
+            if "lease" in error.message:
+                self.lost = True
+                self._stop.set()
+                raise LeaseLostError(error.message) from None
+            raise
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        with self._holding():
             return self.client.request(
                 "POST",
                 f"/v1/jobs/{self.job_id}/{path}",
@@ -180,12 +194,6 @@ class Trial:
                 headers={"Symopt-Lease": self.lease_token},
                 repeatable=True,  # reports overwrite themselves; a finished trial answers as it is
             )
-        except ConflictError as error:
-            if "lease" in error.message:
-                self.lost = True
-                self._stop.set()
-                raise LeaseLostError(error.message) from None
-            raise
 
     def report(self, step: int, **metrics: Any) -> dict[str, Any]:
         """Store metric points at `step` (numbers, 0-d tensors; NaN is stored as such and ends the
@@ -234,7 +242,7 @@ class Trial:
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        try:
+        with self._holding():
             self.client.transport.send(
                 "PUT",
                 f"/v1/jobs/{self.job_id}/checkpoint",
@@ -243,11 +251,6 @@ class Trial:
                 headers={"Symopt-Lease": self.lease_token, "Content-Type": "application/octet-stream"},
                 repeatable=True,
             )
-        except ConflictError as error:
-            if "lease" in error.message:
-                self.lost = True
-                raise LeaseLostError(error.message) from None
-            raise
 
     def load_checkpoint(self, *, weights_only: bool = True) -> Any:
         """The state stored by the attempt this one resumes (None when it starts from scratch)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from service.client import Client, Trial
 from service.client.hf_callback import SymoptCallback
@@ -77,20 +77,7 @@ def train(trial: Trial, callback: SymoptCallback, output: Path) -> Trainer:
     ids = script.encode(script.FALLBACK_TEXT)
     split = int(len(ids) * 0.9)
     model = script.tiny_model(seq_len)
-    args = TrainingArguments(
-        output_dir=str(output),
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        eval_strategy="steps",
-        eval_steps=int(trial.spec["eval"]["every"]),
-        logging_steps=int(trial.spec["log_every"]),
-        max_steps=trial.steps,
-        per_device_train_batch_size=trial.batch_size,
-        per_device_eval_batch_size=trial.batch_size,
-        seed=trial.seed,
-        disable_tqdm=True,
-    )
+    args = script.trial_arguments(trial, str(output))
     trainer = Trainer(
         model,
         args,

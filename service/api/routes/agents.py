@@ -31,7 +31,7 @@ from ...store.agents import (
 )
 from ...store.jobs import NewEvent, append_events, get_job, transition
 from ...store.metrics import Point
-from ...store.models import Job, Sweep, utcnow
+from ...store.models import Job, Study, Sweep, utcnow
 from ...store.studies import StudyStatus, get_study
 from ...store.sweeps import get_sweep, searched_paths, trial_params
 from ...sweeps.agent_pruning import prune_verdict
@@ -53,23 +53,21 @@ from .jobs import visible_job
 router = APIRouter(tags=["agents"], responses=error_responses(400, 401, 404, 409, 422, 503))
 
 
-def visible_sweep(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> str:
-    """The sweep id, once this tenant may see it: another tenant's sweep is a 404 whatever the
+def visible_sweep(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> Sweep:
+    """The sweep, once this tenant may see it: another tenant's sweep is a 404 whatever the
     request's body, query or headers (FastAPI validates those after the dependencies)."""
     with store.read() as session:
-        get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
-    return sweep_id
+        return get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
 
 
-def visible_study(study_id: str, principal: PrincipalDep, store: StoreDep) -> str:
+def visible_study(study_id: str, principal: PrincipalDep, store: StoreDep) -> Study:
     with store.read() as session:
-        get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
-    return study_id
+        return get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
 
 
 # Each route's object is looked up before its input is validated: 404 first, as everywhere else.
-VisibleSweep = Annotated[str, Depends(visible_sweep)]
-VisibleStudy = Annotated[str, Depends(visible_study)]
+VisibleSweep = Annotated[Sweep, Depends(visible_sweep)]
+VisibleStudy = Annotated[Study, Depends(visible_study)]
 VisibleJob = Annotated[str, Depends(visible_job)]
 
 LeaseToken = Annotated[
@@ -84,34 +82,32 @@ _KEEP_CHECKPOINTS = 2
 
 @router.post("/v1/sweeps/{sweep_id}/claim", response_model=ClaimPublic)
 def claim_sweep_trial_route(
-    sweep_id: VisibleSweep, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    sweep: VisibleSweep, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> ClaimPublic:
     """Claim the next trial of an `executor: agents` sweep: its parameters, its whole job spec and
     a lease; `trial` is null when none waits now (ask again after `retry_after`), `done` once the
     sweep has finished."""
+    _runs_on_agents(sweep.spec, f"Sweep {sweep.id}")
+    state = SweepStatus(sweep.status)
+    scope = claimable_scope(sweep_id=sweep.id)
     with store.read() as session:
-        sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
-        _runs_on_agents(sweep.spec, f"Sweep {sweep_id}")
-        state = SweepStatus(sweep.status)
-        scope = claimable_scope(sweep_id=sweep.id)
         waiting = _waiting(session, principal.tenant_id, scope)
-        parallelism = int(sweep.spec.get("parallelism", 1))
+    parallelism = int(sweep.spec.get("parallelism", 1))
     return _claim(store, settings, principal.tenant_id, body, scope, state, waiting, parallelism)
 
 
 @router.post("/v1/studies/{study_id}/claim", response_model=ClaimPublic)
 def claim_study_trial_route(
-    study_id: VisibleStudy, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: VisibleStudy, body: ClaimIn, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> ClaimPublic:
     """Claim the next run of an `executor: agents` study: a tuning trial of any candidate, or a
     seeded confirmation run, as the study reaches them."""
+    _runs_on_agents(study.spec, f"Study {study.id}")
+    state = StudyStatus(study.status)
+    scope = claimable_scope(study_id=study.id)
     with store.read() as session:
-        study = get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
-        _runs_on_agents(study.spec, f"Study {study_id}")
-        state = StudyStatus(study.status)
-        scope = claimable_scope(study_id=study.id)
         waiting = _waiting(session, principal.tenant_id, scope)
-        parallelism = int(study.spec.get("tuning", {}).get("parallelism", 2))
+    parallelism = int(study.spec.get("tuning", {}).get("parallelism", 2))
     return _claim(store, settings, principal.tenant_id, body, scope, state, waiting, parallelism)
 
 

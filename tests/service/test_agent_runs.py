@@ -82,7 +82,9 @@ def stored(api: Api, job_id: str) -> dict[tuple[str, int], float]:
 
 
 def test_three_agents_run_a_sweep_and_survive_a_killed_one(api: Api, tmp_path: Path) -> None:
-    response = api.http.post("/v1/sweeps", json=sweep_spec())
+    # No pruner: a report answered "prune" between the check below and the kill would let the
+    # victim's trial finish before its agent dies (pruning through agents: test_agent_trainer.py).
+    response = api.http.post("/v1/sweeps", json={**sweep_spec(), "pruner": "none"})
     assert response.status_code == 201, response.text
     sweep_id = response.json()["id"]
     log = tmp_path / "points.jsonl"

@@ -11,6 +11,7 @@ __all__ = [
     "ForbiddenError",
     "InvalidTransitionError",
     "NotFoundError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "QuotaExceededError",
     "RateLimitedError",
@@ -54,6 +55,10 @@ class RateLimitedError(ServiceError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    @classmethod
+    def for_key(cls, what: str, retry_after: float) -> RateLimitedError:
+        return cls(f"Too many {what} for this API key; retry in {retry_after:.1f} s", retry_after=retry_after)
+
 
 class QuotaExceededError(RateLimitedError):
     """A tenant's quota is used up (429): the message names the quota, its value and the usage.
@@ -65,6 +70,11 @@ class QuotaExceededError(RateLimitedError):
 
 class StoreError(ServiceError):
     """The database failed (connection lost, constraint violated): a wrapped SQLAlchemyError."""
+
+
+class OverloadedError(ServiceError):
+    """The service could not do this in time (503): a spec check that waited too long for its
+    worker process, or whose worker died. Retrying later may succeed."""
 
 
 class DatabaseBehindError(ServiceError):

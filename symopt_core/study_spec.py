@@ -18,12 +18,13 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
-from .sweep_spec import MAX_JOB_CHECKS, Executor, ParamRange, SweepSpec, job_checks
+from .sweep_spec import MAX_JOB_CHECKS, Executor, ParamRange, SweepSpec, checks_jobs, job_checks
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]
 
@@ -118,8 +119,15 @@ class StudySpec(BaseModel):
         ]
         return {**data, "candidates": candidates}
 
+    @property
+    def job_checks(self) -> int:
+        """How many job specs validating this study builds: each candidate's sweep validates its
+        base job and then its search space job by job."""
+        tuning = self.tuning
+        return len(self.candidates) * (1 + job_checks(tuning.search_space, tuning.per_class_lr))
+
     @model_validator(mode="after")
-    def _consistent(self) -> StudySpec:
+    def _consistent(self, info: ValidationInfo) -> StudySpec:
         names = [c.name for c in self.candidates]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -140,17 +148,16 @@ class StudySpec(BaseModel):
                 f"seeds must not include base.seed ({self.base.seed}): the tuning ran on it, "
                 "and confirming on it would favour each candidate's tuning noise"
             )
-        tuning = self.tuning
-        # Each candidate's sweep validates its base job and then its search space job by job.
-        checks = len(self.candidates) * (1 + job_checks(tuning.search_space, tuning.per_class_lr))
-        if checks > MAX_JOB_CHECKS:
+        if self.job_checks > MAX_JOB_CHECKS:
             raise ValueError(
-                f"this study's candidates and tuning.search_space make {checks} jobs to check (the base "
-                f"job and every bound or choice of every path, for each candidate); at most {MAX_JOB_CHECKS} "
-                "are accepted: search fewer categorical choices or paths, or compare fewer candidates"
+                f"this study's candidates and tuning.search_space make {self.job_checks} jobs to check (the "
+                "base job and every bound or choice of every path, for each candidate); at most "
+                f"{MAX_JOB_CHECKS} are accepted: search fewer categorical choices or paths, or compare fewer "
+                "candidates"
             )
-        for candidate in self.candidates:
-            self.sweep_spec(candidate)  # a bad search space is an error that names its path
+        if checks_jobs(info):
+            for candidate in self.candidates:
+                self.sweep_spec(candidate)  # a bad search space is an error that names its path
         return self
 
     @property

@@ -19,6 +19,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,10 +30,12 @@ from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable,
 __all__ = [
     "LR_SCALE_RANGE",
     "MAX_JOB_CHECKS",
+    "OUTLINE",
     "Executor",
     "ParamRange",
     "SweepSpec",
     "check_executor",
+    "checks_jobs",
     "job_checks",
     "lr_scale_path",
 ]
@@ -45,6 +48,15 @@ LR_SCALE_RANGE = (0.25, 4.0)
 # 53 KB categorical over 7 presets asked for 45 000 of them (over 3 s) before its last one failed.
 # Real sweeps need tens (a study of 16 candidates searching 5 ranges: 176).
 MAX_JOB_CHECKS = 1_000
+
+# Validation context for a spec's outline: its fields, counts and caps, without building the job
+# spec of each search-space bound (`model_validate(body, context=OUTLINE)`). The service checks
+# an outline in its request thread and the job specs of a large one in a separate process.
+OUTLINE = {"check_jobs": False}
+
+
+def checks_jobs(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("check_jobs") is False)
 
 
 # Who runs the trials: the service's own loop on its Ray workers, or agents (users' own training
@@ -165,21 +177,29 @@ class SweepSpec(BaseModel):
     def auto_search_space(self) -> bool:
         return self.search_space is None
 
+    @property
+    def job_checks(self) -> int:
+        """How many job specs validating this sweep builds."""
+        return job_checks(self.search_space, self.per_class_lr, self.presets)
+
     @model_validator(mode="after")
-    def _consistent(self) -> SweepSpec:
+    def _consistent(self, info: ValidationInfo) -> SweepSpec:
         if self.objective == "tokens_to_target" and self.target_loss is None:
             raise ValueError("objective tokens_to_target needs target_loss")
         check_executor(self.executor, self.base, self.per_class_lr)
         for preset in self.presets or []:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r} in presets; valid presets: {', '.join(PRESETS)}")
-        checks = job_checks(self.search_space, self.per_class_lr, self.presets)
-        if checks > MAX_JOB_CHECKS:
+        if self.job_checks > MAX_JOB_CHECKS:
             raise ValueError(
-                f"this sweep's search_space and presets make {checks} jobs to check (every bound or choice "
-                f"of every path, for each preset); at most {MAX_JOB_CHECKS} are accepted: search fewer "
-                "categorical choices, paths or presets"
+                f"this sweep's search_space and presets make {self.job_checks} jobs to check (every bound "
+                f"or choice of every path, for each preset); at most {MAX_JOB_CHECKS} are accepted: search "
+                "fewer categorical choices, paths or presets"
             )
+        if self.search_space is not None and not self.search_space:
+            raise ValueError('search_space is empty: name at least one path, or use "auto"')
+        if not checks_jobs(info):
+            return self
         base = self.base.model_dump(mode="json", exclude_unset=False)
         # Each compared preset runs the base job under its own name (and default lr): check that
         # job now, rather than failing the sweep when the controller builds its first trial.
@@ -193,8 +213,6 @@ class SweepSpec(BaseModel):
         if self.per_class_lr:
             _check_per_class_lr(self.search_space is None, variants)
         if self.search_space is not None:
-            if not self.search_space:
-                raise ValueError('search_space is empty: name at least one path, or use "auto"')
             for path, space in self.search_space.items():
                 _check_schedule_free_path(path, list(variants))
                 for tree in variants.values():

@@ -16,9 +16,10 @@ from ..settings import Settings
 from ..store import Store
 from ..store.migrate import ensure_schema
 from .errors import install_error_handlers
-from .limits import BodyLimits, RateLimiter, UrlCharacters
+from .limits import SUBMISSIONS, BodyLimits, RateLimiter, SubmissionGate, UrlCharacters
 from .observability import Metrics, RequestMetrics
 from .routes import account, agents, catalog, datasets, health, jobs, studies, sweeps, uploaded_models
+from .spec_checks import SpecChecker
 
 __all__ = ["UPLOAD_PATHS", "create_app"]
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.stopping.set()  # already set where `symopt serve` caught the signal
         if scheduler is not None:
             scheduler.stop(timeout=SCHEDULER_STOP_SECONDS)
+        app.state.spec_checker.close()
         store.close()
 
     app = FastAPI(
@@ -75,12 +77,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     # uvicorn waits for open connections before the lifespan's end stops (and requeues) the jobs.
     app.state.stopping = threading.Event()
     app.state.limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
+    app.state.spec_checker = SpecChecker()
     routers = (jobs, sweeps, studies, agents, datasets, uploaded_models, catalog, account, health)
     for module in routers:
         app.include_router(module.router)
     mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, streamed=UPLOAD_PATHS)
+    # Outside BodyLimits: a key with no token left is answered before its body is read.
+    app.add_middleware(SubmissionGate, limiter=app.state.limiter, paths=SUBMISSIONS)
     app.add_middleware(UrlCharacters)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -11,8 +11,9 @@ from ..settings import Settings
 from ..store import Store
 from ..store.keys import Principal, authenticate
 from .limits import RateLimiter
+from .spec_checks import SpecChecker
 
-__all__ = ["LimiterDep", "PrincipalDep", "SettingsDep", "StoreDep"]
+__all__ = ["LimiterDep", "PrincipalDep", "SettingsDep", "SpecCheckerDep", "StoreDep"]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `symopt keys create --tenant NAME`")
 
@@ -32,7 +33,13 @@ def get_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+def get_spec_checker(request: Request) -> SpecChecker:
+    checker: SpecChecker = request.app.state.spec_checker
+    return checker
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+SpecCheckerDep = Annotated[SpecChecker, Depends(get_spec_checker)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 

@@ -17,6 +17,7 @@ from ..errors import (
     DatabaseBehindError,
     ForbiddenError,
     NotFoundError,
+    OverloadedError,
     PayloadTooLargeError,
     RateLimitedError,
     ServiceError,
@@ -35,6 +36,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (RateLimitedError, 429),
     (StoreError, 503),
     (DatabaseBehindError, 503),
+    (OverloadedError, 503),
     (ServiceError, 400),
 ]
 
@@ -48,7 +50,7 @@ _DESCRIPTIONS = {
     413: "The request body is larger than the service accepts",
     422: "The request, its query or its spec does not validate: `message` says what to fix",
     429: "Too many submissions for this API key: retry after `Retry-After` seconds",
-    503: "The database is unreachable or its schema is behind this service's",
+    503: "The database is unreachable or its schema is behind this service's, or the service is overloaded",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},

@@ -1,20 +1,40 @@
 """Request limits: a body-size cap (413) and a JSON nesting cap (422) for every route, control
-characters kept out of URLs (400), and a per-key rate limit (429)."""
+characters kept out of URLs (400), and a per-key rate limit (429), answered before the body is
+read when the key has no tokens left."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import RateLimitedError
+from ..store.keys import presented_key_id
 
-__all__ = ["MAX_JSON_DEPTH", "BodyLimits", "RateLimiter", "UrlCharacters", "nests_deeper"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "SUBMISSIONS",
+    "BodyLimits",
+    "RateLimiter",
+    "SubmissionGate",
+    "UrlCharacters",
+    "nests_deeper",
+]
+
+# The rate-limited submissions, by path, as their 429s name them.
+SUBMISSIONS = {
+    "/v1/jobs": "job submissions",
+    "/v1/sweeps": "sweep submissions",
+    "/v1/studies": "study submissions",
+}
 
 # The deepest spec (a study's base job's data options) nests 5 levels; 64 leaves room for any
 # options a corpus takes, and keeps parsing far from Python's recursion limit.
@@ -162,9 +182,52 @@ class UrlCharacters:
         await self.app(scope, receive, send)
 
 
-async def _send_json(send: Send, status: int, content: dict[str, object]) -> None:
+class SubmissionGate:
+    """ASGI middleware: a submission (a POST in `paths`) whose key has no rate-limit token left
+    gets its 429 before its body is read and parsed, its key is checked against the database, or
+    a thread is taken. The answer is held for up to `hold_s` first (a client that honours
+    Retry-After waits longer anyway; a token that comes meanwhile lets the request through), so a
+    client looping on rejected 53 KB sweeps makes one request a second per connection instead of
+    a thousand, and the event loop's time goes to other tenants' requests.
+
+    The route still takes the token once the key is authenticated; this gate only reads the
+    bucket, so a forged key id (the part of a key before its secret) can neither spend nor fill
+    another key's tokens."""
+
+    def __init__(
+        self, app: ASGIApp, limiter: RateLimiter, paths: Mapping[str, str], hold_s: float = 1.0
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.paths = paths
+        self.hold_s = hold_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        submission = scope["type"] == "http" and scope["method"] == "POST"
+        what = self.paths.get(scope["path"]) if submission else None
+        if what is not None:
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, presented = authorization.partition(" ")
+            key_id = presented_key_id(presented.strip()) if scheme.lower() == "bearer" else None
+            wait = self.limiter.wait(key_id) if key_id is not None else 0.0
+            if key_id is not None and wait > 0:
+                await asyncio.sleep(min(wait, self.hold_s))
+                wait = self.limiter.wait(key_id)  # a token may have come: then the route runs
+            if wait > 0:
+                content = {"detail": RateLimitedError.for_key(what, wait).args[0]}
+                # The body stays unread: uvicorn discards what arrives of it after the answer.
+                retry_after = str(max(1, math.ceil(wait))).encode()
+                await _send_json(send, 429, content, ((b"retry-after", retry_after),))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_json(
+    send: Send, status: int, content: dict[str, object], extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += extra_headers
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -189,10 +252,26 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             bucket = self._buckets.setdefault(key, _Bucket(self.burst, now))
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
+            self._refill(bucket, now)
             if bucket.tokens >= 1.0:
                 bucket.tokens -= 1.0
                 return
-            wait = (1.0 - bucket.tokens) / self.rate if self.rate > 0 else 60.0
-        raise RateLimitedError(f"Too many {what} for this API key; retry in {wait:.1f} s", retry_after=wait)
+            wait = self._wait(bucket)
+        raise RateLimitedError.for_key(what, wait)
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` has a token (0 when it has one now), taking none; a key never
+        seen has a full bucket and none is made for it."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            self._refill(bucket, time.monotonic())
+            return 0.0 if bucket.tokens >= 1.0 else self._wait(bucket)
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+
+    def _wait(self, bucket: _Bucket) -> float:
+        return (1.0 - bucket.tokens) / self.rate if self.rate > 0 else 60.0

@@ -9,7 +9,16 @@ from fastapi import Header
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, PlainValidator, ValidationError
 
-__all__ = ["MAX_EVENT_ID", "MAX_STEP", "IdempotencyKey", "csv", "documented_as", "statuses", "validated"]
+__all__ = [
+    "MAX_EVENT_ID",
+    "MAX_STEP",
+    "IdempotencyKey",
+    "csv",
+    "documented_as",
+    "located",
+    "statuses",
+    "validated",
+]
 
 # The database columns the integer query parameters are compared with: a value beyond them is a
 # 422 here, not an overflow in the driver (a 500 on SQLite, a 503 "database error" on PostgreSQL,
@@ -58,12 +67,18 @@ def documented_as(model: type[BaseModel]) -> PlainValidator:
     return PlainValidator(_as_sent, json_schema_input_type=model)
 
 
-def validated(model: type[Model], body: Any) -> Model:
+def validated(model: type[Model], body: Any, context: dict[str, Any] | None = None) -> Model:
     """`body` as `model`; a 422 like FastAPI's own (each problem located under `body`) if not."""
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, context=context)
     except ValidationError as error:
-        problems = [
-            {**problem, "loc": ("body", *problem["loc"])} for problem in error.errors(include_url=False)
-        ]
-        raise RequestValidationError(problems) from None
+        raise RequestValidationError(located(error)) from None
+
+
+def located(error: ValidationError) -> list[dict[str, Any]]:
+    """`error`'s problems as FastAPI reports a body's (each located under `body`), in plain
+    values that pickle and serialize."""
+    return [
+        {"loc": ("body", *problem["loc"]), "msg": problem["msg"], "type": problem["type"]}
+        for problem in error.errors(include_url=False)
+    ]

@@ -20,6 +20,7 @@ __all__ = [
     "create_api_key",
     "create_tenant",
     "get_or_create_tenant",
+    "presented_key_id",
     "revoke_api_key",
 ]
 
@@ -75,13 +76,20 @@ def revoke_api_key(*, session: Session, key_id: str) -> None:
     key.revoked_at = utcnow()
 
 
+def presented_key_id(presented: str | None) -> str | None:
+    """The key id a presented key names (`sym_<id>_<secret>`), unchecked; None when malformed."""
+    prefix, _, rest = (presented or "").partition("_")
+    key_id, _, secret = rest.partition("_")
+    return key_id if prefix == _PREFIX and key_id and secret else None
+
+
 def authenticate(*, session: Session, presented: str | None) -> Principal:
     """The principal of a presented key; AuthError (without details) for anything else."""
     failure = AuthError("Invalid or missing API key")
-    prefix, _, rest = (presented or "").partition("_")
-    key_id, _, secret = rest.partition("_")
-    if prefix != _PREFIX or not key_id or not secret:
+    key_id = presented_key_id(presented)
+    if key_id is None:
         raise failure
+    secret = (presented or "").split("_", 2)[2]
     key = session.get(ApiKey, key_id)
     expected = key.secret_hash if key is not None else _DUMMY_HASH
     if not hmac.compare_digest(expected, _hash(secret)) or key is None or key.revoked_at is not None:

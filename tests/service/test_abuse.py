@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
 from benchmarks.abusive_tenant import AT_CAP_CHOICES, expensive_sweep
@@ -104,3 +105,63 @@ def test_integer_queries_beyond_the_database_range_are_422(client, alice):
     at_id = client.get(f"/v1/jobs/{job}/logs", params={"after_id": MAX_EVENT_ID}, headers=alice.headers)
     assert at_id.status_code == 200
     assert at_id.json()["data"] == []
+
+
+def test_a_key_out_of_tokens_gets_its_429_before_its_body_is_read(database_url, tmp_path):
+    settings = Settings(database_url=database_url, home=tmp_path, job_rate_per_minute=0.6, job_rate_burst=1)
+    deep = b"[" * 100 + b"]" * 100  # BodyLimits reads this body and answers 422 (nested too deep)
+    with TestClient(create_app(settings)) as client:
+        alice = make_tenant(client.app.state.store, "alice")
+        bob = make_tenant(client.app.state.store, "bob")
+        headers = {**alice.headers, "content-type": "application/json"}
+        assert client.post("/v1/sweeps", content=deep, headers=headers).status_code == 422  # no token taken
+        assert client.post("/v1/sweeps", json={**SWEEP, "n_trials": 0}, headers=headers).status_code == 422
+        answers = [client.post(route, content=deep, headers=headers) for route in ("/v1/sweeps", "/v1/jobs")]
+        assert [a.status_code for a in answers] == [429, 429]  # the gate: the body was never read
+        assert answers[0].json()["detail"].startswith("Too many sweep submissions for this API key")
+        assert answers[1].json()["detail"].startswith("Too many job submissions for this API key")
+        assert all(int(a.headers["retry-after"]) >= 1 for a in answers)
+        # A forged key naming bob's key id is a 401 and spends none of his tokens: the gate only
+        # reads a bucket, and the route takes a token once the key is authenticated.
+        forged = {"Authorization": f"Bearer sym_{bob.headers['Authorization'].split('_')[1]}_forged"}
+        assert [client.post("/v1/jobs", json=TINY_JOB, headers=forged).status_code for _ in range(3)] == [
+            401
+        ] * 3
+        assert client.post("/v1/jobs", json=TINY_JOB, headers=bob.headers).status_code == 201
+        assert client.get("/healthz").status_code == 200  # reads are not gated
+
+
+def test_large_sweeps_are_checked_in_the_worker_process_with_the_same_answers(database_url, tmp_path):
+    from service.api.params import validated
+    from service.api.spec_checks import INLINE_JOB_CHECKS, SpecChecker
+    from symopt_core.study_spec import StudySpec
+    from symopt_core.sweep_spec import SweepSpec
+
+    valid = {
+        **SWEEP,
+        "search_space": {"optimizer.weight_decay": {"type": "categorical", "choices": list(range(60))}},
+    }
+    invalid = expensive_sweep(AT_CAP_CHOICES)
+    study = {**STUDY, "tuning": {**STUDY["tuning"], "search_space": valid["search_space"]}}
+    checker = SpecChecker()
+    try:
+        assert SweepSpec.model_validate(valid).job_checks > INLINE_JOB_CHECKS
+        assert checker.validated(SweepSpec, valid) == validated(SweepSpec, valid)
+        assert checker.validated(StudySpec, study) == validated(StudySpec, study)
+        assert checker._pool is not None  # they went to the worker
+        with pytest.raises(RequestValidationError) as in_worker:
+            checker.validated(SweepSpec, invalid)
+        with pytest.raises(RequestValidationError) as inline:
+            validated(SweepSpec, invalid)
+        assert in_worker.value.errors() == located_like(inline.value.errors())
+        # A worker that dies (killed, out of memory) is replaced, and the check still answers.
+        for process in list(checker._pool._processes.values()):
+            process.kill()
+            process.join(timeout=30)
+        assert checker.validated(SweepSpec, valid) == validated(SweepSpec, valid)
+    finally:
+        checker.close()
+
+
+def located_like(errors):
+    return [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in errors]

@@ -21,9 +21,9 @@ from ...store.studies import (
     study_sweeps,
 )
 from ...studies.controller import current_result
-from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, documented_as, statuses, validated
+from ..params import IdempotencyKey, documented_as, statuses
 from ..schemas import StudiesPublic, StudyPublic
 from ..submission import check_submission
 
@@ -80,16 +80,17 @@ def create_study_route(
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
+    checker: SpecCheckerDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> StudyPublic:
     """Queue a study: candidates tuned with equal budgets, then re-run on k seeds (201); a
     replayed Idempotency-Key returns the first study (200)."""
-    # As a sweep's: rate-limited first, then validated in the thread pool (each candidate's
-    # search space is checked job spec by job spec).
+    # As a sweep's: rate-limited first, then validated in the thread pool or the spec checker's
+    # process (each candidate's search space is checked job spec by job spec).
     limiter.check(principal.key_id, "study submissions")
-    spec = validated(StudySpec, body)
+    spec = checker.validated(StudySpec, body)
     with store.read() as session:
         check_submission(
             session, tenant_id=principal.tenant_id, spec=spec.base, settings=settings, executor=spec.executor

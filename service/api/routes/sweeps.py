@@ -19,9 +19,9 @@ from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel
 from ...sweeps.controller import study_names
 from ...sweeps.space import check_sampler, resolved_spaces
 from ...sweeps.storage import optuna_storage
-from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, documented_as, statuses, validated
+from ..params import IdempotencyKey, documented_as, statuses
 from ..schemas import (
     HistoryTrialPublic,
     IntermediatePublic,
@@ -68,16 +68,18 @@ def create_sweep_route(
     principal: PrincipalDep,
     store: StoreDep,
     limiter: LimiterDep,
+    checker: SpecCheckerDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
     """Queue a sweep: a base job, a search space, a sampler, a pruner and a trial budget (201);
     a replayed Idempotency-Key returns the first sweep (200)."""
-    # Rate-limited before validation (an invalid spec takes a token too), and validated here, in
-    # the thread pool: checking a search space builds a job spec per bound and costs CPU.
+    # Rate-limited before validation (an invalid spec takes a token too; an empty bucket is a 429
+    # before the body is read), and validated here, in the thread pool, or in the spec checker's
+    # process when checking the search space builds many job specs (spec_checks.py).
     limiter.check(principal.key_id, "sweep submissions")
-    spec = validated(SweepSpec, body)
+    spec = checker.validated(SweepSpec, body)
     check_sampler(spec.sampler)
     with store.read() as session:
         check_submission(

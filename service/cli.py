@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .commands import agent, compare, datasets, jobs, local, login, models, run, server, study, sweep
+from .commands import agent, compare, datasets, jobs, keys, local, login, models, run, server, study, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.register(commands)
     server.register(commands)
+    keys.register(commands)
     run.register(commands)
     login.register(commands)
     jobs.register(commands)

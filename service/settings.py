@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,15 @@ class Settings(BaseSettings):
     )
     cancel_grace_seconds: float = Field(20.0, description="then a cancelled run is stopped by force")
     max_attempts: int = Field(3, ge=1, description="worker failures a job survives before it fails")
+    ray_dashboard: bool = Field(
+        False,
+        description="start Ray's own dashboard with the local Ray (on 127.0.0.1; needs ray[default]); "
+        "its URL goes to the service log",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="the service log (HTTP access and job lifecycle lines): text, or one JSON object a line",
+    )
 
     @property
     def embedded(self) -> bool:

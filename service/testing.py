@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from .credentials import read_credentials
+
 __all__ = [
     "ROOT",
     "THREAD_VARIABLES",
@@ -69,7 +71,7 @@ def restartable_port() -> int:
 @dataclass
 class LiveService:
     url: str
-    api_key: str | None  # printed on a first start only
+    api_key: str | None  # a first start's admin key (printed on a terminal, else read from its file)
     home: Path
     process: subprocess.Popen[str]
     output: list[str]
@@ -88,7 +90,10 @@ def live_service(
     """Start `symopt serve` with SYMOPT_HOME=home (and the database, settings in `env`, extra
     `args`, on `port` or a free one), wait until it is ready, yield where it listens, and stop it
     (SIGTERM, then SIGKILL). Its output is read all along (into `output`): a pipe nobody reads
-    fills up after ~64 KiB of access log, and then the service blocks on its next log line."""
+    fills up after ~64 KiB of access log, and then the service blocks on its next log line.
+
+    On a first start the service makes an admin key; its stdout here is a pipe, not a terminal,
+    so it writes the key to the credentials file and prints only where: that is read from there."""
     port = port or free_port()
     environment = one_thread_env(SYMOPT_HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), **(env or {}))
     environment.pop("SYMOPT_DATABASE_URL", None)
@@ -110,9 +115,12 @@ def live_service(
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            match = re.search(r"admin API key \(shown once\): (\S+)", line)
-            if match:
-                found["key"] = match.group(1)
+            shown = re.search(r"admin API key \(shown once\): (\S+)", line)
+            written = re.search(r"admin API key written to (.+?) \(mode 0600", line)
+            if shown:
+                found["key"] = shown.group(1)
+            elif written and (saved := read_credentials(Path(written.group(1)))) is not None:
+                found["key"] = saved["api_key"]
             if "symopt serve: database" in line:
                 started.set()
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from ..dashboard import mount_dashboard
+from ..redaction import PathRedactor
 from ..scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     for module in routers:
         app.include_router(module.router)
     mount_dashboard(app)  # `/` and `/dashboard/...`: the browser dashboard's static files
-    install_error_handlers(app)
+    install_error_handlers(app, redact=PathRedactor.for_settings(settings))
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, streamed=UPLOAD_PATHS)
     # Outside BodyLimits: a key with no token left is answered before its body is read.
     app.add_middleware(SubmissionGate, limiter=app.state.limiter, paths=SUBMISSIONS)

@@ -95,7 +95,7 @@ class BodyLimits:
         body, replayed = b"".join(chunks), False
         problem = self._unreadable(body)
         if problem is not None:
-            await _send_json(send, 422, {"detail": [problem], "message": problem["msg"]})
+            await _send_json(send, 422, str(problem["msg"]), detail=[problem])
             return
 
         async def replay() -> Message:
@@ -126,7 +126,7 @@ class BodyLimits:
 
     async def _reject(self, send: Send) -> None:
         detail = f"Request body too large: at most {self.max_bytes} bytes are accepted"
-        await _send_json(send, 413, {"detail": detail})
+        await _send_json(send, 413, detail)
 
 
 def nests_deeper(body: bytes, limit: int) -> bool:
@@ -177,7 +177,7 @@ class UrlCharacters:
                     f"The URL holds the control character 0x{found:02X} (percent-encoded in its path "
                     "or query): ids, names and filters never contain one; check how the URL is built"
                 )
-                await _send_json(send, 400, {"detail": detail})
+                await _send_json(send, 400, detail)
                 return
         await self.app(scope, receive, send)
 
@@ -214,21 +214,25 @@ class SubmissionGate:
                 await asyncio.sleep(min(wait, self.hold_s))
                 wait = self.limiter.wait(key_id)  # a token may have come: then the route runs
             if wait > 0:
-                content = {"detail": RateLimitedError.for_key(what, wait).args[0]}
+                message = str(RateLimitedError.for_key(what, wait))
                 # The body stays unread: uvicorn discards what arrives of it after the answer.
                 retry_after = str(max(1, math.ceil(wait))).encode()
-                await _send_json(send, 429, content, ((b"retry-after", retry_after),))
+                await _send_json(send, 429, message, headers=((b"retry-after", retry_after),))
                 return
         await self.app(scope, receive, send)
 
 
 async def _send_json(
-    send: Send, status: int, content: dict[str, object], extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    status: int,
+    message: str,
+    detail: object = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    body = json.dumps(content).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += extra_headers
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    """An error in the API's one shape: `message`, and `detail` (a 422's problems, else the message)."""
+    body = json.dumps({"message": message, "detail": message if detail is None else detail}).encode()
+    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*fields, *headers]})
     await send({"type": "http.response.body", "body": body})
 
 

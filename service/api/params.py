@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Header
+from fastapi import Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, PlainValidator, ValidationError
 
@@ -16,6 +16,7 @@ __all__ = [
     "csv",
     "documented_as",
     "located",
+    "status_filter",
     "statuses",
     "validated",
 ]
@@ -39,6 +40,18 @@ IdempotencyKey = Annotated[
 
 def csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def status_filter(kind: type[StrEnum]) -> Any:
+    """The `status` query of a list route: comma-separated values of `kind`, declared in the
+    OpenAPI schema as a pattern over them. The route checks it with `statuses` (a 422 that names
+    the valid ones, which a pattern mismatch would not)."""
+    names = "|".join(member.value for member in kind)
+    return Query(
+        alias="status",
+        description=f"comma-separated statuses: {', '.join(member.value for member in kind)}",
+        json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"},
+    )
 
 
 def statuses(value: str | None, kind: type[StrEnum]) -> list[str]:

@@ -13,6 +13,8 @@ from ..store.models import Job, JobEvent, Sweep
 from ..store.status import JobStatus, SweepStatus
 
 __all__ = [
+    "ApiKeyPublic",
+    "ApiKeysPublic",
     "ErrorPublic",
     "EventPublic",
     "EventsPublic",
@@ -42,7 +44,8 @@ MetricValue = float | Literal["nan", "inf", "-inf"]
 class ErrorPublic(BaseModel):
     """The body of every error answer but a 422."""
 
-    detail: str = Field(description="what went wrong, and what to do about it")
+    message: str = Field(description="what went wrong, and what to do about it")
+    detail: str = Field(description="the same as `message` (kept for clients that read `detail`)")
 
 
 class ProblemPublic(BaseModel):
@@ -86,6 +89,24 @@ class ApiKeyCreatedPublic(BaseModel):
     is_admin: bool
 
 
+class ApiKeyPublic(BaseModel):
+    """A key as listed: never its secret (stored only as a hash, and that hash is not shown)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str = Field(description="the key's public id (the part after `sym_`)")
+    tenant: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+    revoked_at: datetime | None = Field(description="when it was revoked; null while it works")
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
+    count: int
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -97,6 +118,7 @@ class JobPublic(BaseModel):
     spec: dict[str, Any] = Field(description="the validated JobSpec, with defaults filled in")
     sweep_id: str | None
     trial_number: int | None
+    study_id: str | None = Field(None, description="a comparison study's confirmation run: the study")
     step: int = Field(description="newest step reported")
     best_val_loss: float | None
     diverged_at: int | None
@@ -240,7 +262,9 @@ class StudyPublic(BaseModel):
     result: dict[str, Any] | None = Field(
         description="per candidate: tuned params, objective by seed, mean, std and intervals, tokens to "
         "target, val-loss curve (mean, min, max over seeds); paired differences against the baseline "
-        "with their verdicts, and between every other pair of candidates (pairwise, pairwise_verdicts). "
+        "with their verdicts, and between every other pair of candidates (pairwise, pairwise_verdicts); "
+        "caveats: what the verdicts rest on (tuning left in the sampler's random start-up, a tuned lr at "
+        "the edge of its range, the seeds a difference of the observed size would need). "
         "So far while running; in the list, only for finished studies"
     )
     error: str | None

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FINAL", "Job"]
 
-FINAL = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+FINAL = frozenset({"succeeded", "failed", "diverged", "cancelled", "pruned"})
 STATUSES = FINAL | {"queued", "running", "cancelling"}  # a job's (the worker also reports "started" ...)
 # What a broken connection looks like while the service restarts: try again, not fail.
 RECONNECT = (httpx.TransportError, ServerError)

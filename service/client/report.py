@@ -141,6 +141,9 @@ def write_report(
     pairwise = result.get("pairwise_verdicts", [])  # absent from results stored before it existed
     if pairwise:
         lines += ["Between the other candidates:", ""] + [f"- {verdict}" for verdict in pairwise] + [""]
+    caveats = result.get("caveats", [])  # absent from results stored before it existed
+    if caveats:
+        lines += ["### What these verdicts rest on", ""] + [f"- {caveat}" for caveat in caveats] + [""]
     lines += [
         "A difference is called only when both the bootstrap and the t interval of the paired "
         "(same-seed) differences exclude zero.",

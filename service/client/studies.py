@@ -40,6 +40,12 @@ class Study(Handle):
     def verdicts(self) -> list[str]:
         return list((self.result or {}).get("verdicts", []))
 
+    @property
+    def caveats(self) -> list[str]:
+        """What the verdicts rest on: tuning left in the sampler's start-up, a tuned lr at the
+        edge of its range, the seeds a difference of the observed size would need."""
+        return list((self.result or {}).get("caveats", []))
+
     def sweeps(self) -> dict[str, Sweep]:
         """Stage 1: each candidate's tuning sweep."""
         tuning = self.data["progress"]["tuning"]

@@ -112,4 +112,4 @@ def number(value: Any, digits: int = 4) -> str:
 
 def watch_exit_code(status: str) -> int:
     """0 succeeded, 1 failed or diverged, 130 cancelled."""
-    return {"succeeded": 0, "cancelled": EXIT_CANCELLED}.get(status, EXIT_FAILED)
+    return {"succeeded": 0, "cancelled": EXIT_CANCELLED, "pruned": EXIT_CANCELLED}.get(status, EXIT_FAILED)

@@ -1,10 +1,12 @@
-"""Server commands: `symopt serve`, `symopt keys create`, `symopt migrate`."""
+"""Server commands: `symopt serve`, `symopt scheduler`, `symopt migrate` (keys: keys.py)."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -28,24 +30,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="API only (production: API replicas beside `symopt scheduler`)",
     )
+    serve.add_argument(
+        "--ray-dashboard",
+        action="store_true",
+        help="start Ray's own dashboard with the local Ray, on 127.0.0.1 (needs ray[default]); "
+        "its URL goes to the log (default: $SYMOPT_RAY_DASHBOARD, else off)",
+    )
+    _add_log_format(serve)
     serve.set_defaults(handler=run_serve)
 
     scheduler = commands.add_parser("scheduler", help="the scheduler alone (production, beside API replicas)")
     scheduler.add_argument("--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL)")
+    _add_log_format(scheduler)
     scheduler.set_defaults(handler=run_scheduler)
-
-    keys = commands.add_parser("keys", help="API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    create = key_commands.add_parser(
-        "create", help="create a key for a tenant (the tenant is created if new)"
-    )
-    create.add_argument("--tenant", required=True, help="tenant name")
-    create.add_argument("--name", default="", help="a label for the key")
-    create.add_argument("--admin", action="store_true", help="an admin key")
-    create.add_argument(
-        "--database-url", help="SQLAlchemy URL (default: $SYMOPT_DATABASE_URL, else embedded)"
-    )
-    create.set_defaults(handler=run_create_key)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema (alembic upgrade)")
     migrate.add_argument(
@@ -56,14 +53,50 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     migrate.set_defaults(handler=run_migrate)
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _add_log_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="the log (HTTP access and job lifecycle lines): text, or json, one object a line "
+        "(default: $SYMOPT_LOG_FORMAT, else text)",
+    )
+
+
+def settings_of(args: argparse.Namespace) -> Any:
+    """Settings from SYMOPT_* variables, with the command's options over them."""
     from ..settings import Settings
 
-    overrides = {k: v for k in ("host", "port", "database_url") if (v := getattr(args, k, None)) is not None}
+    names = ("host", "port", "database_url", "log_format")
+    overrides = {k: v for k in names if (v := getattr(args, k, None)) is not None}
+    if getattr(args, "ray_dashboard", False):  # off: $SYMOPT_RAY_DASHBOARD decides
+        overrides["ray_dashboard"] = True
     return Settings(**overrides)
 
 
-def _schema_ready(settings: Any, command: str) -> bool:
+def log_config(log_format: str) -> dict[str, Any]:
+    """uvicorn's logging (access lines on stdout, its own on stderr) plus the `symopt` loggers
+    at INFO on stderr: the scheduler's and the job lifecycle lines (`symopt.jobs`). json: every
+    record as one JSON object a line (service/scheduler/lifecycle.py)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["symopt"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+    }
+    if log_format == "json":
+        json_lines = {"()": "service.scheduler.lifecycle.JsonFormatter"}
+        config["formatters"] = {name: dict(json_lines) for name in config["formatters"]}
+    config["handlers"]["symopt"] = {
+        "formatter": "symopt",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["symopt"] = {"handlers": ["symopt"], "level": "INFO", "propagate": False}
+    return config
+
+
+def schema_ready(settings: Any, command: str) -> bool:
     """Migrate the embedded database, or check a production one; False after explaining why not."""
     from ..store.migrate import ensure_schema
 
@@ -85,9 +118,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..store.keys import authenticate, create_api_key, get_or_create_tenant
     from ..store.models import ApiKey
 
-    settings = _settings(args).model_copy(update={"run_scheduler": not args.no_scheduler})
+    settings = settings_of(args).model_copy(update={"run_scheduler": not args.no_scheduler})
     url = settings.resolved_database_url()
-    if not _schema_ready(settings, "serve"):
+    refused = _ray_dashboard_refused(settings)
+    if refused:
+        print(f"symopt serve: {refused}", file=sys.stderr)
+        return 2
+    if not schema_ready(settings, "serve"):
         return 2
     store = Store.connect(url)
     if settings.embedded:
@@ -107,9 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 except AuthError:
                     key = ""
         if first_start:
-            path = write_credentials(address, key)
-            print(f"symopt serve: first start; admin API key (shown once): {key}", flush=True)
-            print(f"symopt serve: saved with the URL for the CLI in {path} (mode 0600)", flush=True)
+            _announce_first_key(key, write_credentials(address, key))
         elif key:
             write_credentials(address, key)
     print(f"symopt serve: database {url}", flush=True)
@@ -119,10 +154,39 @@ def run_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=log_config(settings.log_format),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     _stopping_server()(config, app.state.stopping).run()
     return 0
+
+
+def _ray_dashboard_refused(settings: Any) -> str | None:
+    """Why `--ray-dashboard` cannot be honoured here (said before anything starts), or None."""
+    from ..scheduler.runtime import dashboard_unavailable
+
+    if not settings.ray_dashboard or settings.ray_address:  # a cluster's dashboard is its head's
+        return None
+    if not settings.run_scheduler:
+        return (
+            "--ray-dashboard starts the dashboard of the scheduler's Ray, and --no-scheduler runs "
+            "none here; set SYMOPT_RAY_DASHBOARD=true for `symopt scheduler` instead"
+        )
+    return dashboard_unavailable()
+
+
+def _announce_first_key(key: str, path: Path) -> None:
+    """On a terminal, show the first admin key once; anywhere else (a log file, a pipe, a
+    journal) say only where it was saved: a log keeps the key for whoever reads it later."""
+    if sys.stdout.isatty():
+        print(f"symopt serve: first start; admin API key (shown once): {key}", flush=True)
+        print(f"symopt serve: saved with the URL for the CLI in {path} (mode 0600)", flush=True)
+    else:
+        print(
+            f"symopt serve: first start; admin API key written to {path} (mode 0600; "
+            "not printed, as stdout is not a terminal)",
+            flush=True,
+        )
 
 
 def _stopping_server() -> type[Any]:
@@ -145,14 +209,16 @@ def _stopping_server() -> type[Any]:
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
+    import logging.config
     import signal
 
     from ..scheduler import Scheduler
     from ..store import Store
 
-    settings = _settings(args)
+    settings = settings_of(args)
+    logging.config.dictConfig(log_config(settings.log_format))
     url = settings.resolved_database_url()
-    if not _schema_ready(settings, "scheduler"):
+    if not schema_ready(settings, "scheduler"):
         return 2
     try:
         scheduler = Scheduler(Store.connect(url), settings)
@@ -169,27 +235,11 @@ def run_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_create_key(args: argparse.Namespace) -> int:
-    from ..store import Store
-    from ..store.keys import create_api_key, get_or_create_tenant
-
-    settings = _settings(args)
-    if not _schema_ready(settings, "keys"):
-        return 2
-    store = Store.connect(settings.resolved_database_url())
-    with store.transaction() as session:
-        tenant = get_or_create_tenant(session=session, name=args.tenant)
-        key = create_api_key(session=session, tenant_id=tenant.id, name=args.name, is_admin=args.admin)
-    store.close()
-    print(key)
-    return 0
-
-
 def run_migrate(args: argparse.Namespace) -> int:
     from ..store import Store
     from ..store.migrate import current_revision, head_revision, upgrade
 
-    url = _settings(args).resolved_database_url()
+    url = settings_of(args).resolved_database_url()
     if not args.status:
         upgrade(url, args.revision)
     store = Store.connect(url)

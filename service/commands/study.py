@@ -97,6 +97,9 @@ def render(study: dict[str, Any]) -> list[str]:
     pairwise = result.get("pairwise_verdicts", [])  # absent from results stored before it existed
     if pairwise:
         lines += ["between the other candidates:"] + [f"  {verdict}" for verdict in pairwise]
+    caveats = result.get("caveats", [])  # what the verdicts rest on (absent from older results)
+    if caveats:
+        lines += ["caveats:"] + [f"  ! {caveat}" for caveat in caveats]
     if study.get("error"):
         lines.append(f"error: {study['error']}")
     return lines

@@ -50,7 +50,27 @@ def submit_sweep(args: argparse.Namespace, client: Any) -> int:
     from .local import parse_settings
 
     sweep = client.submit_sweep(args.spec, overrides=parse_settings(args.settings))
+    if args.output != "json":  # the id alone on stdout (`id=$(symopt sweep submit ...)`), the space beside
+        print("\n".join(space_lines(sweep.data.get("search_space"))), file=sys.stderr)
     return show(args, sweep.data, sweep.id)
+
+
+def space_lines(space: dict[str, dict[str, Any]] | None) -> list[str]:
+    """The resolved search space, per preset: what `auto` became, one path per line."""
+    lines = []
+    for preset, paths in (space or {}).items():
+        lines.append(f"search space ({preset}):")
+        rows = []
+        for path, bounds in paths.items():
+            if bounds.get("type") == "categorical":
+                values = ", ".join(str(choice) for choice in bounds.get("choices") or [])
+            else:
+                whole = bounds.get("type") in ("int", "log_int", "pow2")
+                low, high = (bounds.get(end) for end in ("low", "high"))
+                values = f"{number(int(low) if whole else low)} .. {number(int(high) if whole else high)}"
+            rows.append(["  " + path, str(bounds.get("type")), values])
+        lines += table_lines(rows)
+    return lines
 
 
 @remote("sweep list")

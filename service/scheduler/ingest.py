@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
 @dataclass
 class Pending:
     """What the next flush writes, per job; kept (and retried) when a flush fails."""
@@ -52,6 +63,8 @@ class Pending:
     events: dict[str, list[NewEvent]] = field(default_factory=dict)
     progress: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # The server's paths out of what tenants read: errors, log events (service/redaction.py).
+    redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.points or self.events or self.progress or self.outcomes)
@@ -80,15 +93,15 @@ class Pending:
             )
         elif kind == "error":
             lines = "\n".join(data.get("traceback", []))
-            message = f"{data.get('type', 'Error')}: {data.get('message', '')}\n{lines}".strip()
+            message = self.redact(f"{data.get('type', 'Error')}: {data.get('message', '')}\n{lines}".strip())
             self.outcomes[job_id] = Outcome(attempt, "failed", error=message)
             self._event(job_id, NewEvent("log", step, message.splitlines()[0], {"level": "error"}))
         else:  # status, checkpoint, log
-            message = str(data.get("status") or data.get("message") or data.get("path") or kind)
-            self._event(job_id, NewEvent(kind, step, message, json_safe(data)))
+            message = self.redact(str(data.get("status") or data.get("message") or data.get("path") or kind))
+            self._event(job_id, NewEvent(kind, step, message, _redacted(json_safe(data), self.redact)))
 
     def crashed(self, job_id: str, attempt: int, error: str) -> None:
-        self.outcomes[job_id] = Outcome(attempt, "crashed", error=error)
+        self.outcomes[job_id] = Outcome(attempt, "crashed", error=self.redact(error))
 
     def cancelled(self, job_id: str, attempt: int) -> None:
         self.outcomes[job_id] = Outcome(attempt, "cancelled")

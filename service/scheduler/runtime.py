@@ -3,15 +3,18 @@
 The embedded default starts a local Ray on explicit free ports, never 6379: Redis listens there
 on these machines, and it is Ray's default GCS port. `ray.init()` takes the GCS port only from
 $RAY_GCS_SERVER_PORT, and the dashboard and metrics export ports as arguments; the dashboard
-itself is off (the service has its own API). The raylet's, the agents' and the workers' ports
-are not arguments of `ray.init()`: Ray binds those to port 0, so the kernel picks free ones, and
-6379, held by Redis, is never among them. Production joins the cluster at RAY_ADDRESS.
+itself is off (the service has its own API) unless an operator asks for it (`symopt serve
+--ray-dashboard`: on 127.0.0.1 only, as it has no authentication). The raylet's, the agents' and
+the workers' ports are not arguments of `ray.init()`: Ray binds those to port 0, so the kernel
+picks free ones, and 6379, held by Redis, is never among them. Production joins the cluster at
+RAY_ADDRESS.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -25,7 +28,7 @@ from symopt_core.spec import JobSpec
 
 from ..errors import ServiceError
 
-__all__ = ["RESERVED_PORTS", "Capacity", "LocalPorts", "RayRuntime", "free_port"]
+__all__ = ["RESERVED_PORTS", "Capacity", "LocalPorts", "RayRuntime", "dashboard_unavailable", "free_port"]
 
 log = logging.getLogger("symopt.scheduler")
 
@@ -63,6 +66,20 @@ def free_port(avoid: frozenset[int] = RESERVED_PORTS, taken: set[int] | None = N
             return port
 
 
+def dashboard_unavailable() -> str | None:
+    """Why Ray's dashboard cannot start in this environment, or None when it can: it needs the
+    packages of `ray[default]` (aiohttp, grpcio, opencensus, ...), which `ray[train]` lacks."""
+    try:
+        importlib.import_module("ray.dashboard.optional_deps")  # Ray's own check of those packages
+    except ImportError as error:
+        return (
+            f"Ray's dashboard needs the packages of ray[default], and {error.name or 'one'} is not "
+            "installed; install them with `pip install 'ray[default]'` (same version as ray), or "
+            "leave out --ray-dashboard"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def _environment(**values: str) -> Iterator[None]:
     before = {name: os.environ.get(name) for name in values}
@@ -95,11 +112,18 @@ class RayRuntime:
     """The scheduler's handle on Ray; every Ray call of the service goes through here."""
 
     def __init__(
-        self, address: str | None = None, num_cpus: int | None = None, *, warm: bool = False
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        *,
+        warm: bool = False,
+        dashboard: bool = False,
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.warm = warm
+        self.dashboard = dashboard  # Ray's own dashboard, for operators
+        self.dashboard_url: str | None = None
         self.ports: LocalPorts | None = None  # set when this runtime started a local Ray
         self._started_here = False
         self._remote: Any = None
@@ -122,10 +146,16 @@ class RayRuntime:
                 "runs through generator tasks, which Ray Client cannot carry. Run the scheduler on "
                 "a node of the cluster (`ray start --address=<head>:6379`) with RAY_ADDRESS=auto"
             )
+        # A cluster's dashboard runs on its head (`ray start --include-dashboard=true`); a local
+        # one needs its packages here, or ray.init() would start the local Ray without it.
+        if self.dashboard and not self.address and (missing := dashboard_unavailable()) is not None:
+            raise ServiceError(missing)
         if not ray.is_initialized():
             with _keep_sigterm_handler():
                 if self.address:
-                    ray.init(address=self.address, namespace="symopt", log_to_driver=False)
+                    context = ray.init(address=self.address, namespace="symopt", log_to_driver=False)
+                    if self.dashboard:
+                        self._note_dashboard(context, f"the Ray cluster at {self.address}")
                 else:
                     self._start_local(ray)
         # A generator task: Ray streams each yielded event back as it is produced. A run leaves
@@ -164,16 +194,32 @@ class RayRuntime:
         # The variable is read while ray.init() starts the GCS, and only then: restore it, so that
         # nothing started later (a second runtime in tests, say) reuses the port.
         with _environment(RAY_GCS_SERVER_PORT=str(ports.gcs)):
-            ray.init(
+            context = ray.init(
                 num_cpus=self.num_cpus or os.cpu_count(),
-                include_dashboard=False,
+                include_dashboard=self.dashboard,
+                dashboard_host="127.0.0.1",  # it has no authentication: loopback only
                 dashboard_port=ports.dashboard,
                 _metrics_export_port=ports.metrics_export,
                 log_to_driver=False,
                 namespace="symopt",
             )
         self.ports, self._started_here = ports, True
-        log.info("started a local Ray: GCS on port %d, dashboard off", ports.gcs)
+        log.info(
+            "started a local Ray: GCS on port %d, dashboard %s", ports.gcs, "on" if self.dashboard else "off"
+        )
+        if self.dashboard:
+            self._note_dashboard(context, "the local Ray")
+
+    def _note_dashboard(self, context: Any, where: str) -> None:
+        """Log where Ray's dashboard is (an operator asked for it: `symopt serve --ray-dashboard`)."""
+        url = getattr(context, "dashboard_url", None)
+        if url:
+            self.dashboard_url = url if "://" in url else f"http://{url}"
+            log.info("Ray dashboard of %s: %s", where, self.dashboard_url)
+        else:
+            log.warning(
+                "%s runs no Ray dashboard (its head needs `ray start --include-dashboard=true`)", where
+            )
 
     def check(self, timeout: float = 5.0) -> str:
         """Return "ok" when Ray answers within `timeout` seconds, else why not (for /readyz).

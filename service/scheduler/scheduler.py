@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..errors import StoreError
+from ..redaction import PathRedactor
 from ..settings import Settings
 from ..store import JobStatus, Store
 from ..store.agents import expire_leases, extend_leases, has_expired_leases
@@ -31,6 +32,7 @@ from ..store.models import Job, utcnow
 from ..store.scheduling import claim_queued, heartbeat, orphaned, requeue, start_attempt, wanted_cancellations
 from ..studies.controller import StudyController
 from ..sweeps.controller import SweepController
+from . import lifecycle
 from .ingest import Outcome, Pending
 from .lock import SchedulerLock
 from .runtime import Capacity, RayRuntime
@@ -70,12 +72,16 @@ class Scheduler:
         self.store = store
         self.settings = settings
         self.runtime = runtime or RayRuntime(
-            settings.ray_address, settings.ray_num_cpus, warm=settings.warm_workers
+            settings.ray_address,
+            settings.ray_num_cpus,
+            warm=settings.warm_workers,
+            dashboard=settings.ray_dashboard,
         )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:64]
         self.runs: dict[str, Run] = {}
         self.inbox: queue.Queue[Message] = queue.Queue()
-        self.pending = Pending()
+        self.redact = PathRedactor.for_settings(settings)
+        self.pending = Pending(redact=self.redact)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = SchedulerLock.for_url(settings.resolved_database_url())
@@ -115,11 +121,14 @@ class Scheduler:
         self._collect(drop_outcomes=True)
         with contextlib.suppress(StoreError):
             self._flush()
+            lines = []
             with self.store.transaction() as session:
                 for run in self.runs.values():
                     job = get_job(session=session, tenant_id=None, job_id=run.job_id)
                     if job.owner == self.owner and job.status == JobStatus.RUNNING:
                         requeue(session=session, job=job, reason="the service stopped")
+                        lines.append(lifecycle.requeued(job, "the service stopped"))
+            _emit(lines)
         self.runs.clear()
         self.runtime.shutdown()
         self._lock.release()
@@ -195,25 +204,29 @@ class Scheduler:
         if not self.pending:
             return
         pending, finished = self.pending, []
+        lines: list[lifecycle.JobLine] = []
         with self.store.transaction() as session:
             record_metrics_of_jobs(session=session, points=pending.points)
             for job_id, events in pending.events.items():
                 append_events(session=session, job_id=job_id, events=events)
             for job_id, (step, best) in pending.progress.items():
-                note_progress(
-                    session=session,
-                    job=get_job(session=session, tenant_id=None, job_id=job_id),
-                    step=step,
-                    best_val_loss=best,
-                )
+                job = get_job(session=session, tenant_id=None, job_id=job_id)
+                note_progress(session=session, job=job, step=step, best_val_loss=best)
+                lines += [
+                    lifecycle.evaluated(lifecycle.JobRef.of(job), event.step, event.data.get("val_loss"))
+                    for event in pending.events.get(job_id, [])
+                    if event.kind == "eval"
+                ]
             for job_id, outcome in pending.outcomes.items():
                 job = get_job(session=session, tenant_id=None, job_id=job_id, for_update=True)
                 if job.owner == self.owner and job.attempt == outcome.attempt:
                     self._finish(session, job, outcome)
+                    lines.append(lifecycle.ended(job, outcome.error))
                 finished.append(job_id)
-        self.pending = Pending()
+        self.pending = Pending(redact=self.redact)
         for job_id in finished:
             self.runs.pop(job_id, None)
+        _emit(lines)  # only now that their changes are stored: a failed flush is retried whole
 
     def _finish(self, session: Any, job: Job, outcome: Outcome) -> None:
         status = JobStatus(job.status)
@@ -258,6 +271,7 @@ class Scheduler:
     def recover_orphans(self, *, immediately: bool) -> None:
         """Requeue running jobs whose scheduler stopped heartbeating (all others', with the lock)."""
         stale_before = utcnow() - timedelta(seconds=0 if immediately else self.settings.orphan_after_seconds)
+        lines = []
         with self.store.transaction() as session:
             for job in orphaned(session=session, owner=self.owner, stale_before=stale_before):
                 if job.status == JobStatus.CANCELLING:
@@ -268,8 +282,11 @@ class Scheduler:
                         owner=None,
                         message="cancelled: its scheduler had stopped",
                     )
+                    lines.append(lifecycle.ended(job, "its scheduler had stopped"))
                 else:
                     requeue(session=session, job=job, reason="its scheduler stopped")
+                    lines.append(lifecycle.requeued(job, "its scheduler stopped"))
+        _emit(lines)
 
     def expire_agent_leases(self) -> None:
         """Requeue (or fail, or cancel) agent trials whose lease ran out: store/agents.py."""
@@ -303,6 +320,7 @@ class Scheduler:
         free_cpus = capacity.cpus - sum(run.cpus for run in self.runs.values())
         free_gpus = capacity.gpus - sum(run.gpus for run in self.runs.values())
         started: list[tuple[str, int, dict[str, Any], int, int, dict[str, int]]] = []
+        lines = []
         with self.store.transaction() as session:
             for job in claim_queued(session=session, limit=100):
                 reason = self._waiting_reason(job, capacity, free_cpus, free_gpus)
@@ -311,12 +329,14 @@ class Scheduler:
                         job.queued_reason = reason
                     continue
                 start_attempt(session=session, job=job, owner=self.owner)
+                lines.append(lifecycle.started(job))
                 free_cpus, free_gpus = free_cpus - job.cpus, free_gpus - job.gpus
                 # The run reports again each point its checkpoint recorded after the newest
                 # stored step of that point's series (an earlier attempt's events may have died
                 # in flight with its service, step 0's evaluation or step T's val_loss included).
                 stored = newest_stored_steps(session=session, job_id=job.id)
                 started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, stored))
+        _emit(lines)
         for job_id, attempt, spec, cpus, gpus, stored_steps in started:
             run_dir = self.settings.job_run_dir(job_id)
             try:
@@ -350,3 +370,9 @@ class Scheduler:
         if job.gpus > free_gpus or job.cpus > free_cpus:
             return f"waiting for {job.gpus} GPU(s) and {job.cpus} CPU(s) to free up"
         return None
+
+
+def _emit(lines: list[lifecycle.JobLine]) -> None:
+    """Write lifecycle lines once the transaction that made their changes has committed."""
+    for line in lines:
+        line.emit()

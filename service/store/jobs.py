@@ -114,7 +114,11 @@ def list_jobs(
 
 
 def transition(*, session: Session, job: Job, to: JobStatus, message: str = "", **fields: Any) -> Job:
-    """Move `job` to status `to` (checked against the state machine), set `fields`, log an event."""
+    """Move `job` to status `to` (checked against the state machine), set `fields`, log an event.
+    A sweep trial's cancellation after its pruner stopped it (`pruned_at` set) ends it `pruned`."""
+    if to == JobStatus.CANCELLED and job.pruned_at is not None:
+        to = JobStatus.PRUNED
+        message = f"pruned at {job.pruned_at:,} tokens"
     check_transition(JobStatus(job.status), to)
     now = utcnow()
     job.status = to

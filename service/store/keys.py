@@ -7,19 +7,22 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..errors import AuthError, ConflictError, NotFoundError
+from ..errors import AuthError, ConflictError, ForbiddenError, NotFoundError
 from .models import ApiKey, Tenant, utcnow
 
 __all__ = [
+    "ApiKeyInfo",
     "Principal",
     "authenticate",
     "create_api_key",
     "create_tenant",
     "get_or_create_tenant",
+    "list_api_keys",
     "presented_key_id",
     "revoke_api_key",
 ]
@@ -37,6 +40,18 @@ class Principal:
     tenant_name: str
     key_id: str
     is_admin: bool
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What may be shown of a key: never its secret nor the secret's hash."""
+
+    key_id: str
+    tenant: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 def _hash(secret: str) -> str:
@@ -69,11 +84,50 @@ def create_api_key(*, session: Session, tenant_id: str, name: str = "", is_admin
     return f"{_PREFIX}_{key_id}_{secret}"
 
 
-def revoke_api_key(*, session: Session, key_id: str) -> None:
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFoundError(f"No API key {key_id}")
+def list_api_keys(*, session: Session, by: Principal | None = None) -> list[ApiKeyInfo]:
+    """Keys, oldest first: every tenant's for an admin key or the server's operator (`by` None),
+    only its own tenant's for a tenant's key."""
+    query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if by is not None and not by.is_admin:
+        query = query.where(ApiKey.tenant_id == by.tenant_id)
+    rows = session.execute(query.order_by(ApiKey.created_at, ApiKey.id))
+    return [_info(key, tenant) for key, tenant in rows]
+
+
+def revoke_api_key(*, session: Session, key_id: str, by: Principal | None = None) -> ApiKeyInfo:
+    """Revoke a key: its next request gets a 401. `by` None is the server's operator; an admin key
+    may revoke any key, a tenant's key only its own tenant's keys that are not admin keys (another
+    tenant's keys are not found). A revoked key is a conflict, as is the last active admin key."""
+    key = session.get(ApiKey, key_id, with_for_update=True)
+    if key is None or (by is not None and not by.is_admin and key.tenant_id != by.tenant_id):
+        raise NotFoundError(f"No API key {key_id}; `symopt keys list` shows the keys you may see")
+    if by is not None and not by.is_admin and key.is_admin:
+        raise ForbiddenError(f"API key {key_id} is an admin key: only an admin key may revoke it")
+    if key.revoked_at is not None:
+        raise ConflictError(
+            f"API key {key_id} was already revoked (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    if key.is_admin:
+        # Lock every active admin key before counting them: two admins revoking each other's keys
+        # at once would otherwise both see two left (PostgreSQL re-checks `revoked_at` after the
+        # wait; SQLite's writers take turns anyway).
+        admins = session.scalars(
+            select(ApiKey.id).where(ApiKey.is_admin, ApiKey.revoked_at.is_(None)).with_for_update()
+        ).all()
+        if list(admins) == [key_id]:
+            raise ConflictError(
+                f"API key {key_id} is the last active admin key: without one no key could be created "
+                "or revoked over the API. Create another first (`symopt keys create --tenant NAME "
+                "--admin`), then revoke this one"
+            )
     key.revoked_at = utcnow()
+    tenant = session.get(Tenant, key.tenant_id)
+    assert tenant is not None
+    return _info(key, tenant.name)
+
+
+def _info(key: ApiKey, tenant: str) -> ApiKeyInfo:
+    return ApiKeyInfo(key.id, tenant, key.name, key.is_admin, key.created_at, key.revoked_at)
 
 
 def presented_key_id(presented: str | None) -> str | None:

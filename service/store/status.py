@@ -17,6 +17,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DIVERGED = "diverged"
+    PRUNED = "pruned"  # a sweep trial its pruner stopped (a cancellation with the job's pruned_at set)
 
     @property
     def terminal(self) -> bool:
@@ -36,13 +37,19 @@ class SweepStatus(StrEnum):
         return self in _SWEEP_TERMINAL
 
 
-_JOB_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.DIVERGED}
+_JOB_TERMINAL = {
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.DIVERGED,
+    JobStatus.PRUNED,
+}
 _SWEEP_TERMINAL = {SweepStatus.SUCCEEDED, SweepStatus.FAILED, SweepStatus.CANCELLED}
 
 # StrEnum members equal their strings (JobStatus.QUEUED == SweepStatus.QUEUED), so each machine
 # has its own table.
 _JOB_ALLOWED: dict[JobStatus, set[JobStatus]] = {
-    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.CANCELLED},
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.PRUNED},
     # running -> queued: a retry after the worker died (attempt + 1)
     JobStatus.RUNNING: {
         JobStatus.SUCCEEDED,
@@ -50,10 +57,17 @@ _JOB_ALLOWED: dict[JobStatus, set[JobStatus]] = {
         JobStatus.DIVERGED,
         JobStatus.CANCELLING,
         JobStatus.CANCELLED,
+        JobStatus.PRUNED,
         JobStatus.QUEUED,
     },
     # a run may finish on its own before the cancellation reaches it
-    JobStatus.CANCELLING: {JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIVERGED},
+    JobStatus.CANCELLING: {
+        JobStatus.CANCELLED,
+        JobStatus.PRUNED,
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.DIVERGED,
+    },
 }
 _SWEEP_ALLOWED: dict[SweepStatus, set[SweepStatus]] = {
     SweepStatus.QUEUED: {SweepStatus.RUNNING, SweepStatus.CANCELLED},

@@ -173,6 +173,13 @@ def trial_jobs(*, session: Session, sweep_id: str) -> dict[tuple[str | None, int
     return {(job.trial_study, job.trial_number): job for job in _jobs(session, sweep_id)}
 
 
+def trial_name(sweep: Sweep, study: str, number: int) -> str:
+    """`<sweep name>#<n>`, or `<sweep name>/<preset>#<n>` where presets are compared (their
+    Optuna studies are `<study name>.<preset>`)."""
+    preset = study.removeprefix(sweep.study_name).removeprefix(".")
+    return f"{sweep.name or 'sweep'}{'/' + preset if preset else ''}#{number}"
+
+
 def create_trial_job(
     *, session: Session, sweep: Sweep, study: str, number: int, spec: JobSpec, max_attempts: int
 ) -> Job:
@@ -182,7 +189,7 @@ def create_trial_job(
     )
     if existing is not None:
         return existing
-    named = spec.model_copy(update={"name": f"{sweep.name or 'sweep'}-{study.rsplit('.', 1)[-1]}-{number}"})
+    named = spec.model_copy(update={"name": trial_name(sweep, study, number)})
     job, _ = create_job(
         session=session,
         tenant_id=sweep.tenant_id,

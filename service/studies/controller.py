@@ -40,7 +40,8 @@ log = logging.getLogger("symopt.studies")
 
 
 def best_trial(session: Session, sweep: Any) -> dict[str, Any] | None:
-    """A sweep's best succeeded trial: {job_id, params, objective}, or None."""
+    """A sweep's best succeeded trial: {job_id, params, objective, trials_completed (how many
+    trials succeeded with an objective)}, or None."""
     scored = [
         t
         for t in trials(session=session, sweep=sweep)
@@ -49,7 +50,12 @@ def best_trial(session: Session, sweep: Any) -> dict[str, Any] | None:
     if not scored:
         return None
     best = min(scored, key=lambda t: t.objective or 0.0)
-    return {"job_id": best.job.id, "params": best.params, "objective": best.objective}
+    return {
+        "job_id": best.job.id,
+        "params": best.params,
+        "objective": best.objective,
+        "trials_completed": len(scored),
+    }
 
 
 def current_result(session: Session, study: Study) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from symopt_core.study_spec import StudySpec
 from ..store.models import Job, Sweep
 from ..store.status import JobStatus
 from ..store.sweeps import objective_of
+from .caveats import caveats
 from .stats import paired_difference, summarize
 
 __all__ = ["study_result", "tokens_to_target"]
@@ -144,6 +145,7 @@ def study_result(
     ]
     return {
         "objective": spec.objective,
+        "caveats": caveats(spec, sweeps, best_trials, [*comparisons, *pairwise]),
         "baseline": baseline,
         "seeds": seeds,
         "target_loss": target,

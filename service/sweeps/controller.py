@@ -217,13 +217,16 @@ class Snapshot:
     studies: dict[str, str | None]
     spaces: dict[str, dict[str, ParamRange]]
     jobs: dict[tuple[str | None, int | None], TrialJob]
+    tenant_id: str
 
 
 @dataclass
 class Plan:
     """What the Optuna phase decided; written in one transaction."""
 
-    submit: list[tuple[str, int, JobSpec]] = field(default_factory=list)  # (study, number, spec)
+    # (study, trial number, job spec, Optuna trial id)
+    submit: list[tuple[str, int, JobSpec, int]] = field(default_factory=list)
+    created: list[tuple[str, int, str, str]] = field(default_factory=list)  # (study, trial id, job id, name)
     cancel: list[TrialJob] = field(default_factory=list)
     pruned: dict[str, int] = field(default_factory=dict)  # job id -> tokens at pruning
     reconciled: set[str] = field(default_factory=set)  # pruned jobs that finished before their cancel
@@ -283,6 +286,7 @@ class SweepController:
             try:
                 plan = self._plan(snapshot)
                 self._apply(snapshot, plan)
+                self._label_trials(plan.created)
                 if plan.failure is not None:
                     raise plan.failure
             except Exception as error:
@@ -355,7 +359,15 @@ class SweepController:
             for name, preset in names.items()
         }
         return Snapshot(
-            sweep.id, SweepStatus(sweep.status), sweep.name, sweep.created_at, spec, names, spaces, jobs
+            sweep.id,
+            SweepStatus(sweep.status),
+            sweep.name,
+            sweep.created_at,
+            spec,
+            names,
+            spaces,
+            jobs,
+            sweep.tenant_id,
         )
 
     # -- Optuna (no transaction open) --------------------------------------------------------
@@ -371,6 +383,15 @@ class SweepController:
                 sampler=make_sampler(spec, snapshot.spaces[name]),
                 pruner=make_pruner(spec, token_budget(spec.base)),
             )
+            # What optuna-dashboard shows beside the study's uuid name: which sweep of whom.
+            labels = {
+                "sweep_id": snapshot.sweep_id,
+                "sweep_name": snapshot.name,
+                "tenant_id": snapshot.tenant_id,
+                "preset": snapshot.studies[name] or spec.base.optimizer.preset,
+            }
+            for key, value in labels.items():
+                self._studies[name].set_user_attr(key, value)
         return self._studies[name]
 
     def _plan(self, snapshot: Snapshot) -> Plan:
@@ -394,7 +415,7 @@ class SweepController:
                 elif job is None:  # asked before a restart, never submitted: submit it now
                     job_spec = _trial_spec_or_fail(study, trial, spec, preset)
                     if job_spec is not None:
-                        plan.submit.append((name, trial.number, job_spec))
+                        plan.submit.append((name, trial.number, job_spec, trial._trial_id))
                         running += 1
                 elif job.status in ACTIVE:
                     pruned_at = report_and_maybe_prune(study, trial, job)
@@ -456,7 +477,7 @@ class SweepController:
                 progress = True
                 job_spec = _trial_spec_or_fail(study, trial, spec, snapshot.studies[name])
                 if job_spec is not None:
-                    plan.submit.append((name, trial.number, job_spec))
+                    plan.submit.append((name, trial.number, job_spec, trial._trial_id))
                     running += 1
 
     def _out_of_budget(self, snapshot: Snapshot) -> bool:
@@ -520,13 +541,27 @@ class SweepController:
 
     # -- write --------------------------------------------------------------------------------
 
+    def _label_trials(self, created: list[tuple[str, int, str, str]]) -> None:
+        """Each new trial's job id and name as Optuna user attributes (optuna-dashboard shows
+        them), once its job is committed."""
+        for name, trial_id, job_id, job_name in created:
+            study = self._studies.get(name)
+            if study is None:
+                continue
+            try:
+                trial = optuna.trial.Trial(study, trial_id)
+                trial.set_user_attr("job_id", job_id)
+                trial.set_user_attr("job_name", job_name)
+            except Exception as error:  # a label only: the trial and its job stand without it
+                log.warning("sweeps: could not label trial %s with job %s: %s", trial_id, job_id, error)
+
     def _apply(self, snapshot: Snapshot, plan: Plan) -> None:
         with self.store.transaction() as session:
             sweep = session.get(Sweep, snapshot.sweep_id)
             if sweep is None or sweep.owner != self.owner:
                 return
-            for study, number, spec in plan.submit:
-                create_trial_job(
+            for study, number, spec, trial_id in plan.submit:
+                trial_job = create_trial_job(
                     session=session,
                     sweep=sweep,
                     study=study,
@@ -534,6 +569,7 @@ class SweepController:
                     spec=spec,
                     max_attempts=self.settings.max_attempts,
                 )
+                plan.created.append((study, trial_id, trial_job.id, trial_job.name))
             for job_id, tokens in plan.pruned.items():
                 current = session.get(Job, job_id)
                 if current is None or current.pruned_at is not None:

@@ -10,7 +10,9 @@ The `auto` rule (documented in the README, tested for the reference sizes):
   6e-4 at d=768.
 - batch size: powers of two in [B*/4, 4B*] around the critical batch of the base spec's token
   budget T = steps * batch * seq_len, from B*S = c * T^(2/3) (ALGORITHMS.md 11.2) with c
-  calibrated on the nanoGPT CPU reference (12 x 64 tokens per step at T = 1.536M, c = 0.0577).
+  calibrated on the nanoGPT CPU reference (12 x 64 tokens per step at T = 1.536M, c = 0.0577),
+  widened to the powers of two either side of the base batch when it lies outside (a base batch
+  of 16 with B* = 2 searches 1..16, not 1..8).
   Trials keep the base token budget: a trial with batch b runs steps * batch / b steps (its
   warmup and eval, checkpoint and log intervals scale the same way).
 - per-class step sizes (only with `per_class_lr: true`): `optimizer.overrides.<class>.lr_scale`,
@@ -53,6 +55,7 @@ __all__ = [
     "resolved_spaces",
     "sampler_seed",
     "search_space",
+    "startup_trials",
     "token_budget",
     "trial_spec",
 ]
@@ -102,8 +105,10 @@ def auto_search_space(base: JobSpec, preset: str, *, per_class_lr: bool = False)
     else:
         center = chosen.lr
     critical = CRITICAL_BATCH_C * token_budget(base) ** (2 / 3) / base.data.seq_len
-    low = max(1, 2 ** math.floor(math.log2(max(1.0, critical / 4))))
-    high = min(65_536, 2 ** math.ceil(math.log2(max(1.0, critical * 4))))
+    # Widened to hold the base batch: the user's own choice is always among the candidates.
+    own = base.batch.size
+    low = min(max(1, 2 ** math.floor(math.log2(max(1.0, critical / 4)))), 2 ** math.floor(math.log2(own)))
+    high = max(min(65_536, 2 ** math.ceil(math.log2(max(1.0, critical * 4)))), 2 ** math.ceil(math.log2(own)))
     return {
         "optimizer.lr": ParamRange(type="log_uniform", low=center / 8, high=center * 8),
         "batch.size": ParamRange(type="pow2", low=low, high=max(low, high)),
@@ -237,6 +242,12 @@ def sampler_seed(seed: int, number: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def startup_trials(n_trials: int) -> int:
+    """Model-based samplers (TPE, CMA-ES, GP) start from a few random trials: a third of the
+    budget, 2 to 10."""
+    return max(2, min(10, n_trials // 3))
+
+
 def make_sampler(
     spec: SweepSpec, space: dict[str, ParamRange], *, trial_number: int | None = None
 ) -> optuna.samplers.BaseSampler:
@@ -249,8 +260,7 @@ def make_sampler(
     the same points for a given seed and history whether or not the service restarted."""
     check_sampler(spec.sampler)  # Optuna would fail later, at its first sample, less clearly
     seed = spec.seed if trial_number is None else sampler_seed(spec.seed, trial_number)
-    # Model-based samplers start from a few random trials: a third of the budget, 2 to 10.
-    startup = max(2, min(10, spec.n_trials // 3))
+    startup = startup_trials(spec.n_trials)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":

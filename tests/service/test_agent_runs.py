@@ -24,7 +24,7 @@ from .live import Api, events, rows
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent-runs")]
 
 EXAMPLE = ROOT / "examples" / "agents" / "train_mlp.py"
-FINAL = {"succeeded", "failed", "cancelled", "diverged"}
+FINAL = {"succeeded", "failed", "cancelled", "diverged", "pruned"}
 
 
 def agent(

@@ -119,7 +119,7 @@ def test_the_callback_stops_and_finishes_a_pruned_trial(api: Api, tmp_path: Path
     assert trials[bad["job"]]["pruned_at_tokens"] == EVERY * TOKENS_PER_STEP
     assert all(trials[run["job"]]["state"] == "succeeded" for run in good), trials
     pruned_job = client.job(bad["job"]).data
-    assert pruned_job["status"] == "cancelled"  # how the service stores a pruned trial's job
+    assert pruned_job["status"] == "pruned"  # a job status of its own, not "cancelled"
     reported = client.job(good[0]["job"]).metrics()
     assert {point["name"] for point in reported} == {"loss", "lr", "val_loss"}
     assert [p["step"] for p in reported if p["name"] == "loss"] == list(range(5, STEPS + 1, 5))

@@ -239,7 +239,7 @@ def test_the_pruner_answers_in_the_report(client: TestClient, alice: Tenant) -> 
     assert answer["stop"] is True
     assert answer["pruned_at_tokens"] > 0
     finished = post(client, alice, bad, "finish", {"status": "pruned"})
-    assert finished.json()["status"] == "cancelled"
+    assert finished.json()["status"] == "pruned"
     controller_of(client).tick()
     listed = client.get(f"/v1/sweeps/{sweep_id}/trials", headers=alice.headers).json()["data"]
     assert [t["state"] for t in listed].count("pruned") == 1

@@ -281,7 +281,7 @@ def test_unknown_job_is_404_on_every_job_route(client, alice):
     ]:
         response = client.request(method, f"/v1/jobs/{missing}{path}", headers=alice.headers)
         assert response.status_code == 404, (method, path)
-        assert response.json() == {"detail": f"No job {missing}"}
+        assert response.json() == {"message": f"No job {missing}", "detail": f"No job {missing}"}
 
 
 def test_the_event_stream_sends_a_point_written_later_at_the_newest_step(client, alice):

@@ -96,6 +96,7 @@ def owned(client, alice) -> dict[str, str]:
         assert response.status_code == 201, response.text
         ids[placeholder] = response.json()["id"]
     ids["key"] = "0" * 64  # a trained tokenizer's cache key: none is trained here
+    ids["key_id"] = alice.key.split("_")[1]  # her API key's public id (`/v1/keys/{key_id}/revoke`)
     return ids
 
 
@@ -129,7 +130,8 @@ def test_every_v1_route_needs_a_valid_key(client, alice, owned):
         for method, path in v1:
             response = client.request(method, fill(path, owned), headers=headers, json=TINY_JOB)
             assert response.status_code == 401, (method, path, headers)
-            assert response.json() == {"detail": "Invalid or missing API key"}
+            refusal = "Invalid or missing API key"
+            assert response.json() == {"message": refusal, "detail": refusal}
             assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/v1/jobs", headers=alice.headers).json()["count"] == 1  # nothing was created
 

@@ -190,7 +190,9 @@ def test_sweep_submit_watch_list_and_cancel(cli: Cli, tmp_path: Path) -> None:
     )
     submitted = cli("sweep", "submit", str(spec), "--set", "n_trials=2")
     assert submitted.returncode == 0, submitted.stderr
-    sweep_id = submitted.stdout.strip()
+    sweep_id = submitted.stdout.strip()  # the id alone on stdout; the resolved space on stderr
+    assert "search space (default):" in submitted.stderr
+    assert "optimizer.lr  log_uniform  0.0010 .. 0.0100" in submitted.stderr
     watched = cli("sweep", "watch", sweep_id)
     assert watched.returncode == 0, watched.stderr
     assert "2/2 trials" in watched.stdout

@@ -37,6 +37,7 @@ from service.settings import Settings
 from service.store import JobStatus, Store
 from service.store.agents import claim_trial
 from service.store.jobs import NewEvent, append_events, create_job, get_job, list_jobs, transition
+from service.store.keys import create_api_key
 from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
 from service.store.models import Dataset, Job, utcnow
@@ -180,6 +181,12 @@ def trained_tokenizer(world: World, dataset_id: str) -> str:
     return str(found["key"])
 
 
+def spare_key(store: Store, tenant: Tenant) -> str:
+    """The id of a new key of the tenant's."""
+    with store.transaction() as session:
+        return create_api_key(session=session, tenant_id=tenant.id, name="spare").split("_")[1]
+
+
 def queued_job(store: Store, tenant: Tenant, spec: dict[str, Any] = TINY_JOB) -> str:
     with store.transaction() as session:
         job, _ = create_job(session=session, tenant_id=tenant.id, spec=JobSpec.model_validate(spec))
@@ -275,6 +282,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         },
     }
     world.ids["key"] = {"finished": trained_tokenizer(world, world.ids["dataset_id"]["finished"])}
+    # A second key of alice's, hers to revoke (never the key the fuzz sends), and bob's.
+    world.ids["key_id"] = {"finished": spare_key(store, alice), "foreign": bob.key.split("_")[1]}
     yield world
     shutdown_lifespans()
 

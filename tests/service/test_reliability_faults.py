@@ -219,7 +219,9 @@ def test_a_full_disk_under_the_checkpoints_fails_the_job_cleanly(tmp_path: Path)
             assert job["attempt"] == 1  # a full disk is no worker crash: a retry would fail alike
             headline = job["error"].splitlines()[0]
             assert headline.startswith("OSError: [Errno 28] No space left on device"), job["error"]
-            assert str(checkpoints / "step_000000010.pt") in headline
+            # Named from the artifact root, which a tenant is not shown (service/redaction.py).
+            assert f"<artifacts>/jobs/{job_id}/checkpoints/step_000000010.pt" in headline
+            assert str(artifacts) not in job["error"]
             assert list(checkpoints.iterdir()) == []  # no partial file, no temp file left
             assert api.series(job_id, "train_loss")[0] == [5, 10]  # the steps before it stay
             # The service stays up; once space is freed, the next job runs and checkpoints.

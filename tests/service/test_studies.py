@@ -154,6 +154,8 @@ def test_a_study_survives_a_restart_spends_equal_budgets_and_its_statistics_chec
         shown = "\n".join(render(study.data))  # what `symopt study show` prints
         assert all(c["verdict"] in shown for c in [*comparisons, pairwise])
         assert shown.index(comparisons[-1]["verdict"]) < shown.index(pairwise["verdict"])
+        assert study.caveats == result["caveats"]  # what the verdicts rest on, shown beside them
+        assert all(f"! {caveat}" in shown for caveat in study.caveats)
 
         report = study.report(tmp_path / "report")
         text_ = report.read_text()

@@ -206,7 +206,7 @@ def test_a_prune_cut_off_by_a_killed_controller_ends_the_job_pruned(
     pruned = job_of(client, ids[3])
     pruned_at = max(study.trials[3].intermediate_values)
     assert pruned.pruned_at == pruned_at == 5 * 4 * 32  # step 5, 4 x 32 tokens a step
-    expected = {"running": "cancelling", "requeued": "cancelled", "ran_to_its_end": "succeeded"}
+    expected = {"running": "cancelling", "requeued": "pruned", "ran_to_its_end": "succeeded"}
     assert pruned.status == expected[after_the_crash]
     if after_the_crash == "running":  # its worker stops at the cancel
         with store.transaction() as session:
@@ -264,7 +264,7 @@ def test_a_prune_cut_off_in_an_agents_report_ends_the_job_pruned(
             True,
             job.pruned_at,
         )
-        assert post(client, alice, bad, "finish", {"status": "pruned"}).json()["status"] == "cancelled"
+        assert post(client, alice, bad, "finish", {"status": "pruned"}).json()["status"] == "pruned"
     sweep = client.get(f"/v1/sweeps/{sweep_id}", headers=alice.headers).json()
     states = api_and_optuna_states(client, alice, sweep)
     assert states[3] == ("pruned", "pruned")

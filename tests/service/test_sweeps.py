@@ -47,7 +47,8 @@ def test_pruned_lr_sweep_lands_near_the_best_of_a_grid(api: Api) -> None:
     pruned = [t for t in trials if t["state"] == "pruned"]
     assert pruned, "the median pruner stopped no trial"
     jobs = [sweeps.http.get(f"/v1/jobs/{trial['job_id']}").json() for trial in pruned]
-    assert all(job["status"] == "cancelled" for job in jobs)
+    assert all(job["status"] == "pruned" for job in jobs)
+    assert all(job["name"] == f"tpe#{t['trial_number']}" for job, t in zip(jobs, pruned, strict=True))
     assert all(t["pruned_at_tokens"] < BASE["steps"] * TOKENS_PER_STEP for t in pruned)
     # Its task really stopped early (a trial pruned at its last evaluations may finish first).
     assert any(job["step"] < BASE["steps"] for job in jobs), [job["step"] for job in jobs]

@@ -229,7 +229,7 @@ def _answer(job: Job, stored: int) -> ReportPublic:
         stored=stored,
         status=state,
         should_prune=pruned,
-        cancel_requested=cancelling or state == JobStatus.CANCELLED,
+        cancel_requested=cancelling or state in (JobStatus.CANCELLED, JobStatus.PRUNED),
         stop=pruned or state != JobStatus.RUNNING,
         pruned_at_tokens=job.pruned_at,
         diverged_at=job.diverged_at,

@@ -24,7 +24,16 @@ from ...store.metrics import read_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
-from ..params import MAX_EVENT_ID, MAX_STEP, IdempotencyKey, csv, documented_as, statuses, validated
+from ..params import (
+    MAX_EVENT_ID,
+    MAX_STEP,
+    IdempotencyKey,
+    csv,
+    documented_as,
+    status_filter,
+    statuses,
+    validated,
+)
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
 from ..submission import check_submission
 
@@ -70,7 +79,7 @@ def create_job_route(
 def list_jobs_route(
     principal: PrincipalDep,
     store: StoreDep,
-    status_: Annotated[str | None, Query(alias="status", description="comma-separated statuses")] = None,
+    status_: Annotated[str | None, status_filter(JobStatus)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     sweep_id: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

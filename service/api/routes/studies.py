@@ -23,7 +23,7 @@ from ...store.studies import (
 from ...studies.controller import current_result
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, documented_as, statuses
+from ..params import IdempotencyKey, documented_as, status_filter, statuses
 from ..schemas import StudiesPublic, StudyPublic
 from ..submission import check_submission
 
@@ -108,7 +108,7 @@ def create_study_route(
 def list_studies_route(
     principal: PrincipalDep,
     store: StoreDep,
-    status_: Annotated[str | None, Query(alias="status", description="comma-separated statuses")] = None,
+    status_: Annotated[str | None, status_filter(SweepStatus)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> StudiesPublic:

@@ -21,7 +21,7 @@ from ...sweeps.space import check_sampler, resolved_spaces
 from ...sweeps.storage import optuna_storage
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
 from ..errors import error_responses
-from ..params import IdempotencyKey, documented_as, statuses
+from ..params import IdempotencyKey, documented_as, status_filter, statuses
 from ..schemas import (
     HistoryTrialPublic,
     IntermediatePublic,
@@ -102,7 +102,7 @@ def create_sweep_route(
 def list_sweeps_route(
     principal: PrincipalDep,
     store: StoreDep,
-    status_: Annotated[str | None, Query(alias="status", description="comma-separated statuses")] = None,
+    status_: Annotated[str | None, status_filter(SweepStatus)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SweepsPublic:

@@ -69,11 +69,14 @@ export async function studyPage(root, { id, context }) {
     }
     // Between the other candidates (a before b, as listed); absent from results stored before it existed.
     const pairwise = result.pairwise_verdicts ?? [];
+    const caveats = result.caveats ?? []; // what the verdicts rest on
     fill(verdicts, h("h2", {}, "Verdicts"), result.verdicts.length
       ? h("ul", { class: "verdicts" }, result.verdicts.map((v) => h("li", {}, v)))
       : h("p", { class: "muted" }, "None yet: they need the confirmation runs."),
       pairwise.length ? [h("h3", {}, "Between the other candidates"),
-        h("ul", { class: "verdicts", id: "pairwise" }, pairwise.map((v) => h("li", {}, v)))] : null);
+        h("ul", { class: "verdicts", id: "pairwise" }, pairwise.map((v) => h("li", {}, v)))] : null,
+      caveats.length ? [h("h3", {}, "What these verdicts rest on"),
+        h("ul", { class: "caveats", id: "caveats" }, caveats.map((c) => h("li", {}, c)))] : null);
 
     const objective = (c, seed) => c.runs.find((r) => r.seed === seed)?.objective ?? null;
     fill(results, h("h2", {}, `Result (${result.objective}, ${Math.round(result.statistics.confidence * 100)}% intervals)`),

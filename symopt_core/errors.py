@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ModeError", "SymoptError"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["ConfigError", "ModeError", "SymoptError", "did_you_mean"]
+
+
+def did_you_mean(given: object, valid: Iterable[str]) -> str:
+    """ " (did you mean 'qwen3'?)" for the valid name closest to a mistyped one, else ""."""
+    close = difflib.get_close_matches(str(given), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class SymoptError(Exception):

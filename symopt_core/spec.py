@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from .data import CORPORA
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .hf_spec import (
     DATASET_ID_PATTERN,
     MAX_BPE_VOCAB,
@@ -293,7 +293,9 @@ class OverrideSpec(_Strict):
     @model_validator(mode="after")
     def _known_rule(self) -> OverrideSpec:
         if self.rule is not None and self.rule not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}; valid rules: {', '.join(RULES)}")
+            raise ValueError(
+                f"unknown rule {self.rule!r}{did_you_mean(self.rule, RULES)}; valid rules: {', '.join(RULES)}"
+            )
         if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas {self.betas} must each lie in [0, 1)")
         return self
@@ -347,7 +349,10 @@ class OptimizerSpec(_OmitsUnusedFields, _Strict):
     def _known_preset_and_classes(self) -> OptimizerSpec:
         check_mapping(self.mapping)
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+            raise ValueError(
+                f"unknown preset {self.preset!r}{did_you_mean(self.preset, PRESETS)}; valid presets: "
+                f"{', '.join(PRESETS)}"
+            )
         if self.schedule_free is not None and not self.is_schedule_free:
             valid = ", ".join(name for name, preset in PRESETS.items() if preset.schedule_free is not None)
             raise ValueError(
@@ -360,7 +365,10 @@ class OptimizerSpec(_OmitsUnusedFields, _Strict):
                     f"unknown parameter class {name!r} in overrides; valid: {', '.join(_OVERRIDE_NAMES)}"
                 )
             if isinstance(value, str) and value not in RULES:
-                raise ValueError(f"unknown rule {value!r} for {name!r}; valid rules: {', '.join(RULES)}")
+                raise ValueError(
+                    f"unknown rule {value!r} for {name!r}{did_you_mean(value, RULES)}; valid rules: "
+                    f"{', '.join(RULES)}"
+                )
         return self
 
     def mapping_options(self) -> dict[str, str | tuple[str, str]]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, PlainValidator, ValidationError
+
+from symopt_core.errors import did_you_mean
 
 __all__ = [
     "MAX_EVENT_ID",
@@ -85,13 +88,43 @@ def validated(model: type[Model], body: Any, context: dict[str, Any] | None = No
     try:
         return model.model_validate(body, context=context)
     except ValidationError as error:
-        raise RequestValidationError(located(error)) from None
+        raise RequestValidationError(located(error, model)) from None
 
 
-def located(error: ValidationError) -> list[dict[str, Any]]:
+def located(error: ValidationError, model: type[BaseModel]) -> list[dict[str, Any]]:
     """`error`'s problems as FastAPI reports a body's (each located under `body`), in plain
-    values that pickle and serialize."""
-    return [
-        {"loc": ("body", *problem["loc"]), "msg": problem["msg"], "type": problem["type"]}
-        for problem in error.errors(include_url=False)
-    ]
+    values that pickle and serialize; an unknown field names the closest field of its model."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden" and problem["loc"]:
+            *parents, name = problem["loc"]
+            message += did_you_mean(name, fields_at(model, parents))
+        problems.append({"loc": ("body", *problem["loc"]), "msg": message, "type": problem["type"]})
+    return problems
+
+
+def fields_at(model: type[BaseModel], path: list[Any]) -> list[str]:
+    """The field names of the model found at `path` inside `model` (through optional, list and
+    mapping fields), or none when the path leaves the models."""
+    annotation: Any = model
+    for key in path:
+        nested = _model_in(annotation)
+        if nested is not None and isinstance(key, str) and key in nested.model_fields:
+            annotation = nested.model_fields[key].annotation
+        elif get_origin(annotation) in (dict, list, Union, UnionType) or isinstance(key, int):
+            annotation = next((a for a in get_args(annotation)[::-1] if _model_in(a) is not None), None)
+        else:
+            return []
+    found = _model_in(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None

@@ -97,5 +97,5 @@ def _problems(name: str, body: Any) -> list[dict[str, Any]]:
     try:
         _SPECS[name].model_validate(body)
     except ValidationError as error:
-        return located(error)
+        return located(error, _SPECS[name])
     return []

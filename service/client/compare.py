@@ -52,12 +52,19 @@ def _evaluations(job: Job) -> list[tuple[int, int, float]]:
     return [(s, t, float(v)) for s, t, v in found if isinstance(v, int | float) and math.isfinite(v)]
 
 
-def _lr(spec: dict[str, Any]) -> float | None:
-    from symopt_core.presets import PRESETS
-
+def _lr(spec: dict[str, Any], preset_lrs: dict[str, float]) -> float | None:
+    """The lr a job trains with: its spec's, else its preset's default."""
     lr = spec["optimizer"].get("lr")
-    preset = PRESETS.get(spec["optimizer"]["preset"])
-    return float(lr) if lr is not None else (preset.lr if preset is not None else None)
+    return float(lr) if lr is not None else preset_lrs.get(spec["optimizer"]["preset"])
+
+
+def _preset_lrs(jobs: Sequence[Job]) -> dict[str, float]:
+    """Each preset's default lr, asked of the service (importing the presets here would import
+    torch: seconds for a command that only reads)."""
+    if all(job.spec["optimizer"].get("lr") is not None for job in jobs):
+        return {}
+    catalog = jobs[0].client.request("GET", "/v1/presets")
+    return {preset["name"]: float(preset["lr"]) for preset in catalog["data"]}
 
 
 def _wall_time(job: Job) -> float | None:
@@ -79,7 +86,7 @@ def compare(jobs: Sequence[Job], target: float | None = None) -> Comparison:
     bests = {job_id: min((v for _, _, v in found), default=None) for job_id, found in evaluations.items()}
     if target is None and bests and all(best is not None for best in bests.values()):
         target = max(best for best in bests.values() if best is not None)
-    rows = []
+    preset_lrs, rows = _preset_lrs(jobs), []
     for job in jobs:
         found = evaluations[job.id]
         best = min(found, key=lambda e: e[2]) if found else None
@@ -90,7 +97,7 @@ def compare(jobs: Sequence[Job], target: float | None = None) -> Comparison:
                 name=job.name,
                 status=job.status,
                 preset=str(job.spec["optimizer"]["preset"]),
-                lr=_lr(job.spec),
+                lr=_lr(job.spec, preset_lrs),
                 batch_size=int(job.spec["batch"]["size"]),
                 best_val_loss=best[2] if best else None,
                 best_val_step=best[0] if best else None,
@@ -110,13 +117,14 @@ def plot_comparison(jobs: Sequence[Job], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (train_axes, val_axes) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, sharey=True)
+    preset_lrs = _preset_lrs(jobs)
     for job in jobs:
         rows = job.metrics(["train_loss", "tokens"])
         tokens = {r["step"]: r["value"] for r in rows if r["name"] == "tokens"}
         train = [
             (tokens[r["step"]], r["value"]) for r in rows if r["name"] == "train_loss" and r["step"] in tokens
         ]
-        label = f"{job.name} ({job.spec['optimizer']['preset']}, lr {_lr(job.spec) or 0:.3g})"
+        label = f"{job.name} ({job.spec['optimizer']['preset']}, lr {_lr(job.spec, preset_lrs) or 0:.3g})"
         (line,) = train_axes.plot(*zip(*train, strict=True), label=label, alpha=0.8) if train else (None,)
         found = _evaluations(job)
         if found:

@@ -213,7 +213,11 @@ class Job(Handle):
                         elif kind == "metrics" and take(data):
                             yield progress
                         elif kind == "end":
+                            # The last evaluation may be stored with the final status, after the
+                            # stream's last metrics frame: read what is left before the last line.
                             self.refresh()
+                            for page in self.metric_pages(since_step=cursor[0] - 1):
+                                take(page)
                             progress.status = self.status
                             yield progress
                             return

@@ -83,13 +83,14 @@ class ProgressLines:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.last: tuple[int, str] | None = None
+        self.last: tuple[int, str, str] | None = None
 
     def show(self, progress: Progress) -> None:
-        if (progress.step, progress.status) == self.last:
-            return
-        self.last = (progress.step, progress.status)
         values = " ".join(f"{name}={value}" for name, value in progress.shown().items())
+        # A step's val_loss may come after its train_loss: a new value is a new line too.
+        if (progress.step, progress.status, values) == self.last:
+            return
+        self.last = (progress.step, progress.status, values)
         line = f"{progress.unit} {progress.step}/{progress.total} {progress.status} {values}".rstrip()
         print(line, file=self.stream, flush=True)
 

@@ -128,6 +128,18 @@ def show_job(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def summary_line(job: Any) -> str:
+    """How a watched job ended. A job stopped before its result (cancelled, pruned, failed) still
+    has the evaluations it stored: its newest val_loss and the best one are shown from those."""
+    result = job.result or {}
+    val_loss, best = result.get("val_loss"), result.get("best_val_loss", job.data.get("best_val_loss"))
+    if val_loss is None:
+        series = job.metrics(names=["val_loss"])
+        val_loss = series[-1]["value"] if series else None
+    ended = f"job {job.id} {job.status} at step {job.step}"
+    return f"{ended}: val_loss={number(val_loss)} best_val_loss={number(best)}"
+
+
 def _watch(job: Any, args: argparse.Namespace) -> int:
     try:
         job.wait(progress="none" if args.output == "json" else args.progress)
@@ -140,11 +152,7 @@ def _watch(job: Any, args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(job.data)
     else:
-        result = job.result or {}
-        print(
-            f"job {job.id} {job.status} at step {job.step}: val_loss={number(result.get('val_loss'))} "
-            f"best_val_loss={number(result.get('best_val_loss'))}"
-        )
+        print(summary_line(job))
         if job.data.get("error"):
             print(job.data["error"].strip().splitlines()[-1], file=sys.stderr)
     return watch_exit_code(job.status)

@@ -123,16 +123,24 @@ def show_sweep(args: argparse.Namespace, client: Any) -> int:
     from ..client import SWEEP_FINAL
 
     sweep = client.sweep(args.sweep_id)
+    # On a terminal each update reprints the table; into a log or a pipe, only the lines that
+    # changed (the progress line, trials that moved) follow the first table.
+    terminal, shown = sys.stdout.isatty(), set[str]()
     while True:
         trials = sweep.list_trials()
         if args.output == "json":
             print_json({"sweep": sweep.data, "trials": trials})
         else:
-            print(render(sweep.data, trials), flush=True)
+            lines = render(sweep.data, trials).splitlines()
+            new = lines if terminal else [line for line in lines if line not in shown]
+            if new:
+                print("\n".join(new), flush=True)
+            shown |= set(lines)
         if not args.watch or sweep.status in SWEEP_FINAL:
             return 0 if sweep.status != "failed" else 1
         time.sleep(5)
-        print(file=sys.stdout)
+        if terminal:
+            print(file=sys.stdout)
         sweep.refresh()
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .sources import DATA_DIR_ENV, RemoteFile, resolve_in_root, resolve_remote
 
 __all__ = ["CORPORA", "SHAKESPEARE", "Corpus", "CorpusKind", "corpus_identity", "load_corpus"]
@@ -226,8 +226,9 @@ def _request(
         kind = CORPORA[name]
     else:
         raise ConfigError(
-            f"Unknown corpus {name!r}; valid names: {', '.join(sorted(CORPORA))}, or file:<path> for your "
-            "own UTF-8 text file, named relative to the data root "
+            f"Unknown corpus {name!r}{did_you_mean(name, CORPORA)}; valid names: "
+            f"{', '.join(sorted(CORPORA))}, or file:<path> for your own UTF-8 text file, named relative "
+            "to the data root "
             f"(export {DATA_DIR_ENV}=<directory> or pass data_root=)."
         )
     unknown = sorted(set(options) - set(kind.defaults))

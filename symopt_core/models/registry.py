@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from . import gemma3, gpt2, gpt_oss, olmoe, qwen3
 from .base import CausalLM
 
@@ -40,7 +40,10 @@ def get_family(family: str) -> ModelFamily:
     key = family.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in MODEL_FAMILIES:
-        raise ConfigError(f"Unknown model family: {family!r}; valid families: {', '.join(MODEL_FAMILIES)}")
+        raise ConfigError(
+            f"Unknown model family: {family!r}{did_you_mean(family, MODEL_FAMILIES)}; valid families: "
+            f"{', '.join(MODEL_FAMILIES)}"
+        )
     return MODEL_FAMILIES[key]
 
 

@@ -162,7 +162,8 @@ def test_bad_input_exits_2_with_the_servers_message_and_a_bad_key_exits_3(
     bad.write_text(yaml.safe_dump({**TINY, "model": {"family": "qwen9"}}))
     refused = cli("jobs", "submit", str(bad))
     assert refused.returncode == 2
-    assert "model: Unknown model family: 'qwen9'; valid families: gpt2, qwen3" in refused.stderr
+    suggested = "model: Unknown model family: 'qwen9' (did you mean 'qwen3'?); valid families: gpt2"
+    assert suggested in refused.stderr
     assert cli("jobs", "submit", str(tmp_path / "missing.yaml")).returncode == 2
     assert cli("jobs", "show", "no-such-job").returncode == 2
     stranger = Cli(tmp_path / "nobody", SYMOPT_URL=service.url, SYMOPT_API_KEY="sym_0000_wrong")

@@ -221,6 +221,7 @@ def test_a_running_job_grows_live_without_reload_and_cancel_ends_it(
     assert page.evaluate("window.__sameDocument") is True  # grown in place, not reloaded
     shot(page, "job-running")
 
+    page.once("dialog", lambda dialog: dialog.accept())  # the cancel button asks first
     page.click("#cancel")
     page.wait_for_selector('[data-status="cancelled"]')
     assert client.job(job.id).status == "cancelled"

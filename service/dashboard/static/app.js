@@ -2,7 +2,8 @@
 // the user navigates away).
 
 import { checkKey, forgetKey, onUnauthorized, storedKey } from "./api.js";
-import { comparePage, jobPage, jobsPage } from "./jobs.js";
+import { comparePage, jobPage } from "./jobs.js";
+import { jobsPage } from "./runs.js";
 import { studiesPage, studyPage } from "./studies.js";
 import { sweepPage, sweepsPage } from "./sweeps.js";
 import { h } from "./ui.js";
@@ -80,7 +81,9 @@ async function route() {
   try {
     await page(root, { id: match[1] && decodeURIComponent(match[1]), params: new URLSearchParams(query), context });
   } catch (error) {
-    if (context.alive && error.status !== 401) root.append(h("p", { class: "error" }, `Could not load this page: ${error.message}`));
+    if (!context.alive || error.status === 401) return;
+    console.warn(error); // its stack, for whoever opens the console
+    root.append(h("p", { class: "error" }, `Could not load this page: ${error.message}`));
   }
 }
 

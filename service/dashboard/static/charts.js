@@ -1,8 +1,10 @@
 // Charts on uPlot (the global `uPlot` from vendor/uPlot.iife.min.js).
 //
 // Every chart element carries what it plots, for tests and for anyone reading the page:
-// data-points = {series label: number of points drawn} (updated on each draw) and
-// data-bands = number of min-max bands; window.__symopt.charts[name] holds the same.
+// data-points = {series label: number of points drawn} (updated on each draw), data-last =
+// {series label: [x, y] of its last point}, data-bands = number of min-max bands and data-ticks =
+// [x tick labels, y tick labels] as last drawn; window.__symopt.charts[name] holds the same
+// (but data-last).
 
 import { finite } from "./api.js";
 
@@ -13,17 +15,41 @@ export const PRUNED = "#9ca3af";
 
 window.__symopt = window.__symopt || { charts: {} };
 
-function expose(element, name, u, bands) {
+// Points per series: what a scatter's path builder placed (uPlot's mode 2 keeps its own count in
+// u.drawn), else the non-null values of the series' column (mode 1).
+function drawnPoints(u) {
   const points = {};
   for (let i = 1; i < u.series.length; i++) {
     if (u.series[i].label.startsWith("_")) continue; // band edges: drawn, but not data of their own
-    points[u.series[i].label] = u.data[i].reduce((n, v) => n + (v === null || v === undefined ? 0 : 1), 0);
+    if (u.mode === 2) points[u.series[i].label] = u.series[i].show ? u.drawn?.[i] ?? 0 : 0;
+    else points[u.series[i].label] = u.data[i].reduce((n, v) => n + (v === null || v === undefined ? 0 : 1), 0);
   }
+  return points;
+}
+
+// The last point of each series, [x, y]: where a curve ends (its x on the axis chosen, its y
+// smoothed when smoothing is on).
+function lastPoints(u) {
+  const last = {};
+  for (let i = 1; i < u.series.length; i++) {
+    if (u.series[i].label.startsWith("_")) continue;
+    const [xs, ys] = u.mode === 2 ? u.data[i] : [u.data[0], u.data[i]];
+    let j = ys.length - 1;
+    while (j >= 0 && (ys[j] === null || ys[j] === undefined)) j--;
+    if (j >= 0) last[u.series[i].label] = [xs[j], ys[j]];
+  }
+  return last;
+}
+
+function expose(element, name, u, bands, ticks) {
+  const points = drawnPoints(u);
   element.dataset.points = JSON.stringify(points);
+  element.dataset.last = JSON.stringify(lastPoints(u));
   element.dataset.bands = String(bands);
+  element.dataset.ticks = JSON.stringify(ticks);
   // drawn: the newest draw; first: the first (since navigation start, as performance.now()).
   const now = performance.now();
-  window.__symopt.charts[name] = { points, bands, drawn: now, first: window.__symopt.charts[name]?.first ?? now };
+  window.__symopt.charts[name] = { points, bands, ticks, drawn: now, first: window.__symopt.charts[name]?.first ?? now };
 }
 
 /** Series on one x axis: their steps merged, null where a series has no point. */
@@ -42,9 +68,8 @@ export function align(list, { positive = false } = {}) {
 }
 
 /**
- * A uPlot in `element` that follows its width. `build(width)` returns uPlot options without
- * size; `data` is uPlot's column data. `update(data)` redraws in place; `rebuild()` makes a new
- * plot (for a change of scale type, which uPlot fixes at creation).
+ * A uPlot in `element` that follows its width. `draw(options, data)` makes a new plot (uPlot
+ * fixes scale types at creation); `update(data)` redraws in place.
  */
 export class Chart {
   constructor(element, name, { height = 260, bands = 0 } = {}) {
@@ -52,6 +77,7 @@ export class Chart {
     this.name = name;
     this.height = height;
     this.bands = bands;
+    this.ticks = [];
     this.element.dataset.chart = name;
     this.plot = null;
     this.resizer = new ResizeObserver(() => {
@@ -64,14 +90,22 @@ export class Chart {
   draw(options, data) {
     this.options = options;
     this.plot?.destroy();
-    const hooks = { ...(options.hooks || {}), draw: [(u) => expose(this.element, this.name, u, this.bands)] };
+    this.ticks = [];
+    const hooks = { ...(options.hooks || {}), draw: [(u) => expose(this.element, this.name, u, this.bands, this.ticks)] };
     const width = Math.max(200, this.element.clientWidth || 300);
-    this.plot = new uPlot({ ...options, hooks, width, height: this.height }, data, this.element);
+    const axes = (options.axes || []).map((axis, i) => this.#recording(axis, i));
+    this.plot = new uPlot({ ...options, axes, hooks, width, height: this.height }, data, this.element);
     // Band edges ("_min ...", "_max ...") stay out of the legend: the band shows them.
     const rows = this.element.querySelectorAll(".u-legend .u-series");
     this.plot.series.forEach((s, i) => {
-      if (s.label.startsWith("_") && rows[i]) rows[i].style.display = "none";
+      if (s.label?.startsWith("_") && rows[i]) rows[i].style.display = "none"; // mode 2: series 0 has none
     });
+  }
+
+  // The axis with its tick labels kept in this.ticks[i] each time uPlot asks for them.
+  #recording(axis, i) {
+    if (typeof axis.values !== "function") return axis;
+    return { ...axis, values: (...args) => (this.ticks[i] = axis.values(...args)) };
   }
 
   update(data) {
@@ -87,22 +121,36 @@ export class Chart {
   }
 }
 
-function axes(xLabel, yLabel, { xLog2 = false, xWhole = false } = {}) {
-  const y = { label: yLabel, size: 60, values: (u, ticks) => ticks.map(short) };
-  const x = { label: xLabel, values: (u, ticks) => ticks.map(xLog2 ? String : short) };
+/** x and y axes labelled with tickLabels (or `xValues` for an axis of names, e.g. categories). */
+export function axes(xLabel, yLabel, { xValues = null, xWhole = false } = {}) {
+  const y = { label: yLabel, size: 60, values: (u, ticks) => tickLabels(ticks) };
+  const x = { label: xLabel, values: xValues ?? ((u, ticks) => tickLabels(ticks)) };
   if (xWhole) x.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]; // trial numbers: no 1.25
   return [x, y];
 }
 
-/** 0.000123 -> 1.23e-4, 12345 -> 12.3k: tick labels that fit a narrow axis. */
-export function short(v) {
+/** 0.000123 -> 1.2e-4, 12345 -> 12.3k: a number in `digits` significant digits that fits an axis. */
+export function short(v, digits = 3) {
   if (v === null || v === undefined) return "";
   const a = Math.abs(v);
   if (a === 0) return "0";
-  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
-  if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
-  if (a < 1e-3) return v.toExponential(1);
-  return String(+v.toPrecision(3));
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(digits)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toPrecision(digits)}k`;
+  if (a < 1e-3) return v.toExponential(digits - 2);
+  return String(+v.toPrecision(digits));
+}
+
+/**
+ * Tick labels as short as they can be while each tells its tick apart: objectives 2.2105,
+ * 2.2110, 2.2115 read "2.2105, 2.211, 2.2115", never "2.21, 2.21, 2.21".
+ */
+export function tickLabels(ticks) {
+  for (let digits = 3; digits <= 12; digits++) {
+    const labels = ticks.map((v) => short(v, digits));
+    const shown = labels.filter((l) => l !== "");
+    if (new Set(shown).size === shown.length) return labels;
+  }
+  return ticks.map((v) => (v === null || v === undefined ? "" : String(v)));
 }
 
 // Dots where a series has few points in view (val_loss: one per evaluation, a lone one at step
@@ -114,8 +162,8 @@ function sparse(u, si, i0, i1) {
   return n * 8 * devicePixelRatio <= u.bbox.width;
 }
 
-/** Line options: `labels` one per series, x linear (or log), y linear or log. */
-export function lineOptions({ labels, xLabel = "step", yLabel = "", logY = false, logX = false, widths }) {
+/** Line options: `labels` (and `widths`, `colors`) one per series, x linear (or log), y linear or log. */
+export function lineOptions({ labels, xLabel = "step", yLabel = "", logY = false, logX = false, widths, colors }) {
   return {
     scales: { x: { time: false, distr: logX ? 3 : 1 }, y: { distr: logY ? 3 : 1 } },
     axes: axes(xLabel, yLabel),
@@ -125,7 +173,7 @@ export function lineOptions({ labels, xLabel = "step", yLabel = "", logY = false
       { label: xLabel },
       ...labels.map((label, i) => ({
         label,
-        stroke: color(i),
+        stroke: colors ? colors[i] : color(i),
         width: widths ? widths[i] : 1.5,
         spanGaps: true, // val_loss every eval, train_loss every log_every: join across the gaps
         points: { show: sparse },
@@ -133,51 +181,6 @@ export function lineOptions({ labels, xLabel = "step", yLabel = "", logY = false
       })),
     ],
   };
-}
-
-/**
- * Scatter of labelled points [{x, y, group}] (groups: [{label, color, hollow}]); x may repeat
- * (two trials with the same batch size), so the data is one column per point, sorted by x.
- */
-export function scatterData(points, groups) {
-  const sorted = [...points].filter((p) => p.x !== null && p.y !== null).sort((a, b) => a.x - b.x);
-  const xs = sorted.map((p) => p.x);
-  const columns = groups.map((g) => sorted.map((p) => (p.group === g.label ? p.y : null)));
-  return [xs, ...columns];
-}
-
-export function scatterOptions({ groups, xLabel, yLabel, logX = false, log2X = false, xWhole = false }) {
-  const dot = (g) => ({
-    label: g.label,
-    stroke: g.color,
-    fill: g.hollow ? "#fff" : g.color,
-    paths: () => null, // points only
-    points: { show: true, size: 9, width: 2, stroke: g.color, fill: g.hollow ? "#fff" : g.color },
-    value: (u, v) => (v === null ? "–" : short(v)),
-  });
-  return {
-    mode: 1,
-    scales: { x: { time: false, distr: logX || log2X ? 3 : 1, log: log2X ? 2 : 10, range: logX ? decades : undefined }, y: {} },
-    axes: axes(xLabel, yLabel, { xLog2: log2X, xWhole }),
-    legend: { live: true },
-    cursor: { drag: { x: false, y: false } },
-    series: [
-      { label: xLabel },
-      ...groups.map((g) =>
-        g.line
-          ? { label: g.label, stroke: g.color, width: 1.5, spanGaps: true, points: { show: false },
-              paths: uPlot.paths.stepped({ align: 1 }) }
-          : dot(g)),
-    ],
-  };
-}
-
-// A log axis from decade to decade, so that it always has labelled ticks (lr 0.003..0.008: 0.001, 0.01).
-function decades(u, min, max) {
-  if (!(min > 0 && max > 0)) return [min, max];
-  const low = 10 ** Math.floor(Math.log10(min));
-  const high = 10 ** Math.ceil(Math.log10(max));
-  return [low, high > low ? high : low * 10];
 }
 
 /** Mean lines with shaded min-max bands: for each group, series mean, _min, _max (in that order). */
@@ -202,46 +205,4 @@ export function bandOptions({ labels, xLabel, yLabel }) {
     series,
     bands,
   };
-}
-
-/**
- * Curves [{label, x, y}] on one chart, redrawn in place as they grow; a new plot only when the
- * set of curves or the y scale (linear or log) changes.
- */
-export class Curves {
-  constructor(element, name, { xLabel = "step", yLabel = "", logY = false, height = 260 } = {}) {
-    this.chart = new Chart(element, name, { height });
-    this.axis = { xLabel, yLabel };
-    this.logY = logY;
-    this.labels = null;
-    this.entries = [];
-  }
-
-  show(entries) {
-    this.entries = entries;
-    const labels = entries.map((e) => e.label);
-    const data = align(entries, { positive: this.logY });
-    if (this.labels === null || labels.join("\n") !== this.labels.join("\n")) {
-      this.chart.draw(lineOptions({ labels, ...this.axis, logY: this.logY }), data);
-      this.labels = labels;
-    } else {
-      this.chart.update(data);
-    }
-  }
-
-  /** A new x axis label (the caller's next show() brings the matching x values). */
-  relabel(xLabel) {
-    this.axis.xLabel = xLabel;
-    this.labels = null;
-  }
-
-  setLogY(on) {
-    this.logY = on;
-    this.labels = null; // uPlot fixes a scale's distribution when the plot is made
-    this.show(this.entries);
-  }
-
-  destroy() {
-    this.chart.destroy();
-  }
 }

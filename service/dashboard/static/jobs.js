@@ -1,96 +1,13 @@
-// Jobs: the list (filters, selection for compare), one job live, and several jobs overlaid.
+// Jobs: one job live, and several jobs overlaid (the list is the runs table, runs.js).
 
 import { api, MetricsFeed } from "./api.js";
-import { Curves } from "./charts.js";
+import { csvText, download, fileName } from "./csv.js";
+import { curveControls, Curves, X_AXES, xScale } from "./curves.js";
+import { baseLr, classLrs, presetTable } from "./effective.js";
+import { jobLink, lr, model, preset, runBy } from "./runs.js";
 import { card, duration, fill, facts, h, num, seconds, status, table, TERMINAL, when } from "./ui.js";
 
-const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "diverged"];
-
-const model = (spec) => {
-  const m = spec.model || {};
-  return [m.family, m.size].filter(Boolean).join(" ") || "custom";
-};
-const preset = (spec) => spec.optimizer?.preset ?? "–";
 const elapsed = (job) => duration(seconds(job.started_at, job.finished_at));
-const jobLink = (job) => h("a", { href: `#/job/${job.id}` }, job.name || job.id.slice(0, 8));
-// Who runs the job: the service's workers, or an agent (a user's own script) that claimed it.
-// A requeued agent job keeps the host of its lost attempt, so a queued one says it waits.
-const agents = (job) => job.executor === "agents";
-function runBy(job) {
-  if (!agents(job)) return "service";
-  if (job.status === "queued" || !job.agent_host) {
-    return `agent (waiting for one${job.agent_host ? `; last on ${job.agent_host}` : ""})`;
-  }
-  return `agent on ${job.agent_host}`;
-}
-// The list's Job cell: the link, and for an agent job a small tag with its host.
-const jobCell = (job) => (agents(job)
-  ? h("span", {}, jobLink(job), " ", h("span", { class: "agent-tag", title: runBy(job) },
-    job.agent_host ? `agent ${job.agent_host}` : "agent"))
-  : jobLink(job));
-
-function replaceQuery(path, params) {
-  const query = new URLSearchParams([...params].filter(([, v]) => v)).toString();
-  history.replaceState(null, "", `#${path}${query ? `?${query}` : ""}`);
-}
-
-export async function jobsPage(root, { params, context }) {
-  const chosen = { status: params.get("status") || "", sweep: params.get("sweep") || "" };
-  const selected = new Set();
-  const sweeps = await api("/v1/sweeps", { params: { limit: 200 } });
-  const statusSelect = h("select", { name: "status", "aria-label": "status" },
-    h("option", { value: "" }, "any status"),
-    h("option", { value: "queued,running,cancelling" }, "active"),
-    STATUSES.map((s) => h("option", { value: s }, s)));
-  const sweepSelect = h("select", { name: "sweep", "aria-label": "sweep" },
-    h("option", { value: "" }, "any sweep"),
-    sweeps.data.map((s) => h("option", { value: s.id }, `${s.name} (${s.id.slice(0, 6)})`)));
-  statusSelect.value = chosen.status;
-  sweepSelect.value = chosen.sweep;
-  const compare = h("button", { type: "button", class: "primary", disabled: true,
-    onclick: () => { location.hash = `#/compare?ids=${[...selected].join(",")}`; } }, "Compare selected");
-  const count = h("span", { class: "muted" });
-  const holder = h("div", { id: "jobs-table" });
-  root.append(h("h1", {}, "Jobs"), card(null,
-    h("div", { class: "toolbar" }, h("label", {}, "Status ", statusSelect), h("label", {}, "Sweep ", sweepSelect),
-      compare, count),
-    holder));
-
-  const columns = [
-    { label: "", value: () => null, cell: (job) => h("input", {
-      type: "checkbox", "aria-label": `select ${job.name}`, checked: selected.has(job.id),
-      onchange: (event) => {
-        event.target.checked ? selected.add(job.id) : selected.delete(job.id);
-        compare.disabled = selected.size < 1;
-      } }) },
-    { label: "Job", value: (j) => j.name, cell: jobCell },
-    { label: "Status", value: (j) => j.status, cell: (j) => status(j.status) },
-    { label: "Model", value: (j) => model(j.spec), cell: (j) => model(j.spec) },
-    { label: "Preset", value: (j) => preset(j.spec), cell: (j) => preset(j.spec) },
-    { label: "Step", value: (j) => j.step, cell: (j) => `${j.step} / ${j.spec.steps}`, num: true },
-    { label: "Best val loss", value: (j) => j.best_val_loss, num: true },
-    { label: "Elapsed", value: (j) => seconds(j.started_at, j.finished_at), cell: elapsed, num: true },
-    { label: "Created", value: (j) => j.created_at, cell: (j) => when(j.created_at) },
-  ];
-  const refresh = async () => {
-    const jobs = await api("/v1/jobs", {
-      params: { status: chosen.status, sweep_id: chosen.sweep, limit: 200 },
-    });
-    count.textContent = `${jobs.count} job${jobs.count === 1 ? "" : "s"}${jobs.count > jobs.data.length ? `, newest ${jobs.data.length} shown` : ""}`;
-    fill(holder, jobs.data.length ? table(columns, jobs.data) : h("p", { class: "muted" }, "No jobs match."));
-    holder.dataset.rows = String(jobs.data.length);
-  };
-  const filter = () => {
-    chosen.status = statusSelect.value;
-    chosen.sweep = sweepSelect.value;
-    replaceQuery("/jobs", Object.entries(chosen));
-    refresh();
-  };
-  statusSelect.addEventListener("change", filter);
-  sweepSelect.addEventListener("change", filter);
-  await refresh();
-  context.every(3000, refresh);
-}
 
 // The job page's charts: which series each shows, matched by name.
 const PANELS = [
@@ -106,21 +23,63 @@ const PANELS = [
     match: (n) => /^moe\/layer\d+\/max_mean_load$/.test(n) },
 ];
 const LOSS_ORDER = ["train_loss", "val_loss"];
+// What the x axes are made of (curves.js xScale), held beside the panels' series.
+const X_SERIES = ["tokens", "step_time_s"];
+
+/** Each job's step -> x for `axis`, and the axis label; all on steps when one of the jobs
+ * cannot give `axis` (an agent's job may report no step times). */
+function xScales(axis, jobs, feeds) {
+  const scales = jobs.map((job, i) => xScale(axis, job, feeds[i]));
+  if (scales.every(Boolean)) return { scales, label: X_AXES[axis][1] };
+  return { scales: jobs.map(() => (step) => step), label: `step (no ${axis} recorded)` };
+}
+
+/** Every series of a job as CSV: one row per step, one column per series (losses first). */
+async function metricsCsv(job) {
+  const feed = await new MetricsFeed(job.id, () => true, { first: [] }).load();
+  const rank = (name) => (LOSS_ORDER.includes(name) ? LOSS_ORDER.indexOf(name) : LOSS_ORDER.length);
+  const names = [...feed.series.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  const steps = [...new Set(names.flatMap((n) => feed.series.get(n).steps))].sort((a, b) => a - b);
+  const columns = names.map((n) => {
+    const held = feed.series.get(n);
+    return new Map(held.steps.map((s, i) => [s, held.values[i]]));
+  });
+  return csvText(["step", ...names], steps.map((s) => [s, ...columns.map((c) => c.get(s))]));
+}
+
+function cancelButton(job, onCancelled) {
+  const button = h("button", { type: "button", class: "danger", id: "cancel", onclick: async () => {
+    // A cancel cannot be undone, and the button sits where a click lands by mistake: ask first.
+    const name = job().name || job().id;
+    if (!confirm(`Cancel ${name}? A running job stops at its next step; a cancelled job is not run again.`)) return;
+    button.disabled = true;
+    onCancelled(await api(`/v1/jobs/${encodeURIComponent(job().id)}/cancel`, { method: "POST" }));
+  } }, "Cancel job");
+  return button;
+}
 
 export async function jobPage(root, { id, context }) {
   let job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
   const header = h("section", { class: "card" });
   const grid = h("div", { class: "grid" });
   const logs = h("pre", { class: "logs", id: "logs" });
-  root.append(header, grid,
+  const view = { axis: "step", smoothing: 0 };
+  const csvButton = h("button", { type: "button", id: "job-csv", onclick: async () => {
+    download(fileName(`${job.name || job.id}-metrics`), await metricsCsv(job));
+  } }, "Download metrics CSV");
+  const controls = h("div", { class: "chart-head", id: "curve-controls" },
+    curveControls((chosen) => {
+      Object.assign(view, chosen);
+      draw();
+    }), csvButton);
+  root.append(header, controls, grid,
     card("Spec", h("pre", { id: "spec" }, JSON.stringify(job.spec, null, 2))),
     card("Logs", logs));
 
-  const cancel = h("button", { type: "button", class: "danger", id: "cancel", onclick: async () => {
-    cancel.disabled = true;
-    job = await api(`/v1/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+  const cancel = cancelButton(() => job, (answer) => {
+    job = answer;
     drawHeader();
-  } }, "Cancel job");
+  });
   const drawHeader = () => {
     cancel.hidden = TERMINAL.has(job.status) || job.status === "cancelling";
     fill(header,
@@ -146,24 +105,28 @@ export async function jobPage(root, { id, context }) {
   // One chart per panel that has data, made when its first series arrives.
   const panels = PANELS.map((p) => ({ ...p, curves: null, card: null }));
   context.onLeave(() => panels.forEach((p) => p.curves?.destroy()));
-  const feed = new MetricsFeed(id, (name) => PANELS.some((p) => p.match(name)));
+  const feed = new MetricsFeed(id, (name) => X_SERIES.includes(name) || PANELS.some((p) => p.match(name)));
+  const addPanel = (panel) => {
+    const element = h("div", { class: "chart" });
+    const toggle = panel.logToggle && h("label", {}, h("input", { type: "checkbox", id: `log-${panel.name}`,
+      onchange: (event) => panel.curves.setLogY(event.target.checked) }), " log scale");
+    panel.card = h("section", { class: "card" }, h("div", { class: "chart-head" }, h("h2", {}, panel.title), toggle), element);
+    // Panels keep their order whatever arrives first.
+    const after = panels.slice(0, panels.indexOf(panel)).reverse().find((p) => p.card);
+    after ? after.card.after(panel.card) : grid.prepend(panel.card);
+    panel.curves = new Curves(element, panel.name, { yLabel: panel.yLabel, logY: Boolean(panel.logY) });
+  };
   const draw = () => {
+    const { scales: [scale], label } = xScales(view.axis, [job], [feed]);
     for (const panel of panels) {
       const names = [...feed.series.keys()].filter(panel.match).sort((a, b) =>
         panel.name === "loss" ? LOSS_ORDER.indexOf(a) - LOSS_ORDER.indexOf(b) : a.localeCompare(b));
-      const entries = names.map((n) => ({ label: n, x: feed.series.get(n).steps, y: feed.series.get(n).values }))
+      const entries = names.map((n) => ({ label: n, x: feed.series.get(n).steps.map(scale), y: feed.series.get(n).values }))
         .filter((e) => e.x.length);
       if (!entries.length) continue;
-      if (!panel.curves) {
-        const element = h("div", { class: "chart" });
-        const toggle = panel.logToggle && h("label", {}, h("input", { type: "checkbox", id: `log-${panel.name}`,
-          onchange: (event) => panel.curves.setLogY(event.target.checked) }), " log scale");
-        panel.card = h("section", { class: "card" }, h("div", { class: "chart-head" }, h("h2", {}, panel.title), toggle), element);
-        // Panels keep their order whatever arrives first.
-        const after = panels.slice(0, panels.indexOf(panel)).reverse().find((p) => p.card);
-        after ? after.card.after(panel.card) : grid.prepend(panel.card);
-        panel.curves = new Curves(element, panel.name, { yLabel: panel.yLabel, logY: Boolean(panel.logY) });
-      }
+      if (!panel.curves) addPanel(panel);
+      if (panel.curves.axis.xLabel !== label) panel.curves.relabel(label);
+      panel.curves.smoothing = view.smoothing;
       panel.curves.show(entries);
     }
   };
@@ -192,41 +155,41 @@ export async function jobPage(root, { id, context }) {
   });
 }
 
+// The compare page's choice of jobs: the chosen ones (each removable) and a select to add one.
+function comparePicker(ids, recent) {
+  const go = (chosen) => { location.hash = `#/compare?ids=${chosen.join(",")}`; };
+  const names = new Map(recent.map((job) => [job.id, job]));
+  const chips = ids.map((id) => h("span", { class: "chip" }, names.has(id) ? names.get(id).name : id.slice(0, 8),
+    h("button", { type: "button", class: "link", "aria-label": `remove ${names.get(id)?.name ?? id}`,
+      onclick: () => go(ids.filter((other) => other !== id)) }, "✕")));
+  const add = h("select", { "aria-label": "add a job", onchange: (event) => go([...ids, event.target.value]) },
+    h("option", { value: "" }, "add a job…"),
+    recent.filter((job) => !ids.includes(job.id)).map((job) => h("option", { value: job.id }, `${job.name} (${preset(job.spec)})`)));
+  return h("div", { class: "toolbar" }, chips, add, h("a", { href: "#/jobs" }, "choose in the runs table"));
+}
+
+// "embedding 0.0012 · lm_head 0.0003": a job's class lrs in one cell.
+const classLrText = (lrs) => Object.entries(lrs).map(([c, v]) => `${c} ${lr(v)}`).join(" · ") || "–";
+
 export async function comparePage(root, { params, context }) {
   const ids = (params.get("ids") || "").split(",").filter(Boolean);
-  const recent = await api("/v1/jobs", { params: { limit: 50 } });
-  const chosen = new Set(ids);
-  const picker = h("div", { class: "toolbar" },
-    recent.data.map((job) => h("label", {}, h("input", {
-      type: "checkbox", value: job.id, checked: chosen.has(job.id),
-      onchange: (event) => { event.target.checked ? chosen.add(job.id) : chosen.delete(job.id); },
-    }), `${job.name} (${preset(job.spec)})`)),
-    h("button", { type: "button", class: "primary",
-      onclick: () => { location.hash = `#/compare?ids=${[...chosen].join(",")}`; } }, "Show"));
-  root.append(h("h1", {}, "Compare jobs"), card("Jobs", picker));
+  const [recent, presets] = await Promise.all([api("/v1/jobs", { params: { limit: 50 } }), presetTable()]);
+  root.append(h("h1", {}, "Compare jobs"), card("Jobs", comparePicker(ids, recent.data)));
   if (!ids.length) {
-    root.append(h("p", { class: "muted" }, "Choose jobs above, or select them in the job list."));
+    root.append(h("p", { class: "muted" }, "Add jobs above, or select them in the runs table."));
     return;
   }
   const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${encodeURIComponent(id)}`)));
-  const feeds = jobs.map((job) => new MetricsFeed(job.id, (n) => ["train_loss", "val_loss", "tokens"].includes(n)));
+  const wanted = (n) => ["train_loss", "val_loss", ...X_SERIES].includes(n);
+  const feeds = jobs.map((job) => new MetricsFeed(job.id, wanted));
   await Promise.all(feeds.map((feed) => feed.load()));
   const label = (job) => `${job.name} · ${preset(job.spec)} · ${job.id.slice(0, 6)}`;
-  // Against steps, or against training tokens (fair when batch sizes differ): the `tokens`
-  // series at each logged step, else steps x batch x seq_len (evaluations at step 0, ...).
-  let axis = "step";
-  const xOf = (job, feed, steps) => {
-    if (axis === "step") return steps;
-    const tokens = feed.series.get("tokens") || { steps: [], values: [] };
-    const at = new Map(tokens.steps.map((s, i) => [s, tokens.values[i]]));
-    return steps.map((s) => at.get(s) ?? s * job.spec.batch.size * job.spec.data.seq_len);
-  };
-  const axisSelect = h("select", { "aria-label": "x axis", onchange: (event) => {
-    axis = event.target.value;
-    charts.forEach((c) => c.curves.relabel(axis));
+  // Against steps, tokens (fair when batch sizes differ) or training time, smoothed or not.
+  const view = { axis: "step", smoothing: 0 };
+  root.append(curveControls((chosen) => {
+    Object.assign(view, chosen);
     draw();
-  } }, h("option", { value: "step" }, "x: steps"), h("option", { value: "tokens" }, "x: tokens"));
-  root.append(h("div", { class: "toolbar" }, axisSelect));
+  }));
   const charts = ["train_loss", "val_loss"].map((series) => {
     const element = h("div", { class: "chart" });
     const curves = new Curves(element, `compare_${series}`, { yLabel: series });
@@ -237,23 +200,41 @@ export async function comparePage(root, { params, context }) {
   });
   context.onLeave(() => charts.forEach((c) => c.curves.destroy()));
   const draw = () => {
+    const { scales, label: xLabel } = xScales(view.axis, jobs, feeds);
     for (const { series, curves } of charts) {
+      if (curves.axis.xLabel !== xLabel) curves.relabel(xLabel);
+      curves.smoothing = view.smoothing;
       curves.show(jobs.map((job, i) => {
         const held = feeds[i].series.get(series) || { steps: [], values: [] };
-        return { label: label(job), x: xOf(job, feeds[i], held.steps), y: held.values };
+        return { label: label(job), x: held.steps.map(scales[i]), y: held.values };
       }));
     }
   };
   draw();
-  root.append(card("Summary", table([
+
+  // The summary, as `symopt compare` prints it: lr is the effective one (the preset's default
+  // when the spec leaves it out); each class's lr follows from the job's metrics.
+  const lrs = new Map();
+  const summary = h("div", { id: "compare-summary" });
+  const drawSummary = () => fill(summary, table([
     { label: "Job", value: (j) => j.name, cell: jobLink },
     { label: "Status", value: (j) => j.status, cell: (j) => status(j.status) },
     { label: "Preset", value: (j) => preset(j.spec), cell: (j) => preset(j.spec) },
-    { label: "lr", value: (j) => j.spec.optimizer?.lr ?? null, num: true },
+    { label: "lr", value: (j) => baseLr(j, presets), cell: (j) => lr(baseLr(j, presets)), num: true },
+    { label: "lr per class", value: (j) => classLrText(lrs.get(j.id) || {}), cell: (j) => classLrText(lrs.get(j.id) || {}) },
     { label: "Batch", value: (j) => j.spec.batch?.size ?? null, num: true },
     { label: "Best val loss", value: (j) => j.best_val_loss, num: true },
+    { label: "Final val loss", value: (j) => j.result?.val_loss ?? null, num: true },
+    { label: "Tokens", value: (j) => j.result?.tokens ?? null, num: true },
     { label: "Elapsed", value: (j) => seconds(j.started_at, j.finished_at), cell: elapsed, num: true },
-  ], jobs)));
+  ], jobs));
+  root.append(card("Summary", summary));
+  drawSummary();
+  jobs.forEach((job) => classLrs(job.id).then((found) => {
+    lrs.set(job.id, found);
+    if (context.alive) drawSummary();
+  }, () => {}));
+
   // Running jobs keep growing here too.
   context.every(2000, async () => {
     const running = jobs.map((job, i) => [job, i]).filter(([job]) => !TERMINAL.has(job.status));
@@ -263,6 +244,7 @@ export async function comparePage(root, { params, context }) {
       await feeds[i].poll();
     }
     draw();
+    drawSummary();
     return true;
   });
 }

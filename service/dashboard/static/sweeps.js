@@ -1,7 +1,11 @@
-// Sweeps: the list, and one sweep's progress, best trial, plots, importances and trials.
+// Sweeps: the list, and one sweep's progress, best trial, plots (history, a slice per searched
+// parameter, parallel coordinates), importances and trials (also as CSV).
 
 import { api } from "./api.js";
-import { Chart, color, PRUNED, scatterData, scatterOptions } from "./charts.js";
+import { Chart, color, PRUNED } from "./charts.js";
+import { csvText, download, fileName } from "./csv.js";
+import { drawParallel } from "./parallel.js";
+import { scatterData, scatterOptions } from "./scatter.js";
 import { card, facts, fill, h, num, params, status, table, when } from "./ui.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -32,11 +36,6 @@ export async function sweepsPage(root, { context }) {
   context.every(5000, refresh);
 }
 
-/** The lr the plots use: optimizer.lr when tuned, else the first tuned step size. */
-function lrParam(names) {
-  return names.includes("optimizer.lr") ? "optimizer.lr" : names.find((n) => /(^|\.)lr$/.test(n)) ?? null;
-}
-
 /**
  * Points of the sweep's plots from /history: a completed trial at its objective; a pruned one,
  * marked, at the last value it reported before the pruner stopped it.
@@ -54,13 +53,50 @@ function historyPoints(history) {
   })).filter((p) => p.y !== null);
 }
 
+// How a range of the search space is best drawn: lrs on a log axis, batch sizes on powers of two.
+const KINDS = { log_uniform: "log", log_int: "log", pow2: "log2", categorical: "category", int: "linear", uniform: "linear" };
+
+/** The searched parameters [{name, kind, categories, bounds}], in the search space's order, then any
+ * other a trial holds (a sweep stored before search_space was kept). */
+function dimensionsOf(sweep, points) {
+  const ranges = new Map();
+  for (const space of Object.values(sweep.search_space || {})) {
+    for (const [name, range] of Object.entries(space)) if (!ranges.has(name)) ranges.set(name, range);
+  }
+  const names = [...new Set([...ranges.keys(), ...points.flatMap((p) => Object.keys(p.trial.params))])];
+  return names.map((name) => {
+    const range = ranges.get(name);
+    const kind = range ? KINDS[range.type] ?? "linear" : /(^|\.)lr$/.test(name) ? "log" : "linear";
+    const bounds = range && range.low !== null && range.high !== null ? [range.low, range.high] : null;
+    return { name, kind, categories: kind === "category" ? range.choices : null, bounds };
+  });
+}
+
+// A parameter's value on its slice's x axis: a category's index, else the value itself.
+function xOfParam(dimension, value) {
+  if (dimension.kind !== "category") return typeof value === "number" ? value : null;
+  const i = dimension.categories.findIndex((c) => String(c) === String(value));
+  return i < 0 ? null : i;
+}
+
+function trialsCsv(sweep, trials, paramNames) {
+  const header = ["trial_number", "preset", "state", "status", "objective", ...paramNames,
+    "pruned_at_tokens", "finished_at", "agent_host", "job_id"];
+  const rows = trials.data.map((t) => [t.trial_number, t.preset, t.state, t.status, t.objective,
+    ...paramNames.map((name) => t.params[name]), t.pruned_at_tokens, t.finished_at, t.agent_host, t.job_id]);
+  download(fileName(`${sweep.name}-trials`), csvText(header, rows));
+}
+
 export async function sweepPage(root, { id, context }) {
   const header = h("section", { class: "card" });
   const grid = h("div", { class: "grid" });
+  const parallel = h("div", { class: "parallel", id: "parallel-chart" });
+  const parallelCard = h("section", { class: "card", id: "parallel", hidden: true },
+    h("h2", {}, "Parallel coordinates (completed trials; dark: better)"), parallel);
   const importances = h("section", { class: "card", id: "importances" });
   const trialsCard = h("section", { class: "card", id: "trials" });
   const optuna = h("section", { class: "card", id: "optuna" });
-  root.append(header, grid, importances, trialsCard, optuna);
+  root.append(header, grid, parallelCard, importances, trialsCard, optuna);
   const charts = {};
   const chartCard = (name, title) => {
     const element = h("div", { class: "chart" });
@@ -114,15 +150,28 @@ export async function sweepPage(root, { id, context }) {
     const everyGroup = [...groups, ...bestLines];
     history.draw(scatterOptions({ groups: everyGroup, xLabel: "trial (completion order)", yLabel: "objective", xWhole: true }),
       scatterData(order, everyGroup));
-    const names = [...new Set(points.flatMap((p) => Object.keys(p.trial.params)))];
-    const lr = lrParam(names);
-    const scatter = [[lr, "objective vs " + lr, { logX: true }], ["batch.size", "objective vs batch size", { log2X: true }]];
-    for (const [param, title, scale] of scatter) {
-      if (!param || !names.includes(param)) continue;
-      const chart = charts[param] ?? chartCard(param, title);
-      const at = points.filter((p) => typeof p.trial.params[param] === "number")
-        .map((p) => ({ x: p.trial.params[param], y: p.y, group: p.group }));
-      chart.draw(scatterOptions({ groups, xLabel: param, yLabel: "objective", ...scale }), scatterData(at, groups));
+
+    // A slice per searched parameter: the objective against it, every trial a dot.
+    const dimensions = dimensionsOf(sweep, points);
+    for (const dimension of dimensions) {
+      const chart = charts[dimension.name] ?? chartCard(dimension.name, `objective vs ${dimension.name}`);
+      const at = points.map((p) => ({ x: xOfParam(dimension, p.trial.params[dimension.name]), y: p.y, group: p.group }));
+      chart.draw(scatterOptions({ groups, xLabel: dimension.name, yLabel: "objective", xKind: dimension.kind,
+        categories: dimension.categories, xBounds: dimension.bounds }), scatterData(at, groups));
+    }
+
+    const completed = points.filter((p) => p.trial.state === "complete");
+    parallelCard.hidden = !dimensions.length || !completed.length;
+    if (!parallelCard.hidden) {
+      const presetAxis = presets.length > 1 ? [{ name: "preset", kind: "category", categories: presets }] : [];
+      drawParallel(parallel, {
+        dimensions: [...presetAxis, ...dimensions],
+        trials: completed.map((p) => ({
+          params: { ...p.trial.params, preset: p.trial.preset },
+          objective: p.y,
+          label: `trial ${p.trial.number} (${p.trial.preset}): objective ${num(p.y)}`,
+        })),
+      });
     }
 
     fill(importances, h("h2", {}, "Parameter importances"), ...Object.entries(weights).map(([p, values]) => {
@@ -134,7 +183,9 @@ export async function sweepPage(root, { id, context }) {
     }));
 
     const paramNames = [...new Set(trials.data.flatMap((t) => Object.keys(t.params)))];
-    fill(trialsCard, h("h2", {}, `Trials (${trials.count})`), table([
+    fill(trialsCard, h("div", { class: "chart-head" }, h("h2", {}, `Trials (${trials.count})`),
+      h("button", { type: "button", id: "trials-csv", onclick: () => trialsCsv(sweep, trials, paramNames) }, "Download CSV")),
+    table([
       { label: "#", value: (t) => t.trial_number, num: true },
       { label: "Preset", value: (t) => t.preset, cell: (t) => t.preset },
       { label: "State", value: (t) => t.state, cell: (t) => status(t.state) },
@@ -146,10 +197,13 @@ export async function sweepPage(root, { id, context }) {
       { label: "Job", value: (t) => t.job_id, cell: (t) => h("a", { href: `#/job/${t.job_id}` }, t.job_id.slice(0, 8)) },
     ], trials.data, { sortable: true, sort: { column: 3 }, rowClass: (t) => (t.state === "pruned" ? "pruned" : "") }));
 
+    // The API does not tell the database URL (it may hold a password): the command names the
+    // service's own default, which `symopt serve` reads the same way.
     const studies = past.data.map((s) => s.study);
     fill(optuna, h("h2", {}, "Open in optuna-dashboard"),
-      h("p", {}, "The sweep's Optuna studies live in the service's own database. optuna-dashboard is a separate program " +
-        "(pip install optuna-dashboard); run it on the service's machine against the same database URL:"),
+      h("p", {}, "The sweep's Optuna studies live in the service's own database. optuna-dashboard is a separate " +
+        "program for operators (pip install optuna-dashboard): it shows every tenant's studies in that database. " +
+        "Run it on the service's machine against the database URL the service uses:"),
       h("pre", { id: "optuna-command" },
         'optuna-dashboard "${SYMOPT_DATABASE_URL:-sqlite:///${SYMOPT_HOME:-$HOME/.symopt}/symopt.db}"'),
       h("p", {}, `and open the stud${studies.length > 1 ? "ies" : "y"} `,

@@ -22,7 +22,7 @@ export function fill(element, ...children) {
   return element;
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "diverged"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "diverged", "pruned"]);
 
 export const status = (value) => h("span", { class: `status ${value}` }, value);
 
@@ -82,7 +82,7 @@ export function table(columns, rows, { sortable = false, rowClass = () => "", so
     if (state.column !== null) {
       const value = columns[state.column].value;
       const direction = state.descending ? -1 : 1;
-      ordered = [...rows].sort((a, b) => compare(value(a), value(b), direction));
+      ordered = [...rows].sort((a, b) => compareValues(value(a), value(b), direction));
     }
     body.replaceChildren(...ordered.map((row) =>
       h("tr", { class: rowClass(row) || null },
@@ -115,8 +115,9 @@ export function table(columns, rows, { sortable = false, rowClass = () => "", so
   return h("div", {}, h("label", { class: "narrow-only" }, "Sort by ", picker), element);
 }
 
-// Missing values last in either direction; numbers as numbers, the rest as text.
-function compare(a, b, direction) {
+/** Sort order of two cell values: missing ones last in either direction (`direction` 1 or -1);
+ * numbers as numbers, the rest as text. */
+export function compareValues(a, b, direction = 1) {
   const missing = (v) => v === null || v === undefined || (typeof v === "number" && Number.isNaN(v));
   if (missing(a) || missing(b)) return missing(a) - missing(b);
   if (typeof a === "number" && typeof b === "number") return (a - b) * direction;

@@ -1,6 +1,6 @@
-"""Load time of the dashboard's job page for a job with 10,000 metric points, in headless Chromium.
+"""Load time of the dashboard's job page for a job with 100,000 metric points, in headless Chromium.
 
-    python -m benchmarks.dashboard_load                  # train_loss at 10k steps (+ val_loss every 100)
+    python -m benchmarks.dashboard_load                  # train_loss at 100k steps (+ val_loss every 100)
     python -m benchmarks.dashboard_load --diagnostics    # + the per-class series a real run logs
     python -m benchmarks.dashboard_load --quick
 
@@ -8,13 +8,16 @@ A real `symopt serve` (SQLite, no scheduler) on loopback; the job's points are w
 the store first. Each load is a fresh browser context (cold cache: the page's modules and uPlot
 are fetched too) opening `/#/job/<id>` with the key already in session storage. The figure is the
 time from navigation start to the first draw of the loss chart, read from the page's own clock,
-once the chart holds every train_loss point; the median of --loads loads after one warm-up.
+once the chart holds every train_loss point the page asked for (the history thinned by the service
+to the page's CHART_POINTS per series, extremes kept: all of them below that); the median of
+--loads loads after one warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -22,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.sync_api import Browser, sync_playwright
 
 from service.store import Store
@@ -30,7 +34,7 @@ from service.store.keys import create_api_key, create_tenant
 from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
 from service.store.status import JobStatus
-from service.testing import live_service
+from service.testing import ROOT, live_service
 from symopt_core.spec import load_spec
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's: scripts/bootstrap installs it
@@ -74,7 +78,26 @@ def prepare(url: str, steps: int, diagnostics: bool) -> tuple[str, str, int]:
     return key, job.id, stored
 
 
-def load_once(browser: Browser, url: str, key: str, job_id: str, steps: int) -> dict[str, float]:
+def chart_points() -> int:
+    """The points per series the job page asks for (`?max_points=`), read from the page's source."""
+    source = (ROOT / "service" / "dashboard" / "static" / "jobs.js").read_text()
+    found = re.search(r"const CHART_POINTS = (\d+);", source)
+    assert found is not None, "jobs.js no longer defines CHART_POINTS"
+    return int(found.group(1))
+
+
+def drawn_points(url: str, key: str, job_id: str) -> int:
+    """How many train_loss points the loss chart draws once loaded: the service's thinned answer."""
+    answer = httpx.get(
+        f"{url}/v1/jobs/{job_id}/metrics",
+        params={"names": "train_loss", "max_points": chart_points()},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    ).json()
+    return len(answer["series"][0]["steps"])
+
+
+def load_once(browser: Browser, url: str, key: str, job_id: str, drawn: int) -> dict[str, float]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.add_init_script(f"sessionStorage.setItem('symopt.apiKey', {json.dumps(key)})")
     page = context.new_page()
@@ -83,7 +106,7 @@ def load_once(browser: Browser, url: str, key: str, job_id: str, steps: int) -> 
     page.wait_for_function(
         "n => { const c = window.__symopt && window.__symopt.charts.loss;"
         " return c && c.points.train_loss === n; }",
-        arg=steps,
+        arg=drawn,
         timeout=120_000,
     )
     wall = time.perf_counter() - began
@@ -102,14 +125,16 @@ def run(steps: int, loads: int, diagnostics: bool) -> dict[str, Any]:
             sync_playwright() as playwright,
         ):
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            load_once(browser, service.url, key, job_id, steps)  # warm-up: the server's first reads
-            samples = [load_once(browser, service.url, key, job_id, steps) for _ in range(loads)]
+            drawn = drawn_points(service.url, key, job_id)  # every point, or the thinned history's
+            load_once(browser, service.url, key, job_id, drawn)  # warm-up: the server's first reads
+            samples = [load_once(browser, service.url, key, job_id, drawn) for _ in range(loads)]
             browser.close()
     page = [s["page_ms"] for s in samples]
     wall = [s["wall_ms"] for s in samples]
     return {
         "steps": steps,
         "points": stored,
+        "drawn_train_loss_points": drawn,
         "series": 2 + (len(DIAGNOSTICS) if diagnostics else 0),
         "loads": loads,
         "page_ms": page,
@@ -121,7 +146,7 @@ def run(steps: int, loads: int, diagnostics: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10_000, help="train_loss points (one per step)")
+    parser.add_argument("--steps", type=int, default=100_000, help="train_loss points (one per step)")
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--diagnostics", action="store_true", help="also the per-class series of a real run")
     parser.add_argument("--quick", action="store_true")

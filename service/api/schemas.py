@@ -155,6 +155,9 @@ class MetricsPublic(BaseModel):
     series: list[SeriesPublic]
     last_step: int | None = Field(description="newest step in this response; poll with since_step=last_step")
     truncated: bool = Field(description="more points follow: ask again with since_step=last_step")
+    thinned: bool = Field(
+        False, description="with max_points: some series were thinned (min-max per run, extremes kept)"
+    )
 
 
 class EventPublic(BaseModel):

@@ -109,6 +109,24 @@ def compare(jobs: Sequence[Job], target: float | None = None) -> Comparison:
     return Comparison(target, rows)
 
 
+# Points per series in a comparison plot: far more than a 12-inch figure resolves.
+PLOT_POINTS = 2_000
+
+
+def _at_tokens(
+    losses: list[tuple[int, float]], counted: list[tuple[int, float]]
+) -> list[tuple[float, float]]:
+    """(tokens, loss) for each loss step inside the logged token counts."""
+    if not counted:
+        return []
+    steps, tokens = [s for s, _ in counted], [t for _, t in counted]
+    inside = [(step, loss) for step, loss in losses if steps[0] <= step <= steps[-1]]
+    import numpy as np
+
+    at = np.interp([step for step, _ in inside], steps, tokens)
+    return [(float(t), loss) for t, (_, loss) in zip(at, inside, strict=True)]
+
+
 def plot_comparison(jobs: Sequence[Job], path: str | Path) -> Path:
     """Train and validation loss of the jobs against training tokens, on shared axes, as a PNG."""
     import matplotlib
@@ -119,11 +137,13 @@ def plot_comparison(jobs: Sequence[Job], path: str | Path) -> Path:
     figure, (train_axes, val_axes) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, sharey=True)
     preset_lrs = _preset_lrs(jobs)
     for job in jobs:
-        rows = job.metrics(["train_loss", "tokens"])
-        tokens = {r["step"]: r["value"] for r in rows if r["name"] == "tokens"}
-        train = [
-            (tokens[r["step"]], r["value"]) for r in rows if r["name"] == "train_loss" and r["step"] in tokens
-        ]
+        # A plot's worth of each series (thinned by the service, extremes kept); the thinned
+        # series keep different steps, so tokens are interpolated at the loss's steps (tokens
+        # grow linearly with steps between two logged points).
+        rows = job.metrics(["train_loss", "tokens"], max_points=PLOT_POINTS)
+        counted = [(r["step"], r["value"]) for r in rows if r["name"] == "tokens"]
+        losses = [(r["step"], r["value"]) for r in rows if r["name"] == "train_loss"]
+        train = _at_tokens(losses, counted)
         label = f"{job.name} ({job.spec['optimizer']['preset']}, lr {_lr(job.spec, preset_lrs) or 0:.3g})"
         (line,) = train_axes.plot(*zip(*train, strict=True), label=label, alpha=0.8) if train else (None,)
         found = _evaluations(job)

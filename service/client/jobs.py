@@ -64,10 +64,11 @@ class Job(Handle):
     # -- results ------------------------------------------------------------------------------
 
     def metric_pages(
-        self, names: list[str] | None = None, since_step: int | None = None
+        self, names: list[str] | None = None, since_step: int | None = None, max_points: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """The REST pages of the job's metrics after `since_step`, as the server sends them."""
-        params: dict[str, Any] = {"limit": 100_000}
+        """The REST pages of the job's metrics after `since_step`, as the server sends them (one
+        page, each series thinned to at most `max_points`, when that is given)."""
+        params: dict[str, Any] = {"limit": 100_000} if max_points is None else {"max_points": max_points}
         if names:
             params["names"] = ",".join(names)
         while True:
@@ -79,12 +80,15 @@ class Job(Handle):
                 return
             since_step = page["last_step"]
 
-    def metrics(self, names: list[str] | None = None, since_step: int | None = None) -> list[dict[str, Any]]:
+    def metrics(
+        self, names: list[str] | None = None, since_step: int | None = None, max_points: int | None = None
+    ) -> list[dict[str, Any]]:
         """Every point after `since_step` as a row {name, step, value}, by step then name; the
-        server's "nan"/"inf"/"-inf" become floats."""
+        server's "nan"/"inf"/"-inf" become floats. `max_points`: each series thinned to at most
+        that many points keeping its first, last, lowest and highest values (for a plot)."""
         rows = [
             {"name": series["name"], "step": step, "value": float(value)}
-            for page in self.metric_pages(names, since_step)
+            for page in self.metric_pages(names, since_step, max_points)
             for series in page["series"]
             for step, value in zip(series["steps"], series["values"], strict=True)
         ]

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .models import Job, MetricPoint
+from .thinning import Thinning
 
 __all__ = [
     "MetricsPage",
@@ -24,6 +25,7 @@ __all__ = [
     "decode_value",
     "newest_stored_steps",
     "read_metrics",
+    "read_thinned_metrics",
     "record_metrics",
     "record_metrics_of_jobs",
 ]
@@ -49,6 +51,7 @@ class MetricsPage:
     series: list[Series]
     last_step: int | None  # the newest step in this page: poll again with since_step=last_step
     truncated: bool  # more points exist after last_step
+    thinned: bool = False  # some series hold fewer points than stored (read_thinned_metrics)
 
 
 def encode_value(value: float) -> tuple[float | None, str]:
@@ -135,6 +138,40 @@ def read_metrics(
         series.append(Series(name, list(steps), decoded))
         last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
     return MetricsPage(series, last_step, truncated)
+
+
+def read_thinned_metrics(
+    *,
+    session: Session,
+    job_id: str,
+    names: Sequence[str] = (),
+    since_step: int | None = None,
+    max_points: int,
+) -> MetricsPage:
+    """Every point after `since_step`, each series thinned to at most `max_points` that keep its
+    shape and extremes (service/store/thinning.py): a plot of a long history in one answer. The
+    rows stream through in (name, step) order, the primary key's: only kept points are held."""
+    where = [MetricPoint.job_id == job_id]
+    if names:
+        where.append(MetricPoint.name.in_(list(names)))
+    if since_step is not None:
+        where.append(MetricPoint.step > since_step)
+    counts = dict(
+        session.execute(select(MetricPoint.name, func.count()).where(*where).group_by(MetricPoint.name)).all()
+    )
+    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind).where(*where)
+    ordered = query.order_by(MetricPoint.name, MetricPoint.step)
+    rows = session.execute(ordered.execution_options(yield_per=10_000))
+    series, last_step, thinned = [], since_step, False
+    for name, group in groupby(rows, key=itemgetter(0)):
+        thinning = Thinning(counts[name], max_points)
+        for _, step, value, kind in group:
+            thinning.add(step, kind or value or 0.0)  # a non-finite value is stored by its kind
+        steps, values = thinning.points()
+        series.append(Series(name, steps, values))
+        thinned = thinned or thinning.thinned
+        last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
+    return MetricsPage(series, last_step, truncated=False, thinned=thinned)
 
 
 def newest_stored_steps(*, session: Session, job_id: str) -> dict[str, int]:

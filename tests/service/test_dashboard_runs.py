@@ -31,12 +31,13 @@ from sqlalchemy import select
 
 from service.client import Client
 from service.store import JobStatus, Store, SweepStatus
-from service.store.jobs import transition
+from service.store.jobs import create_job, transition
 from service.store.metrics import Point, record_metrics
 from service.store.models import Sweep, Tenant
 from service.store.sweeps import create_sweep, create_trial_job, set_sweep_status
 from service.sweeps.space import distribution, make_sampler, resolved_spaces, trial_spec
 from service.sweeps.storage import optuna_storage
+from symopt_core.spec import load_spec
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..waiting import LIMIT, wait_for
@@ -666,3 +667,42 @@ def test_the_new_views_fit_the_screen(
             shot(page, shots, f"{name}-{viewport['width']}")
             width, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert width <= inner, (name, width, inner, page.evaluate(WIDER_THAN_VIEWPORT))
+
+
+# -- a long history: thinned by the service, extremes kept -------------------------------------
+
+
+def test_a_long_history_is_drawn_thinned_with_its_spike(
+    browser: Browser, service: ServiceTenant, client: Client, http: httpx.Client
+):
+    steps, spike = 12_000, 7_777
+    store = Store.connect(f"sqlite:///{service.home / 'symopt.db'}")
+    try:
+        with store.transaction() as session:
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == client.me()["tenant"]))
+            assert tenant_id is not None
+            job, _ = create_job(
+                session=session, tenant_id=tenant_id, spec=load_spec({**BASE, "name": "long", "steps": steps})
+            )
+            transition(session=session, job=job, to=JobStatus.RUNNING)
+            losses = [
+                Point("train_loss", s, 40.0 if s == spike else 3.0 - s / 10_000, 0.0)
+                for s in range(1, steps + 1)
+            ]
+            record_metrics(session=session, job_id=job.id, points=losses)
+            transition(session=session, job=job, to=JobStatus.SUCCEEDED, step=steps)
+            job_id = job.id
+    finally:
+        store.close()
+    thinned = http.get(
+        f"/v1/jobs/{job_id}/metrics", params={"names": "train_loss", "max_points": 4000}
+    ).json()
+    kept = thinned["series"][0]["steps"]
+    assert thinned["thinned"] is True
+    assert spike in kept
+    with tab(browser, service) as page:
+        go(page, service, f"/job/{job_id}")
+        wait_points(page, "loss", "train_loss", len(kept))  # what the page asked for: < 12,000
+        assert len(kept) < steps
+        assert last(page, "loss")["train_loss"] == [steps, pytest.approx(3.0 - steps / 10_000)]
+        assert max(numbers(ticks(page, "loss")[1])) >= 30  # the spike sets the y axis

@@ -20,7 +20,7 @@ from symopt_core.spec import JobSpec
 
 from ...errors import NotFoundError
 from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_events, request_cancel
-from ...store.metrics import read_metrics
+from ...store.metrics import read_metrics, read_thinned_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
@@ -36,6 +36,8 @@ from ..params import (
 )
 from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
 from ..submission import check_submission
+
+MAX_PLOT_POINTS = 100_000  # per series, with max_points
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 422, 503))
 
@@ -138,16 +140,33 @@ def get_job_metrics_route(
         int | None, Query(ge=-1, le=MAX_STEP, description="only steps after this one")
     ] = None,
     limit: Annotated[int | None, Query(ge=1, description="most points returned")] = None,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=2,
+            le=MAX_PLOT_POINTS,
+            description="a plot's worth: every point after since_step in one answer, each series thinned to "
+            "at most this many points that keep its first, last, lowest and highest values (limit is "
+            "then ignored); poll on with since_step=last_step for new points at full resolution",
+        ),
+    ] = None,
 ) -> MetricsPublic:
     """Metric series of a job (train_loss, val_loss, lr_scale, grad_norm/<class>, ...), incrementally."""
     cap = min(limit or settings.metrics_default_limit, settings.metrics_max_limit)
     with store.read() as session:
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
-        page = read_metrics(
-            session=session, job_id=job_id, names=csv(names), since_step=since_step, limit=cap
-        )
+        if max_points is not None:
+            page = read_thinned_metrics(
+                session=session, job_id=job_id, names=csv(names), since_step=since_step, max_points=max_points
+            )
+        else:
+            page = read_metrics(
+                session=session, job_id=job_id, names=csv(names), since_step=since_step, limit=cap
+            )
     series = [SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series]
-    return MetricsPublic(job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated)
+    return MetricsPublic(
+        job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated, thinned=page.thinned
+    )
 
 
 @router.get("/{job_id}/logs", response_model=EventsPublic, responses=error_responses(404))

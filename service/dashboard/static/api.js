@@ -61,12 +61,17 @@ export const finite = (value) => (typeof value === "number" && Number.isFinite(v
  * Polls re-read the newest step (since_step = lastStep - 1): the scheduler may store a step's
  * train_loss in one write and the evaluation of that same step (val_loss) in the next, and
  * since_step = lastStep would skip that val_loss for good. Points already held are dropped.
+ *
+ * `maxPoints` (charts): the history comes in one answer per stage, each series thinned by the
+ * service to at most that many points keeping its first, last, lowest and highest values
+ * (`?max_points=`); new points after it come at full resolution. Without it (CSV), every point.
  */
 export class MetricsFeed {
-  constructor(jobId, wanted, { first = ["train_loss", "val_loss"] } = {}) {
+  constructor(jobId, wanted, { first = ["train_loss", "val_loss"], maxPoints = null } = {}) {
     this.jobId = jobId;
     this.wanted = wanted; // name -> bool: which series this page keeps
     this.first = first; // loaded (and shown, via onStage) before the rest
+    this.maxPoints = maxPoints;
     this.series = new Map(); // name -> {steps: number[], values: (number|string)[]}
     this.lastStep = null; // every wanted series is held up to here
   }
@@ -80,7 +85,8 @@ export class MetricsFeed {
     const ends = [];
     for (const names of [this.first, rest]) {
       if (!names.length) continue;
-      ends.push(await this.#read({ names: names.join(",") }, null));
+      const thinned = this.maxPoints ? { max_points: this.maxPoints } : {};
+      ends.push(await this.#read({ names: names.join(","), ...thinned }, null));
       onStage();
     }
     // Each stage read up to its own newest step: polls start from the oldest of them.
@@ -102,7 +108,7 @@ export class MetricsFeed {
     let cursor = since;
     let end = null;
     for (;;) {
-      const page = await this.#page({ ...params, since_step: cursor, limit: 100000 });
+      const page = await this.#page({ limit: 100000, ...params, since_step: cursor });
       this.#merge(page.series.filter((s) => this.wanted(s.name)));
       if (page.last_step !== null) end = Math.max(end ?? -1, page.last_step);
       if (!page.truncated || page.last_step === null) return end;

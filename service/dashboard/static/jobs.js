@@ -7,6 +7,10 @@ import { baseLr, classLrs, presetTable } from "./effective.js";
 import { jobLink, lr, model, preset, runBy } from "./runs.js";
 import { card, duration, fill, facts, h, num, seconds, status, table, TERMINAL, when } from "./ui.js";
 
+// Points per series a chart's history holds (thinned by the service, extremes kept): more than a
+// chart's pixels, far fewer than a 100k-step run's points.
+const CHART_POINTS = 4000;
+
 const elapsed = (job) => duration(seconds(job.started_at, job.finished_at));
 
 // The job page's charts: which series each shows, matched by name.
@@ -105,7 +109,8 @@ export async function jobPage(root, { id, context }) {
   // One chart per panel that has data, made when its first series arrives.
   const panels = PANELS.map((p) => ({ ...p, curves: null, card: null }));
   context.onLeave(() => panels.forEach((p) => p.curves?.destroy()));
-  const feed = new MetricsFeed(id, (name) => X_SERIES.includes(name) || PANELS.some((p) => p.match(name)));
+  const feed = new MetricsFeed(id, (name) => X_SERIES.includes(name) || PANELS.some((p) => p.match(name)),
+    { maxPoints: CHART_POINTS });
   const addPanel = (panel) => {
     const element = h("div", { class: "chart" });
     const toggle = panel.logToggle && h("label", {}, h("input", { type: "checkbox", id: `log-${panel.name}`,
@@ -181,7 +186,7 @@ export async function comparePage(root, { params, context }) {
   }
   const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${encodeURIComponent(id)}`)));
   const wanted = (n) => ["train_loss", "val_loss", ...X_SERIES].includes(n);
-  const feeds = jobs.map((job) => new MetricsFeed(job.id, wanted));
+  const feeds = jobs.map((job) => new MetricsFeed(job.id, wanted, { maxPoints: CHART_POINTS }));
   await Promise.all(feeds.map((feed) => feed.load()));
   const label = (job) => `${job.name} · ${preset(job.spec)} · ${job.id.slice(0, 6)}`;
   // Against steps, tokens (fair when batch sizes differ) or training time, smoothed or not.

@@ -32,12 +32,15 @@ def _rank(value: float | str) -> float:
 class _Run:
     lowest: tuple[int, int, float | str] | None = None  # (index, step, value)
     highest: tuple[int, int, float | str] | None = None
+    low: float = math.inf  # the ranks of lowest and highest
+    high: float = -math.inf
 
     def add(self, point: tuple[int, int, float | str]) -> None:
-        if self.lowest is None or _rank(point[2]) < _rank(self.lowest[2]):
-            self.lowest = point
-        if self.highest is None or _rank(point[2]) > _rank(self.highest[2]):
-            self.highest = point
+        rank = _rank(point[2])
+        if self.lowest is None or rank < self.low:
+            self.lowest, self.low = point, rank
+        if self.highest is None or rank > self.high:
+            self.highest, self.high = point, rank
 
 
 @dataclass

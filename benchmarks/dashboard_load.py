@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from service.store import Store
 from service.store.jobs import create_job, get_job, transition
@@ -34,12 +34,9 @@ from service.store.keys import create_api_key, create_tenant
 from service.store.metrics import Point, record_metrics
 from service.store.migrate import upgrade
 from service.store.status import JobStatus
-from service.testing import ROOT, live_service
+from service.testing import ROOT, chromium, live_service
 from symopt_core.spec import load_spec
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's: scripts/bootstrap installs it
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 CLASSES = ["attn_qkv", "attn_out", "mlp_in", "mlp_out", "embedding", "lm_head", "vector"]
 # What a real run logs besides the loss (symopt_core/training/loop.py), for --diagnostics.
 DIAGNOSTICS = [
@@ -122,13 +119,11 @@ def run(steps: int, loads: int, diagnostics: bool) -> dict[str, Any]:
         key, job_id, stored = prepare(url, steps, diagnostics)
         with (
             live_service(home, url, args=("--no-scheduler",)) as service,
-            sync_playwright() as playwright,
+            chromium() as browser,
         ):
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             drawn = drawn_points(service.url, key, job_id)  # every point, or the thinned history's
             load_once(browser, service.url, key, job_id, drawn)  # warm-up: the server's first reads
             samples = [load_once(browser, service.url, key, job_id, drawn) for _ in range(loads)]
-            browser.close()
     page = [s["page_ms"] for s in samples]
     wall = [s["wall_ms"] for s in samples]
     return {

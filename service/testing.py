@@ -14,10 +14,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .credentials import read_credentials
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 __all__ = [
     "ROOT",
@@ -151,3 +155,24 @@ def live_service(
                 process.kill()
                 process.wait()
         reader.join(timeout=10)
+
+
+# Debian's Chromium (scripts/test installs it): Playwright's own browser download does not work on
+# these machines. The flags keep a headless run from reaching the network or a GPU.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium through Playwright, for the dashboard's tests and benchmark."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: scripts/test installs Debian's chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

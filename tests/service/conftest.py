@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -30,10 +31,13 @@ from service.store import Store
 from service.store.keys import create_api_key, create_tenant
 from service.store.migrate import alembic_config, head_revision, upgrade
 from service.store.models import Base
-from service.testing import live_service
+from service.testing import chromium, live_service
 
 from ..specs import tiny_job
 from .live import Api, SharedService
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 POSTGRES = os.environ.get("SYMOPT_TEST_DATABASE_URL") or None
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES else [])
@@ -185,3 +189,10 @@ def api(shared_service: SharedService) -> Iterator[Api]:
     yield tenant
     tenant.cancel_all()
     tenant.http.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one per test module (the dashboard's browser tests)."""
+    with chromium() as launched:
+        yield launched

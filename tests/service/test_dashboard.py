@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import optuna
 import pytest
 from optuna.trial import TrialState
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sqlalchemy import select
 
 from service.client import Client
@@ -51,11 +51,6 @@ from .live import ServiceTenant, SharedService
 # Run with `--dist loadgroup` to keep the module on one xdist worker (one browser, one study).
 pytestmark = pytest.mark.xdist_group("dashboard")
 
-CHROMIUM = (
-    "/usr/bin/chromium"  # Debian's (scripts/bootstrap installs it); Playwright's download does not work here
-)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("SYMOPT_TEST_ARTIFACTS") or ROOT / ".artifacts") / "dashboard"
 WIDE, NARROW = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 WAIT_MS = 120_000  # a guard against hanging, not a speed check: CI machines are slow and busy
@@ -89,15 +84,6 @@ def service(shared_service: SharedService) -> ServiceTenant:
 def client(service: ServiceTenant) -> Iterator[Client]:
     with Client(service.url, service.api_key) as opened:
         yield opened
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,16 @@ or so and stay queued until claimed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from ..specs import tiny_job
 from ..waiting import wait_for
 from .live import ServiceTenant, SharedService
-from .test_dashboard import ARGS, CHROMIUM, NARROW, WIDER_THAN_VIEWPORT, go, shot, tab
+from .test_dashboard import NARROW, WIDER_THAN_VIEWPORT, go, shot, tab
 
 pytestmark = pytest.mark.xdist_group("dashboard-agents")
 
@@ -36,16 +35,6 @@ SPACE = {"optimizer.lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-1}}
 def service(shared_service: SharedService) -> ServiceTenant:
     """The module's tenant of the worker's shared service."""
     return shared_service.tenant()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, as test_dashboard.py launches it."""
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

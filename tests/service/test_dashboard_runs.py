@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import optuna
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sqlalchemy import select
 
 from service.client import Client
@@ -43,9 +43,7 @@ from symopt_core.sweep_spec import ParamRange, SweepSpec
 from ..waiting import LIMIT, wait_for
 from .live import ServiceTenant, SharedService
 from .test_dashboard import (
-    ARGS,
     BASE,
-    CHROMIUM,
     NARROW,
     WIDE,
     WIDER_THAN_VIEWPORT,
@@ -100,16 +98,6 @@ def http(service: ServiceTenant) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {service.api_key}"}
     with httpx.Client(base_url=service.url, headers=headers, timeout=60) as opened:
         yield opened
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, as test_dashboard.py launches it."""
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,21 @@ class Outcome:
     diverged_at: int | None = None
 
 
-def json_safe(value: Any) -> Any:
-    """JSON without NaN or infinities (PostgreSQL's JSONB refuses them): non-finite floats as strings."""
+def _unchanged(text: str) -> str:
+    return text
+
+
+def json_safe(value: Any, text: Callable[[str], str] = _unchanged) -> Any:
+    """JSON without NaN or infinities (PostgreSQL's JSONB refuses them): non-finite floats as
+    strings; every string value passed through `text` (e.g. a redaction of server paths)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return text(value)
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v, text) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, text) for v in value]
     return value
 
 
@@ -45,16 +52,6 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
-    return value
-
-
 @dataclass
 class Pending:
     """What the next flush writes, per job; kept (and retried) when a flush fails."""
@@ -64,7 +61,7 @@ class Pending:
     progress: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     # The server's paths out of what tenants read: errors, log events (service/redaction.py).
-    redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
+    redact: Callable[[str], str] = field(default=_unchanged, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.points or self.events or self.progress or self.outcomes)
@@ -98,7 +95,7 @@ class Pending:
             self._event(job_id, NewEvent("log", step, message.splitlines()[0], {"level": "error"}))
         else:  # status, checkpoint, log
             message = self.redact(str(data.get("status") or data.get("message") or data.get("path") or kind))
-            self._event(job_id, NewEvent(kind, step, message, _redacted(json_safe(data), self.redact)))
+            self._event(job_id, NewEvent(kind, step, message, json_safe(data, self.redact)))
 
     def crashed(self, job_id: str, attempt: int, error: str) -> None:
         self.outcomes[job_id] = Outcome(attempt, "crashed", error=self.redact(error))

@@ -98,7 +98,7 @@ def live_service(
 
     On a first start the service makes an admin key; its stdout here is a pipe, not a terminal,
     so it writes the key to the credentials file and prints only where: that is read from there."""
-    port = port or free_port()
+    port = port or restartable_port()
     environment = one_thread_env(SYMOPT_HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), **(env or {}))
     environment.pop("SYMOPT_DATABASE_URL", None)
     if database_url:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .local import add_settings
 
@@ -29,9 +30,39 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 @contextlib.contextmanager
 def embedded_service() -> Iterator[str]:
-    """The API and scheduler on a free loopback port of this process, with the saved credentials."""
+    """The API and scheduler on a free loopback port of this process, with the saved credentials.
+
+    The port is bound here, before the app's lifespan starts local Ray: Ray binds dozens of
+    port-0 sockets while it starts, and one of them could take a port that was only found free."""
+    import socket
+
     import uvicorn
 
+    from symopt_core.errors import SymoptError
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        app, address = _embedded_app(port=int(listener.getsockname()[1]))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [listener]}, name="symopt-embedded", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise SymoptError("the embedded service did not start; see the messages above")
+            time.sleep(0.05)
+        try:
+            yield address
+        finally:
+            server.should_exit = True
+            thread.join(timeout=120)
+
+
+def _embedded_app(port: int) -> tuple[Any, str]:
+    """The embedded service's app on `port` of the loopback and its URL, after checking that no
+    `symopt serve` schedules on the same database, and with a key saved for this home."""
     from symopt_core.errors import SymoptError
 
     from ..api import create_app
@@ -42,9 +73,8 @@ def embedded_service() -> Iterator[str]:
     from ..store import Store
     from ..store.keys import authenticate, create_api_key, get_or_create_tenant
     from ..store.migrate import ensure_schema
-    from ..testing import free_port
 
-    settings = Settings(run_scheduler=True, port=free_port())
+    settings = Settings(run_scheduler=True, host="127.0.0.1", port=port)
     url = settings.resolved_database_url()
     lock = SchedulerLock.for_url(url)
     try:
@@ -67,23 +97,7 @@ def embedded_service() -> Iterator[str]:
             key = create_api_key(session=session, tenant_id=tenant.id, name="symopt run", is_admin=True)
     address = f"http://{settings.host}:{settings.port}"
     write_credentials(address, str(key))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, store=store), host=settings.host, port=settings.port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="symopt-embedded", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise SymoptError("the embedded service did not start; see the messages above")
-        time.sleep(0.05)
-    try:
-        yield address
-    finally:
-        server.should_exit = True
-        thread.join(timeout=120)
+    return create_app(settings, store=store), address
 
 
 def run_job(args: argparse.Namespace) -> int:

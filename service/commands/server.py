@@ -157,7 +157,9 @@ def run_serve(args: argparse.Namespace) -> int:
         log_config=log_config(settings.log_format),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    _stopping_server()(config, app.state.stopping).run()
+    # The port is bound before the lifespan starts local Ray (which binds dozens of port-0
+    # sockets): a port in use fails here, before anything else starts.
+    _stopping_server()(config, app.state.stopping).run(sockets=[config.bind_socket()])
     return 0
 
 

@@ -24,7 +24,7 @@ from service.settings import Settings
 from service.store import Store
 from service.store.jobs import create_job, get_job
 from service.store.scheduling import start_attempt
-from service.testing import ROOT, free_port, live_service, one_thread_env
+from service.testing import ROOT, live_service, one_thread_env, restartable_port
 from symopt_core.spec import JobSpec
 
 from ..specs import tiny_job
@@ -245,7 +245,7 @@ def test_the_first_admin_key_is_printed_once_on_a_terminal(tmp_path):
     main, terminal = pty.openpty()
     environment = one_thread_env(SYMOPT_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
     environment.pop("SYMOPT_DATABASE_URL", None)
-    command = [sys.executable, "-m", "service.cli", "serve", *NO_SCHEDULER, "--port", str(free_port())]
+    command = [sys.executable, "-m", "service.cli", "serve", *NO_SCHEDULER, "--port", str(restartable_port())]
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -421,7 +421,7 @@ def test_log_format_json_writes_the_service_log_one_object_a_line(tmp_path):
 
 @pytest.mark.skipif(dashboard_unavailable() is None, reason="ray[default] is installed here")
 def test_ray_dashboard_without_its_packages_fails_with_what_to_install(tmp_path):
-    done = symopt("serve", "--ray-dashboard", "--port", str(free_port()), home=tmp_path)
+    done = symopt("serve", "--ray-dashboard", "--port", str(restartable_port()), home=tmp_path)
     assert done.returncode == 2
     assert "symopt serve: Ray's dashboard needs the packages of ray[default]" in done.stderr
     assert "pip install 'ray[default]'" in done.stderr

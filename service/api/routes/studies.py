@@ -5,67 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
-from sqlalchemy.orm import Session
 
 from symopt_core.study_spec import StudySpec
 
-from ...store.models import Study
-from ...store.status import JobStatus, SweepStatus
-from ...store.studies import (
-    create_study,
-    finished_trials,
-    get_study,
-    list_studies,
-    request_cancel_study,
-    study_runs,
-    study_sweeps,
-)
-from ...studies.controller import current_result
+from ...store.status import SweepStatus
+from ...store.studies import create_study, get_study, list_studies, request_cancel_study
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
 from ..errors import error_responses
 from ..params import IdempotencyKey, documented_as, status_filter, statuses
 from ..schemas import StudiesPublic, StudyPublic
 from ..submission import check_submission
+from ..views.studies import study_public
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=error_responses(400, 401, 422, 503))
-
-
-def _progress(session: Session, study: Study, spec: StudySpec) -> dict[str, Any]:
-    sweeps = study_sweeps(session=session, study_id=study.id)
-    finished = finished_trials(session=session, sweep_ids=[sweep.id for sweep in sweeps.values()])
-    tuning = {
-        c.name: {
-            "sweep_id": sweeps[c.name].id if c.name in sweeps else None,
-            "status": sweeps[c.name].status if c.name in sweeps else SweepStatus.QUEUED.value,
-            "trials_finished": finished.get(sweeps[c.name].id, 0) if c.name in sweeps else 0,
-            "n_trials": spec.tuning.n_trials,
-        }
-        for c in spec.candidates
-    }
-    runs = study_runs(session=session, study_id=study.id)
-    done = sum(1 for job in runs.values() if JobStatus(job.status).terminal)
-    planned = len(spec.candidates) * len(spec.confirmation_seeds)
-    return {"tuning": tuning, "confirmation": {"planned": planned, "created": len(runs), "finished": done}}
-
-
-def _public(session: Session, study: Study, *, with_result: bool = True) -> StudyPublic:
-    spec = StudySpec.model_validate(study.spec)
-    result = study.result
-    if result is None and with_result:
-        result = current_result(session, study)  # a running study: what its runs say so far
-    return StudyPublic(
-        id=study.id,
-        name=study.name,
-        status=SweepStatus(study.status),
-        stage=study.stage,
-        spec=study.spec,
-        progress=_progress(session, study, spec),
-        result=result,
-        error=study.error,
-        created_at=study.created_at,
-        updated_at=study.updated_at,
-        finished_at=study.finished_at,
-    )
 
 
 @router.post(
@@ -101,7 +53,7 @@ def create_study_route(
         )
         if not created:
             response.status_code = status.HTTP_200_OK
-        return _public(session, study)
+        return study_public(session, study)
 
 
 @router.get("", response_model=StudiesPublic)
@@ -118,7 +70,7 @@ def list_studies_route(
         found, count = list_studies(
             session=session, tenant_id=principal.tenant_id, statuses=chosen, limit=limit, offset=offset
         )
-        return StudiesPublic(data=[_public(session, s, with_result=False) for s in found], count=count)
+        return StudiesPublic(data=[study_public(session, s, with_result=False) for s in found], count=count)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=error_responses(404))
@@ -126,7 +78,9 @@ def get_study_route(study_id: str, principal: PrincipalDep, store: StoreDep) -> 
     """A study's progress and result (so far): per candidate the tuned configuration, the
     objective on each seed with mean, spread and intervals; paired differences and verdicts."""
     with store.read() as session:
-        return _public(session, get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id))
+        return study_public(
+            session, get_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
+        )
 
 
 @router.post(
@@ -139,4 +93,4 @@ def cancel_study_route(study_id: str, principal: PrincipalDep, store: StoreDep) 
     """Cancel a study, its sweeps and its runs; what has finished stays readable."""
     with store.transaction() as session:
         study = request_cancel_study(session=session, tenant_id=principal.tenant_id, study_id=study_id)
-        return _public(session, study)
+        return study_public(session, study)

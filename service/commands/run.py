@@ -67,11 +67,11 @@ def _embedded_app(port: int) -> tuple[Any, str]:
 
     from ..api import create_app
     from ..credentials import read_credentials, write_credentials
-    from ..errors import AuthError, ConflictError
+    from ..errors import ConflictError
     from ..scheduler.lock import SchedulerLock
     from ..settings import Settings
     from ..store import Store
-    from ..store.keys import authenticate, create_api_key, get_or_create_tenant
+    from ..store.keys import home_admin_key
     from ..store.migrate import ensure_schema
 
     settings = Settings(run_scheduler=True, host="127.0.0.1", port=port)
@@ -88,13 +88,13 @@ def _embedded_app(port: int) -> tuple[Any, str]:
     ensure_schema(url, migrate=True)
     store = Store.connect(url)
     saved = read_credentials()
-    key = saved["api_key"] if saved else None
-    with store.transaction() as session:
-        try:
-            authenticate(session=session, presented=key)
-        except AuthError:  # no saved key, or one of another database: make one for this home
-            tenant = get_or_create_tenant(session=session, name="default")
-            key = create_api_key(session=session, tenant_id=tenant.id, name="symopt run", is_admin=True)
+    with store.transaction() as session:  # no saved key, or one of another database: a new one
+        key, _ = home_admin_key(
+            session=session,
+            saved=saved["api_key"] if saved else None,
+            name="symopt run",
+            only_on_first_start=False,
+        )
     address = f"http://{settings.host}:{settings.port}"
     write_credentials(address, str(key))
     return create_app(settings, store=store), address

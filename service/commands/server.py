@@ -113,10 +113,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from ..api import create_app
     from ..credentials import read_credentials, write_credentials
-    from ..errors import AuthError
     from ..store import Store
-    from ..store.keys import authenticate, create_api_key, get_or_create_tenant
-    from ..store.models import ApiKey
+    from ..store.keys import home_admin_key
 
     settings = settings_of(args).model_copy(update={"run_scheduler": not args.no_scheduler})
     url = settings.resolved_database_url()
@@ -131,21 +129,16 @@ def run_serve(args: argparse.Namespace) -> int:
         address = f"http://{settings.host}:{settings.port}"
         saved = read_credentials()
         with store.transaction() as session:
-            first_start = session.query(ApiKey).first() is None
-            if first_start:
-                tenant = get_or_create_tenant(session=session, name="default")
-                key = create_api_key(
-                    session=session, tenant_id=tenant.id, name="first admin key", is_admin=True
-                )
-            else:
-                key = saved["api_key"] if saved else ""
-                try:  # the saved key is one of this database: keep the saved URL current
-                    authenticate(session=session, presented=key)
-                except AuthError:
-                    key = ""
+            key, first_start = home_admin_key(
+                session=session,
+                saved=saved["api_key"] if saved else None,
+                name="first admin key",
+                only_on_first_start=True,
+            )
         if first_start:
+            assert key is not None
             _announce_first_key(key, write_credentials(address, key))
-        elif key:
+        elif key:  # the saved key is one of this database: keep the saved URL current
             write_credentials(address, key)
     print(f"symopt serve: database {url}", flush=True)
     app = create_app(settings, store=store)

@@ -15,11 +15,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SessionFactory", "make_engine", "read_only", "session_scope"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "SQLITE_CONNECT_ARGS",
+    "SessionFactory",
+    "configure_sqlite",
+    "make_engine",
+    "read_only",
+    "session_scope",
+]
 
 SessionFactory = sessionmaker[Session]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_CONNECT_ARGS = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
 # An execution option of the engine that read-only sessions use (see `read_only`).
 _READ_ONLY = "symopt_read_only"
 
@@ -31,8 +40,15 @@ def make_engine(url: str, **options: Any) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **options)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    engine = create_engine(url, connect_args=connect_args, **options)
+    engine = create_engine(url, connect_args=SQLITE_CONNECT_ARGS, **options)
+    configure_sqlite(engine)
+    return engine
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """How every SQLite engine of the service runs its transactions (the store's and Optuna's):
+    WAL, a busy timeout, foreign keys, and BEGIN emitted by SQLAlchemy (deferred for reads,
+    IMMEDIATE for writes). Attach before the engine's first connection."""
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, record: Any) -> None:
@@ -59,8 +75,6 @@ def make_engine(url: str, **options: Any) -> Engine:
         # writer. A write takes IMMEDIATE, the write lock at BEGIN: it never has to upgrade a read
         # lock, which SQLite refuses with "database is locked" instead of waiting for the busy timeout.
         connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
-
-    return engine
 
 
 def read_only(engine: Engine) -> Engine:

@@ -22,6 +22,7 @@ __all__ = [
     "create_api_key",
     "create_tenant",
     "get_or_create_tenant",
+    "home_admin_key",
     "list_api_keys",
     "presented_key_id",
     "revoke_api_key",
@@ -82,6 +83,25 @@ def create_api_key(*, session: Session, tenant_id: str, name: str = "", is_admin
     )
     session.flush()
     return f"{_PREFIX}_{key_id}_{secret}"
+
+
+def home_admin_key(
+    *, session: Session, saved: str | None, name: str, only_on_first_start: bool
+) -> tuple[str | None, bool]:
+    """The admin key a local home (`~/.symopt`'s credentials) uses with this database, and whether
+    it was made now. The saved key when the database knows it; otherwise a new admin key of the
+    tenant "default" named `name`, or, with `only_on_first_start`, one only while the database
+    holds no key at all (`symopt serve`: a second start never mints keys), else None."""
+    if saved:
+        try:
+            authenticate(session=session, presented=saved)
+            return saved, False
+        except AuthError:
+            pass
+    if only_on_first_start and session.scalar(select(ApiKey.id).limit(1)) is not None:
+        return None, False
+    tenant = get_or_create_tenant(session=session, name="default")
+    return create_api_key(session=session, tenant_id=tenant.id, name=name, is_admin=True), True
 
 
 def list_api_keys(*, session: Session, by: Principal | None = None) -> list[ApiKeyInfo]:

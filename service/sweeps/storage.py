@@ -1,6 +1,6 @@
 """Optuna's RDB storage in the store's own database: one per database URL and process.
 
-On SQLite, Optuna's engine is configured like the store's (service/store/db.py): every
+On SQLite, Optuna's engine is configured as the store's is (`configure_sqlite`): every
 transaction starts with BEGIN IMMEDIATE, so it takes the write lock up front and waits for it
 (busy timeout) instead of failing. Left to the sqlite3 module, Optuna's read-then-write
 transactions (tell: read the trial, then update it) would have to upgrade a read lock while the
@@ -12,15 +12,14 @@ connection events, so they are attached to its engine right after it is built.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import optuna
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
+
+from ..store.db import SQLITE_CONNECT_ARGS, configure_sqlite
 
 __all__ = ["optuna_storage"]
 
-_BUSY_TIMEOUT_S = 30
 _storages: dict[str, optuna.storages.RDBStorage] = {}
 _lock = threading.Lock()
 
@@ -39,22 +38,8 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 def _create(url: str) -> optuna.storages.RDBStorage:
     if make_url(url).get_backend_name() != "sqlite":
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    storage = optuna.storages.RDBStorage(
-        url, engine_kwargs={"connect_args": {"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False}}
-    )
-    engine = storage.engine
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), not sqlite3
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": SQLITE_CONNECT_ARGS})
+    configure_sqlite(storage.engine)
     # The constructor's connections (schema check) predate the listeners: start afresh.
-    engine.dispose()
+    storage.engine.dispose()
     return storage

@@ -29,6 +29,7 @@ import torch
 
 from symopt_core import build_model, build_optimizer
 from symopt_core.optim import SymOpt
+from symopt_core.optim.engines import RecordingEngine
 from symopt_core.optim.layout import parse_layout
 from symopt_core.optim.rules import get_rule
 from symopt_core.optim.sharding import Bucket, assign_by_cost, polar_flops, shares
@@ -88,10 +89,10 @@ def measure(
     optimizer = build_optimizer(model, preset)
     base = getattr(optimizer, "base", optimizer)
     assert isinstance(base, SymOpt)
-    base.record_work = True
+    recorder = RecordingEngine()  # the batched engine, keeping the last step's whole-matrix work
+    base.engine = recorder  # one device, plain tensors: no FSDP adapter needed
     full_ms = timed(optimizer.step, device, warmup, repeats)
-    buckets = base.whole_matrix_work
-    base.record_work = False
+    buckets = recorder.work
     every = [(bucket, torch.arange(bucket.matrices.shape[0], device=device)) for bucket in buckets]
 
     def directions(share: list[tuple[Bucket, torch.Tensor]]) -> Callable[[], None]:

@@ -11,7 +11,9 @@ and per-class lr multipliers derived from scaling rules rather than copied from 
   step's (≈ lr_adamw). LM head and tied embedding: one fifth of that, HEAD_SHARE·lr·√d; both
   EO's Qwen3 recipe (5e-3 at d=1024) and our d=128 runs (2e-3, ANCHORS.md) put the head's
   per-entry RMS near 1.6e-4, about a sixth of the AdamW step.
-- Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule.
+- Routers: ROUTER_SHARE × lr = 7.5e-4 at 0.02, EO's router lr for every router rule (the adamw
+  preset: its base lr).
+`Preset.lr_rule` states each as an `LrRule` (a share, times √d or not; the catalog lists it).
 These are priors for sweeps (`optimizer.overrides.<class>.lr_scale` multiplies them), not tuned values.
 
 `eo_parity: true` in a class's override replaces its scale by the shape factor EO applies to
@@ -34,11 +36,20 @@ from torch import nn
 
 from .errors import ConfigError
 from .optim import SymOpt, get_rule
+from .optim.options import GROUP_OPTIONS, REMOVED_OPTIONS
 from .optim.schedule_free import ScheduleFree
 from .params import CLASS_ALIASES, ParamClass, ParamInfo, describe_params
 from .params.classify import Mapped
 
-__all__ = ["HIDDEN_CLASSES", "OVERRIDE_KEYS", "PRESETS", "Preset", "build_optimizer", "param_groups"]
+__all__ = [
+    "HIDDEN_CLASSES",
+    "OVERRIDE_KEYS",
+    "PRESETS",
+    "LrRule",
+    "Preset",
+    "build_optimizer",
+    "param_groups",
+]
 
 ADAMW_SHARE = 0.05
 HEAD_SHARE = 0.01
@@ -53,12 +64,8 @@ HIDDEN_CLASSES: tuple[ParamClass, ...] = _HIDDEN  # the classes that take the ba
 # multiplies the lr the class would have without it (by default its derived one, the module
 # docstring's share × base lr), so a sweep can search a factor around each class's prior.
 _LR_KEYS = ("lr", "lr_mult", "lr_scale")
-# Group options an override may set, besides the lr keys and "rule".
-OVERRIDE_KEYS = (
-    "momentum", "nesterov", "weight_decay", "scale", "rms_target", "alpha", "eps", "polar_method",
-    "polar_steps", "polar_dtype", "invsqrt_method", "invsqrt_steps", "gram_eps", "hybrid_polar", "normuon",
-    "beta2", "normuon_eps", "betas", "adam_eps",
-)  # fmt: skip
+# Group options an override may set, besides the lr keys and "rule": those GROUP_OPTIONS marks.
+OVERRIDE_KEYS = tuple(name for name, option in GROUP_OPTIONS.items() if option.override)
 # Override keys read here, not passed on to SymOpt (eo_parity chooses the group's scale).
 _PRESET_KEYS = ("eo_parity",)
 
@@ -73,6 +80,18 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class LrRule:
+    """A class's default lr, relative to the preset's base lr: `mult`, times √d when `sqrt_d`
+    (d the row length of a [V, d] embedding or head)."""
+
+    mult: float
+    sqrt_d: bool = False
+
+    def multiplier(self, shape: tuple[int, ...]) -> float:
+        return self.mult * math.sqrt(shape[-1]) if self.sqrt_d else self.mult
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     summary: str
@@ -84,6 +103,19 @@ class Preset:
     adamw_share: float = ADAMW_SHARE
     schedule_free: Mapping[str, Any] | None = None  # ScheduleFree(...) arguments, if wrapped
     head_wise: bool = False  # attention q/k/v/o per head (the symmetric family), else whole matrices
+    router_share: float = ROUTER_SHARE  # routers' lr / base lr, whatever their rule
+
+    def lr_rule(self, param_class: ParamClass, rule: str) -> LrRule:
+        """The default lr of `param_class` under `rule` (the module docstring's shares)."""
+        if param_class in (C.ROUTER, C.SIGMOID_ROUTER):
+            return LrRule(self.router_share)
+        if get_rule(rule).elementwise:
+            return LrRule(self.adamw_share)
+        if param_class in (C.EMBEDDING, C.POSITION):
+            return LrRule(self.adamw_share, sqrt_d=True)
+        if param_class in (C.LM_HEAD, C.TIED_EMBEDDING):
+            return LrRule(self.adamw_share * HEAD_SHARE / ADAMW_SHARE, sqrt_d=True)
+        return LrRule(1.0)
 
 
 _ADAMW = {"betas": (0.9, 0.95), "adam_eps": 1e-8}
@@ -133,7 +165,7 @@ PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
         Preset("adamw", "AdamW on every parameter", 1e-3, 0.1, _table(Cell("adamw", _ADAMW)), _MUON, _ADAMW,
-               adamw_share=1.0),
+               adamw_share=1.0, router_share=1.0),
         Preset("muon", "Muon (KJ scale, Nesterov) on hidden and expert matrices, AdamW elsewhere", 0.02, 0.0,
                _table(Cell("adamw", _ADAMW), **{c.value: Cell("polar", _MUON) for c in _HIDDEN}),
                _MUON, _ADAMW),
@@ -170,22 +202,6 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"Invalid preset: {name!r}; valid presets: {', '.join(PRESETS)}") from None
-
-
-def default_lr_multiplier(
-    preset: Preset, param_class: ParamClass, rule: str, shape: tuple[int, ...]
-) -> float:
-    """The lr of `param_class` under `rule`, relative to the preset's base lr (module docstring)."""
-    if param_class in (C.ROUTER, C.SIGMOID_ROUTER) and preset.name != "adamw":
-        return ROUTER_SHARE
-    if get_rule(rule).elementwise:
-        return preset.adamw_share
-    width = shape[-1]  # the row length d of [V, d] embeddings and heads
-    if param_class in (C.EMBEDDING, C.POSITION):
-        return preset.adamw_share * math.sqrt(width)
-    if param_class in (C.LM_HEAD, C.TIED_EMBEDDING):
-        return preset.adamw_share * HEAD_SHARE / ADAMW_SHARE * math.sqrt(width)
-    return 1.0
 
 
 def eo_scale(rule: str, param_class: ParamClass, layout: str) -> str:
@@ -226,6 +242,10 @@ def _expand_overrides(
         else:
             raise ConfigError(f"Invalid override class: {key!r}; valid names: {', '.join(valid_names)}")
         options = {"rule": value} if isinstance(value, str) else dict(value)
+        removed = sorted(REMOVED_OPTIONS.keys() & options.keys())
+        if removed:
+            name = removed[0]
+            raise ConfigError(f"Invalid override key for {key!r}: {name} ({REMOVED_OPTIONS[name]})")
         unknown = set(options) - {"rule", *_LR_KEYS, *OVERRIDE_KEYS, *_PRESET_KEYS}
         if unknown:
             raise ConfigError(
@@ -279,9 +299,7 @@ def _group_for(
     if "lr" in override:
         lr = float(override["lr"])
     else:
-        lr = base_lr * override.get(
-            "lr_mult", default_lr_multiplier(preset, info.param_class, rule, info.shape)
-        )
+        lr = base_lr * override.get("lr_mult", preset.lr_rule(info.param_class, rule).multiplier(info.shape))
     lr *= override.get("lr_scale", 1.0)
     return {"rule": rule, "layout": layout, "lr": lr, "param_class": info.param_class.value, **options}
 

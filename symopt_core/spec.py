@@ -7,10 +7,11 @@ are chosen from registries by name.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +22,7 @@ from pydantic import (
     PositiveInt,
     SerializerFunctionWrapHandler,
     ValidationError,
+    create_model,
     model_serializer,
     model_validator,
 )
@@ -37,8 +39,8 @@ from .hf_spec import (
     is_custom_family,
     is_hf_family,
 )
-from .linalg import InvSqrtMethod, PolarMethod
 from .models.registry import build_config
+from .optim.options import GROUP_OPTIONS, REMOVED_OPTIONS, Choices, Flag, GroupOption, Pair, Range
 from .optim.rules import RULES
 from .params.classes import CLASS_ALIASES, ParamClass
 from .presets import PRESETS
@@ -262,46 +264,78 @@ class DataSpec(_OmitsUnusedFields, _Strict):
         return self
 
 
-class OverrideSpec(_Strict):
+class _OverrideKeys(_Strict):
     """Per-class settings; `lr` is absolute, `lr_mult` multiplies the preset's base lr, `lr_scale`
-    multiplies the class's own lr (its default, or what `lr` / `lr_mult` made it)."""
+    multiplies the class's own lr (its default, or what `lr` / `lr_mult` made it). The group
+    options beside them (momentum, scale, betas, ...) are generated from SymOpt's table."""
 
     rule: str | None = None
     lr: PositiveFloat | None = None
     lr_mult: PositiveFloat | None = None
     lr_scale: PositiveFloat | None = None
-    momentum: float | None = Field(None, ge=0.0, lt=1.0)
-    nesterov: bool | None = None
-    weight_decay: float | None = Field(None, ge=0.0)
-    scale: Literal["kj", "match_rms_adamw", "rms", "none", "kj_transposed"] | None = None
-    rms_target: PositiveFloat | None = None
-    alpha: float | None = Field(None, ge=0.0)
-    eps: float | None = Field(None, ge=0.0)
-    polar_method: PolarMethod | None = None
-    polar_steps: int | None = Field(None, ge=1, lt=100)
-    polar_dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] | None = None
-    invsqrt_method: InvSqrtMethod | None = None
-    invsqrt_steps: int | None = Field(None, ge=1, lt=100)
-    gram_eps: float | None = Field(None, ge=0.0)
-    hybrid_polar: Literal["invsqrt", "polar"] | None = None
     eo_parity: bool | None = None  # EO's shape factor for the class's rule (sets scale; presets.eo_scale)
-    normuon: bool | None = None
-    beta2: float | None = Field(None, ge=0.0, lt=1.0)
-    betas: tuple[float, float] | None = None
-    adam_eps: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_options(cls, data: Any) -> Any:
+        """Stored specs dumped every field, `normuon: null` included: an unset removed option is
+        dropped, a set one names its replacement."""
+        if not isinstance(data, Mapping):
+            return data
+        for key, replacement in REMOVED_OPTIONS.items():
+            if data.get(key, None) not in (None, False):
+                raise ValueError(f"{key} was removed: {replacement}")
+        return {k: v for k, v in data.items() if k not in REMOVED_OPTIONS}
 
     @model_validator(mode="after")
-    def _known_rule(self) -> OverrideSpec:
+    def _known_rule(self) -> _OverrideKeys:
         if self.rule is not None and self.rule not in RULES:
             raise ValueError(
                 f"unknown rule {self.rule!r}{did_you_mean(self.rule, RULES)}; valid rules: {', '.join(RULES)}"
             )
-        if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas {self.betas} must each lie in [0, 1)")
         return self
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
+
+
+def _override_field(option: GroupOption) -> tuple[Any, Any]:
+    """The optional spec field of one group option: its type, bounds or choices, and doc."""
+    values = option.values
+    annotation: Any
+    bounds: dict[str, Any] = {}
+    if isinstance(values, Range):
+        annotation = int if values.integer else float
+        bounds = _bounds(values)
+    elif isinstance(values, Choices):
+        annotation = Literal.__getitem__(values.values)
+    elif isinstance(values, Flag):
+        annotation = bool
+    elif isinstance(values, Pair):
+        each = Annotated[float, Field(**_bounds(values.each))]
+        annotation = tuple[each, each]
+    else:
+        raise TypeError(f"option {option.name!r} has no values a spec can check; mark it override=False")
+    return annotation | None, Field(None, description=option.doc, **bounds)
+
+
+def _bounds(values: Range) -> dict[str, Any]:
+    bounds: dict[str, Any] = {"gt" if values.open_low else "ge": values.low}
+    if values.high != math.inf:
+        bounds["lt" if values.open_high else "le"] = values.high
+    return bounds
+
+
+if TYPE_CHECKING:  # mypy sees the declared keys; the generated option fields are not typed attributes
+    OverrideSpec = _OverrideKeys
+else:
+    OverrideSpec = create_model(
+        "OverrideSpec",
+        __base__=_OverrideKeys,
+        __doc__=_OverrideKeys.__doc__,
+        __module__=__name__,
+        **{name: _override_field(option) for name, option in GROUP_OPTIONS.items() if option.override},
+    )
 
 
 _OVERRIDE_NAMES = [c.value for c in ParamClass] + list(CLASS_ALIASES)

@@ -7,13 +7,16 @@ arrive reduce-scattered the same way. SymOpt then works on each rank's rows:
 
   - elementwise rules (AdamW, SGD) and momentum run on the local rows only: no communication;
   - row-local rules (communication "none": row-norm) on plain [out, in] matrices (embeddings)
-    run on the local rows too (`SymOpt._row_local` says when);
+    run on the local rows too (`MatrixJob.rows_independent` says when);
   - every other matrix rule needs the whole matrix (a layout may cut any dimension into heads or
     experts, a rule may look across rows), so the momenta of those parameters are all-gathered,
     one all_gather per dtype for all of them (`gather_rows`), the directions are computed (split
     across ranks by FLOPs for the whole-matrix rules, as under DDP: sharding.py), and each rank
     applies its own rows (`local_rows`). Column-reduce rules (centered row-norm) gather too:
     one all-reduce of the column sums would do (not built).
+
+`FsdpRows` is that, as an adapter around any engine (engines.py): SymOpt's step never asks
+whether a parameter is sharded. Without DTensor parameters it hands everything on unchanged.
 
 Optimizer state lives beside the parameter it belongs to: momentum and Adam moments are
 DTensors sharded like the parameter (so torch.distributed.checkpoint can reshard them to any
@@ -31,7 +34,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,11 +43,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import ConfigError
+from .engines import Engine, MatrixJob
+from .sharding import ShardStats
 
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
 
-__all__ = ["gather_rows", "gather_rows_reference", "is_sharded", "local", "local_rows"]
+__all__ = ["FsdpRows", "gather_rows", "gather_rows_reference", "is_sharded", "local", "local_rows"]
 
 
 def _loaded_dtensor_class() -> type | None:
@@ -141,3 +147,65 @@ def gather_rows_reference(shards: Sequence[Tensor], params: Sequence[DTensor]) -
         )
         fulls.append(sharded.full_tensor())
     return fulls
+
+
+Gather = Callable[[Sequence[Tensor], Sequence["DTensor"]], list[Tensor]]
+
+
+def _locals(tensors: list[Tensor]) -> list[Tensor]:
+    return [local(tensor) for tensor in tensors]
+
+
+class FsdpRows(Engine):
+    """`inner` on this rank's rows of FSDP-sharded parameters (module docstring): elementwise work
+    on the local rows, whole momenta gathered in (`gather`: `gather_rows`, or the reference's
+    `gather_rows_reference`) for the matrix rules that need them, their updates sliced back out."""
+
+    def __init__(self, inner: Engine, gather: Gather = gather_rows) -> None:
+        self.inner, self.gather = inner, gather
+
+    @property
+    def stats(self) -> ShardStats | None:
+        return self.inner.stats
+
+    def count(self, steps: list[Tensor]) -> None:
+        self.inner.count(steps)  # plain scalars beside every parameter, sharded or not
+
+    def momentum(
+        self, grads: list[Tensor], buffers: list[Tensor], momentum: float, nesterov: bool
+    ) -> list[Tensor]:
+        return self.inner.momentum(_locals(grads), _locals(buffers), momentum, nesterov)
+
+    def adamw(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        steps: list[Tensor],
+        *,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        self.inner.adamw(
+            _locals(params), _locals(grads), _locals(exp_avgs), _locals(exp_avg_sqs), steps,
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+        )  # fmt: skip
+
+    def apply(self, params: list[Tensor], updates: list[Tensor], lr: float, weight_decay: float) -> None:
+        self.inner.apply(_locals(params), updates, lr, weight_decay)  # updates are local rows already
+
+    def updates(self, jobs: Sequence[MatrixJob]) -> list[Tensor]:
+        whole = [i for i, job in enumerate(jobs) if is_sharded(job.param) and not job.rows_independent]
+        if not whole:
+            return self.inner.updates(jobs)
+        fulls = self.gather([jobs[i].momentum for i in whole], [jobs[i].param for i in whole])  # type: ignore[misc]
+        gathered = list(jobs)
+        for i, full in zip(whole, fulls, strict=True):
+            gathered[i] = replace(jobs[i], momentum=full)
+        updates = self.inner.updates(gathered)
+        for i in whole:
+            updates[i] = local_rows(updates[i], jobs[i].param)  # type: ignore[arg-type]
+        return updates

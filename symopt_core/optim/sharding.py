@@ -8,8 +8,8 @@ the ranks, balanced by FLOPs (largest first, each to the least-loaded rank), eac
 its share batched by shape, and one all-gather per dtype hands every rank every direction, as
 dion's and EO's sharded Muon do. The other rules cost O(mn) and run on every rank as before.
 
-`SymOpt._compute_directions(..., batched=True)` on one process is the reference: the parity
-tests compare the two on 2 gloo ranks.
+`DistributedEngine` (engines.py) runs this in SymOpt's step; the batched engine on one process is
+the reference: the data-parallel tests compare the two on 2 gloo ranks.
 """
 
 from __future__ import annotations

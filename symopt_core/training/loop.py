@@ -40,12 +40,11 @@ from ..presets import PRESETS
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
 from ..spec_optimizer import build_spec_optimizer
-from .checkpoint import SHARDED_SUFFIX, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .events import Event, Report, Result, Status
 from .job_data import build_job_data
-from .job_model import build_job_model, has_routed_experts, model_label, optimizer_mapping
+from .job_model import build_job_model, model_label, optimizer_mapping
 from .metrics import class_of_params, grad_norms, learning_rates, merge_routing, moe_metrics, update_rms
-from .parallel import DataParallel, shard_model
+from .parallel import Parallelism, current_parallelism
 
 __all__ = [
     "MetricsWindow",
@@ -70,6 +69,10 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     sampler: BatchSampler
+    # How the ranks share the work (parallel.py), and the module the training forward goes
+    # through (DDP's wrapper of `model`; evaluation, metrics and checkpoints use `model`).
+    parallel: Parallelism
+    train_module: nn.Module
     step: int = 0
     tokens: int = 0
     best_val_loss: float | None = None
@@ -78,21 +81,6 @@ class Run:
     # Every metrics and eval event reported so far: a run resumed by a service that lost some of
     # them (they were in flight when it died) reports those again (`replay_after`, `_replay`).
     history: list[dict[str, Any]] = field(default_factory=list)
-    # Data parallelism (parallel.py): this rank's group, and the DDP wrapper the training forward
-    # goes through (`model` stays the plain module: evaluation, metrics and checkpoints use it).
-    parallel: DataParallel | None = None
-    ddp: nn.Module | None = None
-
-    @property
-    def fsdp(self) -> bool:
-        """FSDP2 instead of DDP (resources.strategy = "fsdp", 2+ ranks): `model` itself is sharded,
-        and every rank writes its rows of each checkpoint (sharded_checkpoint.py)."""
-        return self.parallel is not None and self.spec.resources.strategy == "fsdp"
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0, or the only process: the one that writes checkpoints."""
-        return self.parallel is None or self.parallel.is_main
 
     def state(self, *, weights: bool = True) -> dict[str, Any]:
         """What a checkpoint stores; weights=False leaves out the model and optimizer (a sharded
@@ -156,24 +144,14 @@ def build_run(
     `file:` corpora's root)."""
     assets = assets or Assets(data_root=Path(data_root) if data_root is not None else None)
     torch.manual_seed(spec.seed)
-    parallel = DataParallel.current()
+    parallel = current_parallelism(spec.resources.strategy)
     dataset = build_job_data(spec, assets)
     torch.manual_seed(spec.seed)  # the model's init does not depend on what the data took
     model = build_job_model(spec, dataset.vocab_size, assets).to(device)
-    fsdp = parallel is not None and spec.resources.strategy == "fsdp"
-    if fsdp:
-        shard_model(model)  # before the optimizer: it holds the sharded parameters
+    train_module = parallel.wrap(model, device)  # before the optimizer: FSDP shards `model` in place
     optimizer = build_spec_optimizer(
-        model, spec.optimizer, mapping=optimizer_mapping(spec, model), shard=parallel is not None
+        model, spec.optimizer, mapping=optimizer_mapping(spec, model), shard=parallel.splits_optimizer_work
     )
-    ddp = None
-    if parallel is not None and not fsdp:
-        ids = [device.index] if device.type == "cuda" and device.index is not None else None
-        # An expert no token was routed to in a step takes no part in its backward: DDP must be
-        # told to look for such parameters, or it waits for their gradients forever.
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, find_unused_parameters=has_routed_experts(model)
-        )
     schedule = spec.schedule
 
     def multiplier(step: int) -> float:
@@ -188,7 +166,7 @@ def build_run(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     sampler = BatchSampler(dataset, seed=spec.seed)
-    return Run(spec, device, dataset, model, optimizer, scheduler, sampler, parallel=parallel, ddp=ddp)
+    return Run(spec, device, dataset, model, optimizer, scheduler, sampler, parallel, train_module)
 
 
 def batch_shape(spec: JobSpec, tokens_seen: int) -> BatchShape:
@@ -222,14 +200,8 @@ def _micro_batches(size: int, micro: int | None) -> Iterator[slice]:
 
 
 def _accumulating(run: Run, *, last: bool) -> contextlib.AbstractContextManager[Any]:
-    """DDP all-reduces the gradients in the backward of a batch's last micro-batch only."""
-    if run.ddp is None or last:
-        return contextlib.nullcontext()
-    return run.ddp.no_sync()  # type: ignore[operator]
-
-
-def _local_rows(run: Run, batch_size: int, what: str = "the batch size") -> slice:
-    return slice(0, batch_size) if run.parallel is None else run.parallel.rows(batch_size, what)
+    """Gradients are communicated in the backward of a batch's last micro-batch only."""
+    return contextlib.nullcontext() if last else run.parallel.no_sync(run.train_module)
 
 
 def forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingStats]]:
@@ -241,10 +213,9 @@ def forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingSt
     mean-loss gradient; returns that loss and the routing of this rank's micro-batches.
     """
     x_all, y_all = run.sampler.next("train", shape.size, shape.seq_len)
-    rows = _local_rows(run, shape.size)
+    rows = run.parallel.rows(shape.size, "the batch size")
     x_all, y_all = x_all[rows], y_all[rows]
     local = x_all.shape[0]
-    model = run.ddp or run.model
     total = torch.zeros((), device=run.device)
     routing: list[list[RoutingStats]] = []
     micro = list(_micro_batches(local, run.spec.batch.micro_size))
@@ -253,14 +224,14 @@ def forward_backward(run: Run, shape: BatchShape) -> tuple[float, list[RoutingSt
         share = x.shape[0] / local
         with _accumulating(run, last=i == len(micro) - 1):
             with _autocast(run):
-                output = model(x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True))
+                output = run.train_module(
+                    x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+                )
             assert output.loss is not None
             (output.loss * share).backward()
         total += output.loss.detach().float() * share
         routing.append(output.routing)
-    if run.parallel is not None:
-        total = run.parallel.mean(total)
-    return float(total), merge_routing(routing)
+    return float(run.parallel.mean(total)), merge_routing(routing)
 
 
 @dataclass
@@ -308,8 +279,7 @@ def train_step(run: Run, shape: BatchShape, classes: dict[str, list[Tensor]], *,
     run.tokens += shape.tokens
     if log:
         metrics |= update_rms(classes, before) | moe_metrics(routing)
-        if run.parallel is not None:
-            metrics |= run.parallel.shard_metrics(run.optimizer, run.device)
+        metrics |= run.parallel.shard_metrics(run.optimizer, run.device)
     return StepOutcome(loss, metrics, time.perf_counter() - started, optimizer_time)
 
 
@@ -349,7 +319,7 @@ def evaluate(run: Run) -> float:
     try:
         losses = []
         size = spec.eval.batch_size or spec.batch.size
-        rows = _local_rows(run, size, "the eval batch size (eval.batch_size, else batch.size)")
+        rows = run.parallel.rows(size, "the eval batch size (eval.batch_size, else batch.size)")
         for _ in range(spec.eval.batches):
             x, y = run.sampler.next("val", size, spec.data.seq_len)
             with _autocast(run):
@@ -357,7 +327,7 @@ def evaluate(run: Run) -> float:
             assert output.ce_loss is not None
             losses.append(output.ce_loss.float())
         mean = torch.stack(losses).mean()
-        return float(mean if run.parallel is None else run.parallel.mean(mean))
+        return float(run.parallel.mean(mean))
     finally:
         run.model.train()
         if schedule_free:
@@ -393,104 +363,131 @@ def train(
     assets: where uploaded datasets and models, model directories and the token cache are.
     """
     job = spec if isinstance(spec, JobSpec) else load_spec(spec)
-    device_ = resolve_device(device, job.resources.gpus)
-    run = build_run(job, device=device_, data_root=data_root, assets=assets)
-    report_ = report or (lambda event: None)
-
-    def emit(event: Event) -> None:
-        if event.kind in ("metrics", "eval"):
-            run.history.append({"kind": event.kind, "step": event.step, "data": event.data})
-        report_(event)
-
-    def log(message: str) -> None:
-        # Log lines are for people (the service's /logs, `symopt jobs logs`); never replayed.
-        report_(Event("log", run.step, {"message": message}))
-
-    checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
-    if resume_from is not None:
-        run.load_state(_read_checkpoint(run, Path(resume_from)))
-        if replay_after is not None:
-            _replay(run.history, replay_after, report_)
-    emit(
-        Event(
-            "status",
-            run.step,
-            {
-                "status": "resumed" if resume_from else "started",
-                "device": str(run.device),
-                "params": sum(p.numel() for p in run.model.parameters()),
-            },
-        )
+    run = build_run(
+        job, device=resolve_device(device, job.resources.gpus), data_root=data_root, assets=assets
     )
+    checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
+    session = _Session(run, report or (lambda event: None), checkpoints)
+    _start(session, Path(resume_from) if resume_from is not None else None, replay_after)
+    _loop(session, should_stop)
+    return _finish(session)
+
+
+@dataclass
+class _Session:
+    """What one call of `train` keeps from its start to its finish, beside the run itself."""
+
+    run: Run
+    report: Report
+    checkpoints: Path | None  # where checkpoints go; None: none are written
+    classes: dict[str, list[Tensor]] = field(default_factory=dict)  # {class: params}, for metrics
+    started: float = 0.0  # perf_counter when the first step began
+    tokens_at_start: int = 0
+    status: str = "succeeded"
+    diverged_at: int | None = None
+    last_loss: float | None = None
+    newest: Path | None = None  # the newest checkpoint written
+
+    def emit(self, event: Event) -> None:
+        if event.kind in ("metrics", "eval"):
+            self.run.history.append({"kind": event.kind, "step": event.step, "data": event.data})
+        self.report(event)
+
+    def log(self, message: str) -> None:
+        # Log lines are for people (the service's /logs, `symopt jobs logs`); never replayed.
+        self.report(Event("log", self.run.step, {"message": message}))
+
+
+def _start(session: _Session, resume_from: Path | None, replay_after: Mapping[str, int] | int | None) -> None:
+    """Resume (replaying what a store may lack), report the start, and evaluate at step 0."""
+    run, job = session.run, session.run.spec
+    if resume_from is not None:
+        run.load_state(run.parallel.load(resume_from, run.model, run.optimizer))
+        if replay_after is not None:
+            _replay(run.history, replay_after, session.report)
     params = sum(p.numel() for p in run.model.parameters())
-    log(
+    status = {"status": "resumed" if resume_from else "started", "device": str(run.device), "params": params}
+    session.emit(Event("status", run.step, status))
+    session.log(
         f"{model_label(job.model)}: {params:,} parameters on {run.device}; preset {job.optimizer.preset}; "
         f"{job.steps} steps of {job.batch.size} x {job.data.seq_len} tokens"
     )
     if resume_from is not None:
-        log(f"resumed at step {run.step} from {resume_from}")
-    log(run.dataset.summary())
-    ranks = 1 if run.parallel is None else run.parallel.world_size
+        session.log(f"resumed at step {run.step} from {resume_from}")
+    session.log(run.dataset.summary())
+    ranks = run.parallel.world_size
     if ranks != job.resources.ranks:  # a 2-rank spec trained by `symopt train`, or resumed on 1 rank
-        log(f"the spec asks for {job.resources.ranks} rank(s); this run has {ranks} (same global batch)")
+        session.log(
+            f"the spec asks for {job.resources.ranks} rank(s); this run has {ranks} (same global batch)"
+        )
     if run.step == 0 and not run.evals:  # a run resumed at step 0 has evaluated there already
-        _evaluate_and_report(run, emit, log)
-    classes = class_of_params(run.optimizer)
-    started = time.perf_counter()
-    tokens_at_start, status, diverged_at, last_loss = run.tokens, "succeeded", None, None
-    window, newest = MetricsWindow(), None
+        _evaluate_and_report(run, session.emit, session.log)
+    session.classes = class_of_params(run.optimizer)
+    session.started, session.tokens_at_start = time.perf_counter(), run.tokens
+
+
+def _loop(session: _Session, should_stop: Callable[[], bool] | None) -> None:
+    """Steps until spec.steps, a stop request or a non-finite loss, with their metrics, evals and
+    checkpoints."""
+    run, job = session.run, session.run.spec
+    window = MetricsWindow()
     while run.step < job.steps:
         if _stop_requested(run, should_stop):
-            status = "cancelled"
-            log(f"stopped at step {run.step}: cancelled")
-            break
+            session.status = "cancelled"
+            session.log(f"stopped at step {run.step}: cancelled")
+            return
         log_now = (run.step + 1) % job.log_every == 0 or run.step + 1 == job.steps
         shape = batch_shape(job, run.tokens)
-        outcome = train_step(run, shape, classes, log=log_now)
+        outcome = train_step(run, shape, session.classes, log=log_now)
         if not math.isfinite(outcome.loss):
-            status, diverged_at = "diverged", run.step + 1
+            session.status, session.diverged_at = "diverged", run.step + 1
             diverged = {"status": "diverged", "train_loss": _json_float(outcome.loss)}
-            emit(Event("status", run.step + 1, diverged))
-            log(f"the loss became {outcome.loss} at step {run.step + 1}: stopped (diverged)")
-            break
+            session.emit(Event("status", run.step + 1, diverged))
+            session.log(f"the loss became {outcome.loss} at step {run.step + 1}: stopped (diverged)")
+            return
         window.add(shape.tokens, outcome)
-        last_loss = outcome.loss
+        session.last_loss = outcome.loss
         if log_now:
             step_metrics = {"train_loss": outcome.loss, "tokens": run.tokens, "batch_size": shape.size,
                             "seq_len": shape.seq_len}  # fmt: skip
-            emit(Event("metrics", run.step, outcome.metrics | step_metrics | window.metrics()))
+            session.emit(Event("metrics", run.step, outcome.metrics | step_metrics | window.metrics()))
             window = MetricsWindow()
         if run.step % job.eval.every == 0 or run.step == job.steps:
-            _evaluate_and_report(run, emit, log)
-        if checkpoints is not None and job.checkpoint.every and run.step % job.checkpoint.every == 0:
-            newest = _checkpoint(run, checkpoints, emit)
+            _evaluate_and_report(run, session.emit, session.log)
+        if session.checkpoints is not None and job.checkpoint.every and run.step % job.checkpoint.every == 0:
+            session.newest = _checkpoint(run, session.checkpoints, session.emit)
+
+
+def _finish(session: _Session) -> Result:
+    """The last checkpoint (unless the run diverged or has just written it), then the result."""
+    run = session.run
     if (
-        checkpoints is not None
-        and status != "diverged"
-        and (newest is None or newest.stem != f"step_{run.step:09d}")
+        session.checkpoints is not None
+        and session.status != "diverged"
+        and (session.newest is None or session.newest.stem != f"step_{run.step:09d}")
     ):
-        newest = _checkpoint(run, checkpoints, emit)
-    wall = time.perf_counter() - started
+        session.newest = _checkpoint(run, session.checkpoints, session.emit)
+    wall = time.perf_counter() - session.started
     result = Result(
-        status=_status(status),
+        status=_status(session.status),
         steps=run.step,
         tokens=run.tokens,
-        train_loss=last_loss,
+        train_loss=session.last_loss,
         val_loss=run.evals[-1]["val_loss"] if run.evals else None,
         best_val_loss=run.best_val_loss,
         best_val_step=run.best_val_step,
         wall_time_s=wall,
-        tokens_per_s=(run.tokens - tokens_at_start) / max(wall, 1e-9),
-        diverged_at=diverged_at,
-        checkpoint=str(newest) if newest is not None else None,
+        tokens_per_s=(run.tokens - session.tokens_at_start) / max(wall, 1e-9),
+        diverged_at=session.diverged_at,
+        checkpoint=str(session.newest) if session.newest is not None else None,
         evals=list(run.evals),
     )
     best = "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f} at step {run.best_val_step}"
-    log(
+    session.log(
         f"{result.status} after {result.steps} steps, {result.tokens:,} tokens in {wall:.1f} s "
         f"({result.tokens_per_s:,.0f} tokens/s); best val_loss {best}"
     )
-    emit(Event("result", run.step, result.to_dict()))
+    session.emit(Event("result", run.step, result.to_dict()))
     return result
 
 
@@ -514,7 +511,7 @@ def _replay(history: list[dict[str, Any]], stored: Mapping[str, int] | int, repo
 def _stop_requested(run: Run, should_stop: Callable[[], bool] | None) -> bool:
     """should_stop(), agreed by every rank: a stop asked of any rank stops them all at one step."""
     asked = should_stop is not None and should_stop()
-    return asked if run.parallel is None else run.parallel.any(asked, run.device)
+    return run.parallel.any(asked, run.device)
 
 
 def _status(value: str) -> Status:
@@ -549,33 +546,8 @@ def _evaluate_and_report(run: Run, emit: Report, log: Callable[[str], None]) -> 
 
 
 def _checkpoint(run: Run, directory: Path, emit: Report) -> Path:
-    """Under DDP (or on one process) rank 0 writes the checkpoint: the ranks hold the same model
-    and optimizer state, so one file resumes on any number of ranks. Under FSDP every rank
-    writes its rows through DCP (sharded_checkpoint.py), which reshards to any number on load."""
-    keep = run.spec.checkpoint.keep
-    if run.fsdp:
-        # DCP loads DTensor, sympy and torch.fx: imported on the FSDP path only (optim/fsdp.py).
-        from .sharded_checkpoint import save_sharded_checkpoint
-
-        state = run.state(weights=False)
-        path = save_sharded_checkpoint(
-            directory, run.step, state, run.model, run.optimizer, keep, is_main=run.is_main
-        )
-    elif not run.is_main:
-        return checkpoint_path(directory, run.step)
-    else:
-        path = save_checkpoint(directory, run.step, run.state(), keep)
-    if run.is_main:
+    """Every rank writes (or skips) its part of the checkpoint (parallel.py); the main one reports it."""
+    path = run.parallel.save(directory, run, run.spec.checkpoint.keep)
+    if run.parallel.is_main:
         emit(Event("checkpoint", run.step, {"path": str(path)}))
     return path
-
-
-def _read_checkpoint(run: Run, path: Path) -> Mapping[str, Any]:
-    """A checkpoint file, a sharded checkpoint directory, or the newest of either in `path`; a
-    sharded one is loaded into the run's model and optimizer here (whatever the run's ranks)."""
-    newest = latest_checkpoint(path) if path.is_dir() and path.suffix != SHARDED_SUFFIX else path
-    if newest is not None and newest.suffix == SHARDED_SUFFIX:
-        from .sharded_checkpoint import load_sharded_checkpoint
-
-        return load_sharded_checkpoint(newest, run.model, run.optimizer)
-    return load_checkpoint(newest or path)  # no checkpoint in `path`: its ConfigError

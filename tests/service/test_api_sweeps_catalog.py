@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
+import torch
 
 from service.api.routes.health import RAY_NOT_USED
 from service.store import JobStatus
 from service.store.jobs import create_job, get_job, transition
 from symopt_core.data import CORPORA
-from symopt_core.models import MODEL_FAMILIES
-from symopt_core.optim import RULES
-from symopt_core.presets import PRESETS
+from symopt_core.models import MODEL_FAMILIES, build_model
+from symopt_core.optim import RULES, SymOpt
+from symopt_core.optim.options import GROUP_OPTIONS, readers_of
+from symopt_core.presets import PRESETS, param_groups
 from symopt_core.spec import load_spec
 
 from .conftest import TINY_JOB, make_admin
@@ -198,6 +203,25 @@ def test_catalog_lists_each_rules_options_and_each_presets_class_settings(client
         for param_class, cell in preset.cells.items():
             assert listed[param_class.value]["rule"] == cell.rule
             assert set(listed[param_class.value]["options"]) == set(cell.options)
+
+
+def test_catalog_agrees_with_the_option_table_symopt_and_the_groups_presets_build(client, alice):
+    """Each rule's options are the rows of GROUP_OPTIONS it reads, with SymOpt's own defaults; each
+    class's listed lr is the one param_groups gives it on real models (√d included)."""
+    defaults = SymOpt([torch.nn.Parameter(torch.zeros(2, 2))]).defaults
+    rules = {r["name"]: r["options"] for r in client.get("/v1/rules", headers=alice.headers).json()["data"]}
+    for name, rule in RULES.items():
+        read = [key for key, option in GROUP_OPTIONS.items() if option.reads & readers_of(rule)]
+        assert rules[name] == json.loads(json.dumps({key: defaults[key] for key in read})), name
+    presets = {p["name"]: p for p in client.get("/v1/presets", headers=alice.headers).json()["data"]}
+    models = [build_model("qwen3", "tiny", vocab_size=65), build_model("olmoe", "tiny", vocab_size=65)]
+    for name, preset in PRESETS.items():
+        for group in (g for model in models for g in param_groups(model, name)):
+            listed = presets[name]["classes"][group["param_class"]]
+            width = group["params"][0].shape[-1]
+            lr = preset.lr * listed["lr_mult"] * (math.sqrt(width) if listed["lr_mult_times_sqrt_d"] else 1.0)
+            assert group["lr"] == pytest.approx(lr, rel=1e-12), (name, group["param_class"])
+            assert listed["lr"] in (None, pytest.approx(group["lr"], rel=1e-12))
 
 
 def test_health_readiness_metrics_and_openapi(client, alice):

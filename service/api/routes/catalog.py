@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
 from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter
@@ -13,9 +11,10 @@ from pydantic import BaseModel, Field
 from symopt_core.data import CORPORA
 from symopt_core.hf_spec import KNOWN_LAYOUTS
 from symopt_core.models import MODEL_FAMILIES
-from symopt_core.optim import RULES, Rule, SymOpt
+from symopt_core.optim import RULES, Rule
+from symopt_core.optim.options import options_read_by
 from symopt_core.params import ParamClass
-from symopt_core.presets import PRESETS, Preset, default_lr_multiplier
+from symopt_core.presets import PRESETS, Preset
 
 from ..deps import PrincipalDep
 from ..errors import error_responses
@@ -125,16 +124,13 @@ def list_models_route(principal: PrincipalDep) -> Catalog[FamilyPublic]:
 
 def _class_settings(preset: Preset, param_class: ParamClass) -> ClassSettingsPublic:
     cell = preset.cells[param_class]
-    # default_lr_multiplier is c or c·√d (d = shape[-1]): asking at d = 1 and d = 4 tells which.
-    at_1 = default_lr_multiplier(preset, param_class, cell.rule, (1, 1))
-    at_4 = default_lr_multiplier(preset, param_class, cell.rule, (1, 4))
-    scales = not math.isclose(at_1, at_4)
+    lr = preset.lr_rule(param_class, cell.rule)
     return ClassSettingsPublic(
         rule=cell.rule,
         interleaved_rule=cell.interleaved_rule,
-        lr_mult=at_1,
-        lr_mult_times_sqrt_d=scales,
-        lr=None if scales else preset.lr * at_1,
+        lr_mult=lr.mult,
+        lr_mult_times_sqrt_d=lr.sqrt_d,
+        lr=None if lr.sqrt_d else preset.lr * lr.mult,
         options=dict(cell.options),
     )
 
@@ -162,35 +158,14 @@ def list_presets_route(principal: PrincipalDep) -> Catalog[PresetPublic]:
     return Catalog(data=[_preset_public(name, p) for name, p in PRESETS.items()])
 
 
-def _symopt_defaults() -> dict[str, Any]:
-    """SymOpt's param-group options with their defaults, read off its signature (one source)."""
-    parameters = inspect.signature(SymOpt.__init__).parameters
-    return {
-        name: p.default
-        for name, p in parameters.items()
-        if p.default is not inspect.Parameter.empty and name not in ("rule", "batched")
-    }
-
-
-# The options each of SymOpt.step's three paths reads: AdamW's own update, momentum SGD, and the
-# matrix path (momentum -> layout -> direction -> NorMuon -> scale -> decay), which reads the rest.
-_ADAMW_READS = ("lr", "weight_decay", "betas", "adam_eps")
-_SGD_READS = ("lr", "momentum", "nesterov", "weight_decay")
-
-
-def _rule_options(rule: Rule, defaults: dict[str, Any]) -> dict[str, Any]:
-    if rule.name == "adamw":
-        return {k: defaults[k] for k in _ADAMW_READS}
-    if rule.elementwise:
-        return {k: defaults[k] for k in _SGD_READS}
-    skipped = {"betas", "adam_eps"} | ({"normuon"} if rule.neuron_norm else set())
-    return {k: v for k, v in defaults.items() if k not in skipped}
+def _rule_options(rule: Rule) -> dict[str, Any]:
+    """The param-group options `rule`'s step reads, with SymOpt's defaults (optim/options.py)."""
+    return {name: option.default for name, option in options_read_by(rule).items()}
 
 
 @router.get("/rules", response_model=Catalog[RulePublic])
 def list_rules_route(principal: PrincipalDep) -> Catalog[RulePublic]:
     """Update rules: the symmetry group each is equivariant under, and the options it reads."""
-    defaults = _symopt_defaults()
     return Catalog(
         data=[
             RulePublic(
@@ -202,7 +177,7 @@ def list_rules_route(principal: PrincipalDep) -> Catalog[RulePublic]:
                 transposable=r.transposable,
                 neuron_norm=r.neuron_norm,
                 shape_scaled=r.natural_rms is not None,
-                options=_rule_options(r, defaults),
+                options=_rule_options(r),
             )
             for name, r in RULES.items()
         ]

@@ -28,7 +28,7 @@ COPY migrations ./migrations
 # Keep the base image's CUDA torch: pinned as a constraint, pip can never replace it by another
 # build. Editable for the same reason as in docker/Dockerfile (migrations/ beside the package).
 RUN python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-constraint.txt \
-    && pip install --no-cache-dir -c /tmp/torch-constraint.txt -e . \
+    && pip install --no-cache-dir -c /tmp/torch-constraint.txt -e ".[service]" \
     && python -c "import ray, symopt_core, worker.run" \
     && ray --version && symopt --help > /dev/null
 

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from symopt_core.extras import EXTRA_OF
+
 from .commands import agent, compare, datasets, jobs, keys, local, login, models, run, server, study, sweep
 
 
@@ -45,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `symopt ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ModuleNotFoundError as error:  # `pip install symopt` alone: a command of an extra
+        top = (error.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        print(
+            f"symopt {args.command}: needs the {top} package, which this installation lacks: "
+            f"pip install 'symopt[{EXTRA_OF[top]}]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -438,7 +438,7 @@ def test_each_image_runs_as_a_numeric_non_root_user_and_installs_the_package(nam
     assert uid.isdigit(), user
     assert int(uid) != 0, user
     runs = [argument for instruction, argument in instructions if instruction == "RUN"]
-    assert any("pip install" in run and "-e ." in run for run in runs)
+    assert any("pip install" in run and '-e ".[service]"' in run for run in runs)  # the service's extras
     assert any("symopt --help" in run for run in runs)  # the build fails without the entry point
     for instruction, argument in instructions:
         if instruction == "COPY":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -109,7 +110,10 @@ def run_train(args: argparse.Namespace) -> int:
             progress.bar.close()
             print(f"symopt train: {error}", file=sys.stderr)
             return 2
-    plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    if importlib.util.find_spec("matplotlib") is not None:
+        plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    else:  # `pip install symopt` alone: the run is whole without its plot
+        print("symopt train: no loss.png (matplotlib: pip install 'symopt[client]')", file=sys.stderr)
     print(
         f"status={result.status} steps={result.steps} tokens={result.tokens} "
         f"wall_time_s={result.wall_time_s:.1f} tokens_per_s={result.tokens_per_s:.0f} "

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
+from ..extras import require
 
 __all__ = ["FORMATS", "Documents", "DocumentsInfo", "ingest_documents", "load_documents", "read_info"]
 
@@ -221,6 +222,7 @@ def _jsonl_lines(lines: BinaryIO, field: str) -> Iterator[str]:
 
 
 def _parquet_documents(source: Path, field: str) -> Iterator[str]:
+    require("pyarrow", "A Parquet dataset")
     import pyarrow as pa  # only Parquet uploads need pyarrow
     import pyarrow.parquet as pq
 

@@ -18,6 +18,7 @@ from numpy.typing import DTypeLike, NDArray
 from tokenizers import Tokenizer as RustTokenizer
 
 from ..errors import ConfigError
+from ..extras import require
 from .bpe import encode_joined
 
 __all__ = ["ModelTokenizer", "load_model_tokenizer"]
@@ -127,6 +128,7 @@ def load_model_tokenizer(model_dir: Path) -> ModelTokenizer:
             "tokenizer_config.json): upload the model together with its tokenizer files, or set "
             "data.tokenizer to char, byte or bpe."
         )
+    require("transformers", f"The tokenizer of {model_dir.name!r} (no tokenizer.json)")
     import transformers  # slow to import, and only older model directories need it
 
     try:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..assets import Assets
 from ..errors import ConfigError
+from ..extras import require
 from ..hf_spec import hf_label
 from .output import ModelOutput, RoutingStats
 
@@ -129,6 +130,7 @@ def hf_config(fields: dict[str, Any], vocab_size: int | None) -> Any:
 
     Without a vocab_size the tokenizer's is used (vocab_size None: the architecture's default).
     """
+    require("transformers", "A transformers model (model.family hf)")
     import transformers
 
     fields = dict(fields)
@@ -211,6 +213,7 @@ def _check_causal(model: nn.Module, what: str) -> None:
 def pretrained_config(directory: Path, what: str) -> Any:
     """The transformers config in `directory` (a save_pretrained directory), refused unless it
     loads from local files and is a causal language model transformers knows."""
+    require("transformers", "A transformers model (model.family hf)")
     import transformers
 
     try:
@@ -230,6 +233,7 @@ def build_transformers_model(
 ) -> tuple[nn.Module, str]:
     """The bare transformers model of an hf spec and its label; meta=True: on the meta device,
     without weights (the size of a 70B config costs nothing), for checks and classification."""
+    require("transformers", "A transformers model (model.family hf)")
     import transformers
 
     label = hf_label(model_spec.config, model_spec.path)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from symopt_core.spec import Name
 
+from ..store.metrics import MetricsPage
 from ..store.models import Job, JobEvent, Sweep
 from ..store.status import JobStatus, SweepStatus
 
@@ -153,11 +154,29 @@ class SeriesPublic(BaseModel):
 class MetricsPublic(BaseModel):
     job_id: str
     series: list[SeriesPublic]
-    last_step: int | None = Field(description="newest step in this response; poll with since_step=last_step")
-    truncated: bool = Field(description="more points follow: ask again with since_step=last_step")
+    last_step: int | None = Field(description="newest step in this response")
+    truncated: bool = Field(
+        description="more points follow: ask again with after_seq=next_seq (or, paging by step without "
+        "after_seq, since_step=last_step)"
+    )
+    next_seq: int = Field(
+        description="follow with after_seq=next_seq: every point stored after this answer comes, a point "
+        "rewritten by a retried attempt included (paging by since_step: the first page's next_seq)",
+    )
     thinned: bool = Field(
         False, description="with max_points: some series were thinned (min-max per run, extremes kept)"
     )
+
+    @classmethod
+    def of(cls, job_id: str, page: MetricsPage) -> MetricsPublic:
+        return cls(
+            job_id=job_id,
+            series=[SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series],
+            last_step=page.last_step,
+            truncated=page.truncated,
+            next_seq=page.next_seq,
+            thinned=page.thinned,
+        )
 
 
 class EventPublic(BaseModel):

@@ -64,21 +64,29 @@ class Job(Handle):
     # -- results ------------------------------------------------------------------------------
 
     def metric_pages(
-        self, names: list[str] | None = None, since_step: int | None = None, max_points: int | None = None
+        self,
+        names: list[str] | None = None,
+        since_step: int | None = None,
+        max_points: int | None = None,
+        *,
+        after_seq: int = 0,
     ) -> Iterator[dict[str, Any]]:
-        """The REST pages of the job's metrics after `since_step`, as the server sends them (one
-        page, each series thinned to at most `max_points`, when that is given)."""
+        """The REST pages of the job's metrics after `since_step`, stored after seq `after_seq`, as
+        the server sends them (one page, each series thinned to at most `max_points`, when that is
+        given). The last page's `next_seq` is where to follow on from (`after_seq`): each point
+        stored later, or rewritten by a retried attempt, comes then."""
         params: dict[str, Any] = {"limit": 100_000} if max_points is None else {"max_points": max_points}
         if names:
             params["names"] = ",".join(names)
+        if since_step is not None:
+            params["since_step"] = since_step
         while True:
-            if since_step is not None:
-                params["since_step"] = since_step
+            params["after_seq"] = after_seq
             page: dict[str, Any] = self.client.request("GET", f"/v1/jobs/{self.id}/metrics", params=params)
             yield page
             if not page["truncated"]:
                 return
-            since_step = page["last_step"]
+            after_seq = page["next_seq"]
 
     def metrics(
         self, names: list[str] | None = None, since_step: int | None = None, max_points: int | None = None
@@ -86,12 +94,14 @@ class Job(Handle):
         """Every point after `since_step` as a row {name, step, value}, by step then name; the
         server's "nan"/"inf"/"-inf" become floats. `max_points`: each series thinned to at most
         that many points keeping its first, last, lowest and highest values (for a plot)."""
-        rows = [
-            {"name": series["name"], "step": step, "value": float(value)}
+        # A point rewritten while the pages are read comes twice: its newer value wins.
+        values = {
+            (series["name"], step): float(value)
             for page in self.metric_pages(names, since_step, max_points)
             for series in page["series"]
             for step, value in zip(series["steps"], series["values"], strict=True)
-        ]
+        }
+        rows = [{"name": name, "step": step, "value": value} for (name, step), value in values.items()]
         return sorted(rows, key=lambda row: (row["step"], row["name"]))
 
     def metrics_frame(self, names: list[str] | None = None, since_step: int | None = None) -> Any:
@@ -149,13 +159,14 @@ class Job(Handle):
     # -- live ---------------------------------------------------------------------------------
 
     def events(
-        self, after_id: int = 0, since_step: int = -1, *, pings: bool = False
+        self, after_id: int = 0, since_step: int = -1, *, after_seq: int = 0, pings: bool = False
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """The live stream (server-sent events) as (kind, data): `event` (status, eval,
-        checkpoint, log), `metrics` (new points, as series) and a last `end`, or a last
-        `reconnect` when the service stops; with `pings`, also ("ping", {}) for the service's
-        keep-alive comments on an idle stream."""
-        params = {"after_id": after_id, "since_step": since_step}
+        checkpoint, log) after event `after_id`, `metrics` (points after step `since_step` stored
+        after seq `after_seq`, as series; each frame's `next_seq` resumes it) and a last `end`, or
+        a last `reconnect` when the service stops; with `pings`, also ("ping", {}) for the
+        service's keep-alive comments on an idle stream."""
+        params = {"after_id": after_id, "since_step": since_step, "after_seq": after_seq}
         timeout = httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT)
         with self.client.transport.http.stream(
             "GET", f"/v1/jobs/{self.id}/events", params=params, timeout=timeout
@@ -189,23 +200,30 @@ class Job(Handle):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s (it is {self.status})")
 
         progress = Progress(self.id, self.status, self.step, int(self.spec["steps"]))
-        # The newest step whose points were taken, and the series taken at it (None: all). The
-        # worker may store a step's val_loss after its train_loss, so the stream (resumed) and the
-        # polls ask again from that step and drop what was taken. A job at step 0 has none taken
-        # (its first evaluation is at step 0).
-        cursor: tuple[int, set[str] | None] = (progress.step, None if progress.step else set())
+        # Points from the job's step on (the first evaluation is at step 0), taken in the order they
+        # were stored: `seq` is the newest taken, and the stream (resumed) and the polls ask for
+        # what was stored after it. Each point comes once, a step's val_loss stored after its
+        # train_loss and a point rewritten by a retried attempt included.
+        since_step, seq = progress.step - 1, 0
 
         def take(page: dict[str, Any]) -> bool:
-            nonlocal cursor
-            fresh, cursor = _untaken(page, *cursor)
-            return progress.absorb(fresh)
+            nonlocal seq
+            seq = int(page["next_seq"])
+            return progress.absorb(page)
+
+        def take_stored() -> bool:
+            fresh = False
+            for page in self.metric_pages(since_step=since_step, after_seq=seq):
+                fresh = take(page) or fresh
+            return fresh
 
         event_id, stream_failures, idle = 0, 0, 0
         while True:
             if stream and stream_failures < STREAM_FAILURES_BEFORE_POLLING:
                 stopping = False  # the service ended the stream as it stopped: no stream failure
                 try:
-                    for kind, data in self.events(after_id=event_id, since_step=cursor[0] - 1, pings=True):
+                    frames = self.events(after_id=event_id, since_step=since_step, after_seq=seq, pings=True)
+                    for kind, data in frames:
                         stream_failures, idle = 0, 0
                         check_deadline()
                         if kind == "event":
@@ -220,8 +238,7 @@ class Job(Handle):
                             # The last evaluation may be stored with the final status, after the
                             # stream's last metrics frame: read what is left before the last line.
                             self.refresh()
-                            for page in self.metric_pages(since_step=cursor[0] - 1):
-                                take(page)
+                            take_stored()
                             progress.status = self.status
                             yield progress
                             return
@@ -232,9 +249,7 @@ class Job(Handle):
                 stream_failures += 0 if stopping else 1
             try:  # one poll: what the stream would have said
                 self.refresh()
-                fresh = False
-                for page in self.metric_pages(since_step=cursor[0] - 1):
-                    fresh = take(page) or fresh
+                fresh = take_stored()
                 if fresh or self.status != progress.status:
                     progress.status = self.status
                     yield progress
@@ -259,30 +274,3 @@ class Job(Handle):
             if view is not None:
                 view.close()
         return self
-
-
-def _untaken(
-    page: dict[str, Any], step: int, taken: set[str] | None
-) -> tuple[dict[str, Any], tuple[int, set[str] | None]]:
-    """`page` without the points at or before `step` already taken (`taken` None: all of `step`),
-    and the cursor after it: its newest step and the series taken there."""
-    kept = []
-    for series in page["series"]:
-        pairs = [
-            (s, v)
-            for s, v in zip(series["steps"], series["values"], strict=True)
-            if s > step or (s == step and taken is not None and series["name"] not in taken)
-        ]
-        if pairs:
-            kept.append(
-                {"name": series["name"], "steps": [s for s, _ in pairs], "values": [v for _, v in pairs]}
-            )
-    if not kept:
-        return {**page, "series": []}, (step, taken)
-    newest = max(series["steps"][-1] for series in kept)
-    at_newest = {series["name"] for series in kept if series["steps"][-1] == newest}
-    if newest > step:
-        cursor: tuple[int, set[str] | None] = (newest, at_newest)
-    else:
-        cursor = (step, (taken or set()) | at_newest)
-    return {**page, "series": kept, "last_step": newest}, cursor

@@ -1,5 +1,11 @@
 """Metric points: written in batches (idempotently: a retried attempt rewrites the same steps),
-read back as per-name series for charts and incremental polling."""
+read back as per-name series for charts and incremental polling.
+
+Each point written takes the job's next `seq`, a rewritten one too: following a job is asking
+for `after_seq=N`, N the `next_seq` of the previous answer. Seqs are handed out by the job row's
+counter, under its row lock, in the transaction that writes the points: a writer waits for the
+one before it to commit, so the seqs a reader sees are a prefix, never a later commit below one
+already read (a step's val_loss stored after its train_loss, a step rewritten by a retry)."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -49,8 +55,11 @@ class Series:
 @dataclass
 class MetricsPage:
     series: list[Series]
-    last_step: int | None  # the newest step in this page: poll again with since_step=last_step
-    truncated: bool  # more points exist after last_step
+    last_step: int | None  # the newest step in this page (since_step paging: since_step=last_step)
+    truncated: bool  # more points follow: after next_seq (after_seq), after last_step (since_step)
+    # Follow on with after_seq=next_seq: each point stored (or rewritten) after this read comes.
+    # A since_step read that was truncated pages on by step, then follows from its first next_seq.
+    next_seq: int = 0
     thinned: bool = False  # some series hold fewer points than stored (read_thinned_metrics)
 
 
@@ -73,10 +82,13 @@ def record_metrics(*, session: Session, job_id: str, points: Iterable[Point]) ->
 
 
 def record_metrics_of_jobs(*, session: Session, points: Mapping[str, Iterable[Point]]) -> int:
-    """Insert or overwrite the points of several jobs in one statement (the scheduler's flush)."""
+    """Insert or overwrite the points of several jobs in one statement (the scheduler's flush),
+    each with the next seq of its job. The points of a job that is gone are dropped."""
+    batches = {job_id: list(job_points) for job_id, job_points in points.items()}
+    first_seqs = _take_seqs(session, {job_id: len(batch) for job_id, batch in batches.items() if batch})
     rows = []
-    for job_id, job_points in points.items():
-        for point in job_points:
+    for job_id, first_seq in first_seqs.items():
+        for seq, point in enumerate(batches[job_id], start=first_seq):
             value, kind = encode_value(float(point.value))
             rows.append(
                 {
@@ -86,6 +98,7 @@ def record_metrics_of_jobs(*, session: Session, points: Mapping[str, Iterable[Po
                     "value": value,
                     "kind": kind,
                     "wall_time": point.wall_time,
+                    "seq": seq,
                 }
             )
     if rows:
@@ -96,14 +109,73 @@ def record_metrics_of_jobs(*, session: Session, points: Mapping[str, Iterable[Po
     return len(rows)
 
 
+def _take_seqs(session: Session, counts: Mapping[str, int]) -> dict[str, int]:
+    """{job: the first of its `counts[job]` new seqs}, for the jobs that exist. Their rows stay
+    locked until the transaction ends (FOR UPDATE; on SQLite the write lock), so the next writer
+    of a job reads the counter this one leaves: a job's seqs rise in commit order."""
+    if not counts:
+        return {}
+    # Locked in one order (id): concurrent writers of several jobs never deadlock. On the
+    # session's connection: Core statements, without the ORM's bookkeeping.
+    connection = session.connection()
+    locked = (
+        select(Job.id, Job.metrics_seq).where(Job.id.in_(list(counts))).order_by(Job.id).with_for_update()
+    )
+    first_seqs = {job_id: int(newest) + 1 for job_id, newest in connection.execute(locked)}
+    if first_seqs:
+        newest = [
+            {"job": job_id, "newest": first + counts[job_id] - 1} for job_id, first in first_seqs.items()
+        ]
+        connection.execute(_count_seqs(), newest)
+    return first_seqs
+
+
+@lru_cache(maxsize=1)
+def _count_seqs() -> Any:
+    return (
+        update(Job)
+        .where(Job.id == bindparam("job"))
+        # A counter, not a change of the job: updated_at stays as it was.
+        .values(metrics_seq=bindparam("newest"), updated_at=Job.updated_at)
+    )
+
+
 @lru_cache(maxsize=4)
 def _upsert(dialect: str) -> Any:
     statement = postgresql.insert(MetricPoint) if dialect == "postgresql" else sqlite.insert(MetricPoint)
     excluded = statement.excluded
+    # A rewritten point takes its new seq: readers already past its old one receive it again.
     return statement.on_conflict_do_update(
         index_elements=["job_id", "name", "step"],
-        set_={"value": excluded.value, "kind": excluded.kind, "wall_time": excluded.wall_time},
+        set_={
+            "value": excluded.value,
+            "kind": excluded.kind,
+            "wall_time": excluded.wall_time,
+            "seq": excluded.seq,
+        },
     )
+
+
+# A point as read: (name, step, value, kind, seq).
+_PointRow = tuple[str, int, float | None, str, int]
+
+
+def _stored_seq(session: Session, job_id: str) -> int:
+    """The job's newest seq: read before its points, every point stored up to it is among them."""
+    return int(session.scalar(select(Job.metrics_seq).where(Job.id == job_id)) or 0)
+
+
+def _filters(
+    job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None
+) -> list[ColumnElement[bool]]:
+    where = [MetricPoint.job_id == job_id]
+    if names:
+        where.append(MetricPoint.name.in_(list(names)))
+    if since_step is not None:
+        where.append(MetricPoint.step > since_step)
+    if after_seq is not None:
+        where.append(MetricPoint.seq > after_seq)
+    return where
 
 
 def read_metrics(
@@ -112,17 +184,22 @@ def read_metrics(
     job_id: str,
     names: Sequence[str] = (),
     since_step: int | None = None,
+    after_seq: int | None = None,
     limit: int = 10_000,
 ) -> MetricsPage:
-    """Points after `since_step`, at most `limit`, never splitting a step across pages (unless
-    one step alone holds more than `limit` points)."""
-    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind).where(
-        MetricPoint.job_id == job_id
-    )
-    if names:
-        query = query.where(MetricPoint.name.in_(list(names)))
-    if since_step is not None:
-        query = query.where(MetricPoint.step > since_step)
+    """Points after `since_step`, at most `limit`. With `after_seq`: those stored after that seq,
+    paged in seq order (next_seq). Without it: paged by step, never splitting a step across pages
+    (unless one step alone holds more than `limit` points)."""
+    stored = _stored_seq(session, job_id)
+    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
+    query = query.where(*_filters(job_id, names, since_step, after_seq))
+    if after_seq is not None:
+        rows = list(session.execute(query.order_by(MetricPoint.seq).limit(limit + 1)).all())
+        truncated = len(rows) > limit
+        del rows[limit:]
+        newest_read = rows[-1].seq if rows else after_seq
+        # A whole answer holds every point up to `stored` (and any stored since, up to its last).
+        return _page(rows, since_step, truncated, newest_read if truncated else max(stored, newest_read))
     # The whole answer usually fits: then (name, step) order walks the primary key, no sort.
     rows = list(session.execute(query.order_by(MetricPoint.name, MetricPoint.step).limit(limit + 1)).all())
     truncated = len(rows) > limit
@@ -130,14 +207,22 @@ def read_metrics(
         # A page: the oldest steps first, cut before the step that does not fit whole.
         by_step = session.execute(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)).all()
         cut_step = by_step[limit].step
-        rows = sorted([row for row in by_step[:limit] if row.step < cut_step] or by_step[:limit])
-    series, last_step = [], since_step
-    for name, group in groupby(rows, key=itemgetter(0)):
-        _, steps, values, kinds = zip(*group, strict=True)
-        decoded = [kind or value for value, kind in zip(values, kinds, strict=True)]
-        series.append(Series(name, list(steps), decoded))
-        last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
-    return MetricsPage(series, last_step, truncated)
+        rows = [row for row in by_step[:limit] if row.step < cut_step] or list(by_step[:limit])
+        return _page(rows, since_step, truncated, stored)
+    return _page(rows, since_step, truncated, max([stored, *(row.seq for row in rows)]))
+
+
+def _page(rows: Sequence[_PointRow], since_step: int | None, truncated: bool, next_seq: int) -> MetricsPage:
+    """Rows (name, step, value, kind, seq), in any order, as series by name, each by step."""
+    held: dict[str, list[tuple[int, float | str]]] = {}
+    for name, step, value, kind, _ in rows:
+        held.setdefault(name, []).append((step, decode_value(value, kind)))
+    series = []
+    for name in sorted(held):
+        points = sorted(held[name])  # seq order puts a point rewritten later after newer steps
+        series.append(Series(name, [step for step, _ in points], [value for _, value in points]))
+    ends = [one.steps[-1] for one in series] + ([] if since_step is None else [since_step])
+    return MetricsPage(series, max(ends, default=None), truncated, next_seq)
 
 
 def read_thinned_metrics(
@@ -146,33 +231,33 @@ def read_thinned_metrics(
     job_id: str,
     names: Sequence[str] = (),
     since_step: int | None = None,
+    after_seq: int | None = None,
     max_points: int,
 ) -> MetricsPage:
-    """Every point after `since_step`, each series thinned to at most `max_points` that keep its
-    shape and extremes (service/store/thinning.py): a plot of a long history in one answer. The
-    rows stream through in (name, step) order, the primary key's: only kept points are held."""
-    where = [MetricPoint.job_id == job_id]
-    if names:
-        where.append(MetricPoint.name.in_(list(names)))
-    if since_step is not None:
-        where.append(MetricPoint.step > since_step)
+    """Every point after `since_step` (and `after_seq`), each series thinned to at most
+    `max_points` that keep its shape and extremes (service/store/thinning.py): a plot of a long
+    history in one answer. The rows stream through in (name, step) order, the primary key's: only
+    kept points are held."""
+    stored = _stored_seq(session, job_id)
+    where = _filters(job_id, names, since_step, after_seq)
     counts = dict(
         session.execute(select(MetricPoint.name, func.count()).where(*where).group_by(MetricPoint.name)).all()
     )
-    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind).where(*where)
-    ordered = query.order_by(MetricPoint.name, MetricPoint.step)
+    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
+    ordered = query.where(*where).order_by(MetricPoint.name, MetricPoint.step)
     # On the session's connection: plain rows, without the ORM's per-row loading.
     rows = session.connection().execute(ordered.execution_options(yield_per=10_000))
-    series, last_step, thinned = [], since_step, False
+    series, last_step, thinned, reached = [], since_step, False, max(stored, after_seq or 0)
     for name, group in groupby(rows, key=itemgetter(0)):
         thinning = Thinning(counts[name], max_points)
-        for _, step, value, kind in group:
+        for _, step, value, kind, seq in group:
             thinning.add(step, kind or value or 0.0)  # a non-finite value is stored by its kind
+            reached = max(reached, seq)
         steps, values = thinning.points()
         series.append(Series(name, steps, values))
         thinned = thinned or thinning.thinned
         last_step = steps[-1] if last_step is None else max(last_step, steps[-1])
-    return MetricsPage(series, last_step, truncated=False, thinned=thinned)
+    return MetricsPage(series, last_step, truncated=False, next_seq=reached, thinned=thinned)
 
 
 def newest_stored_steps(*, session: Session, job_id: str) -> dict[str, int]:

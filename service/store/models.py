@@ -204,6 +204,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
     step: Mapped[int] = mapped_column(Integer, default=0)  # newest step reported
+    # The newest seq given to one of its metric points (MetricPoint.seq): the writers' counter.
+    metrics_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     best_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     diverged_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -223,10 +225,16 @@ class Job(Base):
 
 class MetricPoint(Base):
     """One value of one named series at one step. Non-finite values are stored as value NULL
-    plus their kind ("nan", "inf", "-inf"), as Optuna's storage does; finite ones have kind ""."""
+    plus their kind ("nan", "inf", "-inf"), as Optuna's storage does; finite ones have kind "".
+
+    `seq` numbers a job's points in the order their writes committed (a rewritten point takes a
+    new one): a reader that has every point up to seq N asks for `seq > N` and misses nothing."""
 
     __tablename__ = "symopt_metric_points"
-    __table_args__ = (Index("ix_symopt_metric_points_job_step", "job_id", "step"),)
+    __table_args__ = (
+        Index("ix_symopt_metric_points_job_step", "job_id", "step"),
+        Index("ix_symopt_metric_points_job_seq", "job_id", "seq", unique=True),
+    )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("symopt_jobs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -234,6 +242,7 @@ class MetricPoint(Base):
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     kind: Mapped[str] = mapped_column(String(4), default="")
     wall_time: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+    seq: Mapped[int] = mapped_column(BigInteger)  # from 1, per job (Job.metrics_seq hands them out)
 
 
 class JobEvent(Base):

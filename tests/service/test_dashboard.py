@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from service.client import Client
 from service.store import JobStatus, Store, SweepStatus
-from service.store.jobs import request_cancel, transition
+from service.store.jobs import create_job, request_cancel, transition
 from service.store.metrics import Point, record_metrics
 from service.store.models import Sweep, Tenant
 from service.store.sweeps import create_sweep, create_trial_job, set_sweep_status
@@ -42,6 +42,7 @@ from service.sweeps.space import (
 )
 from service.sweeps.storage import optuna_storage
 from service.testing import ROOT
+from symopt_core.spec import load_spec
 from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..specs import tiny_job
@@ -216,13 +217,13 @@ def test_a_running_job_grows_live_without_reload_and_cancel_ends_it(
     assert not page.is_visible("#cancel")
 
     # The history read once (the loss first, then the diagnostics), then only increments: every
-    # later read names a since_step.
+    # later read goes on from the seq the previous one reached.
     full = [q for q in metric_requests if "names" in q]
     polls = [q for q in metric_requests if "names" not in q and q.get("limit") != ["1000"]]
     assert [q["names"][0].split(",")[0] for q in full] == ["train_loss", "grad_norm"]
-    assert not any("since_step" in q for q in full)
+    assert all(q["after_seq"] == ["0"] for q in full)
     assert len(polls) >= 2
-    assert all("since_step" in q for q in polls)
+    assert all(int(q["after_seq"][0]) > 0 for q in polls)
     shot(page, "job-cancelled")
 
 
@@ -507,3 +508,42 @@ def test_the_sweep_page_marks_a_pruned_trial(page: Page, service: ServiceTenant,
     assert marked.locator(".status.pruned").count() == 1
     assert page.locator("#trials tbody tr:not(.pruned) .status.succeeded").count() == 2
     shot(page, "sweep-pruned")
+
+
+def test_the_metrics_feed_takes_a_late_and_a_rewritten_point_once(page: Page, service: ServiceTenant,
+                                                                  client: Client):  # fmt: skip
+    # A job written into the service's store (finished as it is created: the scheduler never runs
+    # it), followed by the dashboard's own MetricsFeed in the page.
+    store = Store.connect(f"sqlite:///{service.home / 'symopt.db'}")
+    try:
+        with store.transaction() as session:
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == client.me()["tenant"]))
+            assert tenant_id is not None
+            job, _ = create_job(
+                session=session, tenant_id=tenant_id, spec=load_spec({**BASE, "name": "dash-seqs"})
+            )
+            transition(session=session, job=job, to=JobStatus.CANCELLED)
+            job_id = job.id
+        with store.transaction() as session:
+            record_metrics(
+                session=session, job_id=job_id, points=[Point("train_loss", s, 4.0, 0.0) for s in range(5)]
+            )
+        go(page, service, f"/job/{job_id}")
+        held = "() => Object.fromEntries([...window.__feed.series].map(([n, s]) => [n, [s.steps, s.values]]))"
+        page.evaluate(
+            "async (id) => { const { MetricsFeed } = await import('/dashboard/api.js');"
+            " window.__feed = await new MetricsFeed(id, () => true, { first: [] }).load(); }",
+            job_id,
+        )
+        assert page.evaluate(held) == {"train_loss": [[0, 1, 2, 3, 4], [4.0] * 5]}
+        with store.transaction() as session:  # step 4's val_loss stored late, step 2 rewritten by a retry
+            record_metrics(session=session, job_id=job_id, points=[Point("val_loss", 4, 4.1, 0.0)])
+            record_metrics(session=session, job_id=job_id, points=[Point("train_loss", 2, 3.0, 0.0)])
+        assert page.evaluate("() => window.__feed.poll()") == 2
+        assert page.evaluate(held) == {
+            "train_loss": [[0, 1, 2, 3, 4], [4.0, 4.0, 3.0, 4.0, 4.0]],
+            "val_loss": [[4], [4.1]],
+        }
+        assert page.evaluate("() => window.__feed.poll()") == 0
+    finally:
+        store.close()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
-from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -24,6 +21,7 @@ from ...store.metrics import read_metrics, read_thinned_metrics
 from ...store.status import JobStatus
 from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
 from ..errors import error_responses
+from ..job_stream import MAX_SEQ, StreamCursor, job_event_stream, resume_at
 from ..params import (
     MAX_EVENT_ID,
     MAX_STEP,
@@ -34,7 +32,7 @@ from ..params import (
     statuses,
     validated,
 )
-from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic, SeriesPublic
+from ..schemas import EventPublic, EventsPublic, JobPublic, JobsPublic, MetricsPublic
 from ..submission import check_submission
 
 MAX_PLOT_POINTS = 100_000  # per series, with max_points
@@ -139,6 +137,15 @@ def get_job_metrics_route(
     since_step: Annotated[
         int | None, Query(ge=-1, le=MAX_STEP, description="only steps after this one")
     ] = None,
+    after_seq: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_SEQ,
+            description="only points stored after this seq (a previous answer's next_seq), in the order "
+            "they were stored: a point stored late or rewritten by a retried attempt comes too",
+        ),
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, description="most points returned")] = None,
     max_points: Annotated[
         int | None,
@@ -147,7 +154,7 @@ def get_job_metrics_route(
             le=MAX_PLOT_POINTS,
             description="a plot's worth: every point after since_step in one answer, each series thinned to "
             "at most this many points that keep its first, last, lowest and highest values (limit is "
-            "then ignored); poll on with since_step=last_step for new points at full resolution",
+            "then ignored); poll on with after_seq=next_seq for new points at full resolution",
         ),
     ] = None,
 ) -> MetricsPublic:
@@ -157,16 +164,23 @@ def get_job_metrics_route(
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
         if max_points is not None:
             page = read_thinned_metrics(
-                session=session, job_id=job_id, names=csv(names), since_step=since_step, max_points=max_points
+                session=session,
+                job_id=job_id,
+                names=csv(names),
+                since_step=since_step,
+                after_seq=after_seq,
+                max_points=max_points,
             )
         else:
             page = read_metrics(
-                session=session, job_id=job_id, names=csv(names), since_step=since_step, limit=cap
+                session=session,
+                job_id=job_id,
+                names=csv(names),
+                since_step=since_step,
+                after_seq=after_seq,
+                limit=cap,
             )
-    series = [SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series]
-    return MetricsPublic(
-        job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated, thinned=page.thinned
-    )
+    return MetricsPublic.of(job_id, page)
 
 
 @router.get("/{job_id}/logs", response_model=EventsPublic, responses=error_responses(404))
@@ -273,105 +287,15 @@ async def stream_job_events_route(
     settings: SettingsDep,
     after_id: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id")] = 0,
     since_step: Annotated[int, Query(ge=-1, le=MAX_STEP, description="metrics after this step")] = -1,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="metrics stored after this seq")] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `event` (status, eval, checkpoint, log) and `metrics` (new points, as
     series), live until the job has finished and everything is sent; then one `end` event. Each
     carries an id that Last-Event-ID resumes from exactly; a stopping service sends `reconnect`."""
-
-    def load(event_cursor: int, step_cursor: int) -> tuple[str, list[EventPublic], MetricsPublic]:
-        with store.read() as session:
-            job = get_job(session=session, tenant_id=None, job_id=job_id)
-            events = read_events(session=session, job_id=job_id, after_id=event_cursor, limit=500)
-            page = read_metrics(
-                session=session, job_id=job_id, since_step=step_cursor, limit=settings.metrics_default_limit
-            )
-        series = [SeriesPublic(name=s.name, steps=s.steps, values=s.values) for s in page.series]
-        metrics = MetricsPublic(
-            job_id=job_id, series=series, last_step=page.last_step, truncated=page.truncated
-        )
-        return job.status, [EventPublic.of(e) for e in events], metrics
-
-    # The scheduler may store a step's train_loss in one write and the same step's val_loss in the
-    # next: each poll reads the newest sent step again and sends only the series not sent at it.
-    # None: the client has all of step_cursor. A browser's EventSource reconnects to the same URL,
-    # so the Last-Event-ID it sends back wins over the query's cursors.
-    event_cursor, step_cursor, sent_at_cursor = _resume_at(last_event_id, after_id, since_step)
-    stopping = request.app.state.stopping
-    while True:
-        if stopping.is_set():  # uvicorn waits for open streams before it stops the scheduler
-            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
-            reason = {"reason": "the service is stopping", "retry_ms": RECONNECT_AFTER_MS}
-            yield ServerSentEvent(data=reason, event="reconnect", id=cursor, retry=RECONNECT_AFTER_MS)
-            return
-        job_status, events, metrics = await run_in_threadpool(load, event_cursor, step_cursor - 1)
-        for event in events:
-            event_cursor = event.id
-            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
-            yield ServerSentEvent(data=event.model_dump(mode="json"), event="event", id=cursor)
-        metrics.series = _unsent(metrics.series, step_cursor, sent_at_cursor)
-        if metrics.series:
-            newest = max(series.steps[-1] for series in metrics.series)
-            at_newest = {series.name for series in metrics.series if series.steps[-1] == newest}
-            if newest > step_cursor:
-                step_cursor, sent_at_cursor = newest, at_newest
-            else:
-                sent_at_cursor = (sent_at_cursor or set()) | at_newest
-            metrics.last_step = step_cursor
-            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
-            yield ServerSentEvent(data=metrics.model_dump(mode="json"), event="metrics", id=cursor)
-        drained = not events and not metrics.series
-        if drained and JobStatus(job_status).terminal:
-            cursor = _event_id(event_cursor, step_cursor, sent_at_cursor)
-            yield ServerSentEvent(data={"status": job_status}, event="end", id=cursor)
-            return
-        if drained:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(settings.sse_poll_seconds)
-
-
-# How long a client of a stopping service waits before it reconnects (the SSE `retry` field).
-RECONNECT_AFTER_MS = 2000
-
-
-def _event_id(event: int, step: int, sent: set[str] | None) -> str:
-    """An SSE id holding both cursors: `event/step` (every point up to `step` sent) or
-    `event/step/names` (up to step-1, and at `step` only the named series, URL-quoted)."""
-    if sent is None:
-        return f"{event}/{step}"
-    return f"{event}/{step}/" + ",".join(quote(name, safe="") for name in sorted(sent))
-
-
-def _resume_at(last_event_id: str | None, after_id: int, since_step: int) -> tuple[int, int, set[str] | None]:
-    """The cursors of a Last-Event-ID from `_event_id`, else the query's (`after_id`, all of
-    `since_step` sent). A bare number, the id of older streams, is an event id only."""
-    parts = (last_event_id or "").split("/")
-    try:
-        numbers = [int(part) for part in parts[:2]]
-    except ValueError:
-        return after_id, since_step, None
-    if len(parts) > 3 or not 0 <= numbers[0] <= MAX_EVENT_ID:
-        return after_id, since_step, None  # not an id this stream wrote: the database's range
-    if len(numbers) == 2 and not -1 <= numbers[1] <= MAX_STEP:
-        return after_id, since_step, None
-    if len(numbers) == 1:
-        return numbers[0], since_step, None
-    sent = {unquote(name) for name in parts[2].split(",") if name} if len(parts) == 3 else None
-    return numbers[0], numbers[1], sent
-
-
-def _unsent(series: list[SeriesPublic], step: int, sent: set[str] | None) -> list[SeriesPublic]:
-    """`series` without the points at `step` already sent (`sent` None: all of that step)."""
-    kept = []
-    for one in series:
-        pairs = [
-            (s, v)
-            for s, v in zip(one.steps, one.values, strict=True)
-            if s != step or (sent is not None and one.name not in sent)
-        ]
-        if pairs:
-            kept.append(
-                SeriesPublic(name=one.name, steps=[s for s, _ in pairs], values=[v for _, v in pairs])
-            )
-    return kept
+    # A browser's EventSource reconnects to the same URL: the Last-Event-ID it sends back wins
+    # over the query's cursors.
+    cursor = resume_at(last_event_id, StreamCursor(after_id, after_seq, since_step))
+    frames = job_event_stream(store=store, settings=settings, request=request, job_id=job_id, cursor=cursor)
+    async for frame in frames:
+        yield frame

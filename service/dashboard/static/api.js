@@ -55,12 +55,10 @@ export async function api(path, { method = "GET", params = {} } = {}) {
 export const finite = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
 
 /**
- * A job's metric series in the browser: `load()` reads the history once (page by page: the API
- * never splits a step across pages), then `poll()` asks only for what is new.
- *
- * Polls re-read the newest step (since_step = lastStep - 1): the scheduler may store a step's
- * train_loss in one write and the evaluation of that same step (val_loss) in the next, and
- * since_step = lastStep would skip that val_loss for good. Points already held are dropped.
+ * A job's metric series in the browser: `load()` reads the history once, then `poll()` asks only
+ * for the points stored since (`after_seq`: the service numbers each job's points in the order
+ * they were stored, and each answer's `next_seq` is where the next one starts). A step's val_loss
+ * stored after its train_loss, and a point rewritten by a retried attempt, come once each.
  *
  * `maxPoints` (charts): the history comes in one answer per stage, each series thinned by the
  * service to at most that many points keeping its first, last, lowest and highest values
@@ -72,8 +70,8 @@ export class MetricsFeed {
     this.wanted = wanted; // name -> bool: which series this page keeps
     this.first = first; // loaded (and shown, via onStage) before the rest
     this.maxPoints = maxPoints;
-    this.series = new Map(); // name -> {steps: number[], values: (number|string)[]}
-    this.lastStep = null; // every wanted series is held up to here
+    this.series = new Map(); // name -> {steps: number[], values: (number|string)[]}, by step
+    this.seq = 0; // every wanted point stored up to this seq is held
   }
 
   /** The history, in two stages: the `first` series, then the other wanted ones; `onStage()`
@@ -82,37 +80,35 @@ export class MetricsFeed {
     // A first small page names the series (one step holds them all).
     const probe = await this.#page({ limit: 1000 });
     const rest = [...new Set(probe.series.map((s) => s.name))].filter((n) => this.wanted(n) && !this.first.includes(n));
-    const ends = [];
     for (const names of [this.first, rest]) {
       if (!names.length) continue;
       const thinned = this.maxPoints ? { max_points: this.maxPoints } : {};
-      ends.push(await this.#read({ names: names.join(","), ...thinned }, null));
+      await this.#read({ names: names.join(","), ...thinned }, 0);
       onStage();
     }
-    // Each stage read up to its own newest step: polls start from the oldest of them.
-    const known = ends.filter((end) => end !== null);
-    this.lastStep = known.length ? Math.min(...known) : null;
+    // Each stage read at least up to the probe's seq: polls go on from there (what a stage read
+    // beyond it comes again, and is held once).
+    this.seq = probe.next_seq;
     return this;
   }
 
-  /** New points since the last call; returns how many were added. */
+  /** New points since the last call; returns how many were added or changed. */
   async poll() {
-    const before = this.#count();
-    const end = await this.#read({}, this.lastStep === null ? null : this.lastStep - 1);
-    if (end !== null) this.lastStep = Math.max(this.lastStep ?? -1, end);
-    return this.#count() - before;
+    // Every point stored after the cursor: an old step rewritten by a retried attempt too.
+    const [changed, seq] = await this.#read({}, this.seq);
+    this.seq = seq;
+    return changed;
   }
 
-  // Pages from `since` on until the answer is whole; the newest step read (or null: none).
-  async #read(params, since) {
-    let cursor = since;
-    let end = null;
-    for (;;) {
-      const page = await this.#page({ limit: 100000, ...params, since_step: cursor });
-      this.#merge(page.series.filter((s) => this.wanted(s.name)));
-      if (page.last_step !== null) end = Math.max(end ?? -1, page.last_step);
-      if (!page.truncated || page.last_step === null) return end;
-      cursor = page.last_step;
+  // Pages of the points stored after seq `after` until the answer is whole: [points added or
+  // changed, the seq it reached].
+  async #read(params, after) {
+    let changed = 0;
+    for (let seq = after; ;) {
+      const page = await this.#page({ limit: 100000, ...params, after_seq: seq });
+      changed += this.#merge(page.series.filter((s) => this.wanted(s.name)));
+      seq = page.next_seq;
+      if (!page.truncated) return [changed, seq];
     }
   }
 
@@ -120,22 +116,40 @@ export class MetricsFeed {
     return api(`/v1/jobs/${encodeURIComponent(this.jobId)}/metrics`, { params });
   }
 
-  #count() {
-    let n = 0;
-    for (const held of this.series.values()) n += held.steps.length;
-    return n;
-  }
-
+  // Each point into its series at its step (a held step takes the newer value); how many points
+  // were added or changed.
   #merge(list) {
+    let changed = 0;
     for (const { name, steps, values } of list) {
       let held = this.series.get(name);
       if (!held) this.series.set(name, (held = { steps: [], values: [] }));
-      const newest = held.steps.length ? held.steps[held.steps.length - 1] : -Infinity;
-      for (let i = 0; i < steps.length; i++) {
-        if (steps[i] <= newest) continue; // already here (the re-read step)
-        held.steps.push(steps[i]);
-        held.values.push(values[i]);
-      }
+      for (let i = 0; i < steps.length; i++) changed += put(held, steps[i], values[i]);
     }
+    return changed;
   }
+}
+
+// 1 when (step, value) was added to the series or changed its value there, else 0.
+function put(held, step, value) {
+  const { steps, values } = held;
+  if (!steps.length || step > steps[steps.length - 1]) {
+    steps.push(step); // the usual case: a newer step
+    values.push(value);
+    return 1;
+  }
+  let low = 0;
+  let high = steps.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (steps[middle] < step) low = middle + 1;
+    else high = middle;
+  }
+  if (steps[low] === step) {
+    if (values[low] === value) return 0;
+    values[low] = value;
+    return 1;
+  }
+  steps.splice(low, 0, step);
+  values.splice(low, 0, value);
+  return 1;
 }

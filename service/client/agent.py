@@ -34,11 +34,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError
+from .handle import Connection
 
 if TYPE_CHECKING:
     import torch
-
-    from .client import Client
 
 __all__ = [
     "TRIAL_ENV",
@@ -74,7 +73,7 @@ class Trial:
     Use it as a context manager, or call `finish()`, `fail()` or `prune()` yourself. The
     heartbeat thread (started unless heartbeat=False) renews the lease every third of its length."""
 
-    def __init__(self, client: Client, data: Mapping[str, Any], *, heartbeat: bool = True) -> None:
+    def __init__(self, client: Connection, data: Mapping[str, Any], *, heartbeat: bool = True) -> None:
         self.client = client
         self.data = dict(data)
         self.lease_token = str(data["lease"]["token"])
@@ -324,7 +323,7 @@ def agent_host() -> str:
 
 
 def claim_trials(
-    client: Client,
+    client: Connection,
     claim_path: str,
     *,
     count: int | None = None,

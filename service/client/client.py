@@ -125,7 +125,7 @@ class Client:
         return Job(self, self.request("POST", "/v1/jobs", json=body, headers=headers))
 
     def job(self, job_id: str) -> Job:
-        return Job(self, self.request("GET", f"/v1/jobs/{job_id}"))
+        return Job.read(self, job_id)
 
     def jobs(
         self,
@@ -160,7 +160,7 @@ class Client:
         return Sweep(self, self.request("POST", "/v1/sweeps", json=body, headers=headers))
 
     def sweep(self, sweep_id: str) -> Sweep:
-        return Sweep(self, self.request("GET", f"/v1/sweeps/{sweep_id}"))
+        return Sweep.read(self, sweep_id)
 
     def sweeps(
         self, *, status: str | list[str] | None = None, limit: int = 50, offset: int = 0
@@ -190,7 +190,7 @@ class Client:
         return Study(self, self.request("POST", "/v1/studies", json=body, headers=headers))
 
     def study(self, study_id: str) -> Study:
-        return Study(self, self.request("GET", f"/v1/studies/{study_id}"))
+        return Study.read(self, study_id)
 
     def studies(
         self, *, status: str | list[str] | None = None, limit: int = 20, offset: int = 0

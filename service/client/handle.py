@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
-if TYPE_CHECKING:
-    from .client import Client
+from .http import Transport
 
-__all__ = ["Handle"]
+__all__ = ["Connection", "Handle"]
+
+
+class Connection(Protocol):
+    """What a handle asks of the client that made it (`Client` is one): JSON requests, and the
+    transport for what streams (checkpoints, event streams, uploads)."""
+
+    transport: Transport
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
 class Handle:
@@ -17,9 +25,14 @@ class Handle:
     collection: ClassVar[str]  # e.g. "/v1/jobs"
     final: ClassVar[frozenset[str]]
 
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+    def __init__(self, client: Connection, data: dict[str, Any]) -> None:
         self.client = client
         self.data = data
+
+    @classmethod
+    def read(cls, client: Connection, object_id: str) -> Self:
+        """The handle of the object `object_id` of this collection, read now."""
+        return cls(client, client.request("GET", f"{cls.collection}/{object_id}"))
 
     @property
     def id(self) -> str:

@@ -49,7 +49,7 @@ class Study(Handle):
     def sweeps(self) -> dict[str, Sweep]:
         """Stage 1: each candidate's tuning sweep."""
         tuning = self.data["progress"]["tuning"]
-        return {name: self.client.sweep(t["sweep_id"]) for name, t in tuning.items() if t["sweep_id"]}
+        return {name: Sweep.read(self.client, t["sweep_id"]) for name, t in tuning.items() if t["sweep_id"]}
 
     def trials(
         self, *, count: int | None = None, lease_seconds: int | None = None, host: str | None = None
@@ -63,7 +63,7 @@ class Study(Handle):
     def runs(self) -> dict[str, list[Job]]:
         """Stage 2: each candidate's confirmation runs, by seed."""
         return {
-            candidate["name"]: [self.client.job(run["job_id"]) for run in candidate["runs"]]
+            candidate["name"]: [Job.read(self.client, run["job_id"]) for run in candidate["runs"]]
             for candidate in (self.result or {}).get("candidates", [])
         }
 

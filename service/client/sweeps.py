@@ -43,7 +43,7 @@ class Sweep(Handle):
 
     def jobs(self) -> list[Job]:
         """The trials' jobs, for their curves (`job.metrics()`)."""
-        return [self.client.job(trial["job_id"]) for trial in self.list_trials()]
+        return [Job.read(self.client, trial["job_id"]) for trial in self.list_trials()]
 
     def best(self) -> dict[str, Any] | None:
         """The best finished trial so far (params, objective, job_id), or None."""

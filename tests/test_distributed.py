@@ -24,11 +24,12 @@ import torch.distributed.checkpoint as dcp
 
 from service.scheduler.runtime import RayRuntime
 from symopt_core import build_model
+from symopt_core.assets import Assets
 from symopt_core.optim.layout import parse_layout
 from symopt_core.optim.rules import get_rule
 from symopt_core.optim.sharding import assign_by_cost
 from symopt_core.presets import param_groups
-from symopt_core.training import train
+from symopt_core.training import RunRequest, train
 from worker.distributed import run_distributed
 
 STEPS = 6
@@ -79,8 +80,10 @@ class Runs:
             import ray
 
             task = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
-            assets = {"data_root": str(self.data_dir)}
-            stream = task.remote(spec(preset, 2), str(self.root / f"{preset}-2"), assets, None)
+            request = RunRequest(
+                spec(preset, 2), run_dir=self.root / f"{preset}-2", assets=Assets(data_root=self.data_dir)
+            )
+            stream = task.remote(request)
             self.events[preset] = [ray.get(ref) for ref in stream]
         return self.events[preset]
 
@@ -216,8 +219,10 @@ def test_a_sharded_checkpoint_resumes_on_two_ranks_as_a_retried_attempt_does(run
     halfway = f"step_{STEPS // 2:09d}.dcp"
     shutil.copytree(runs.root / f"{preset}-2" / "checkpoints" / halfway, retried / "checkpoints" / halfway)
     task = ray.remote(max_calls=1, num_cpus=0)(run_distributed)
-    assets = {"data_root": str(runs.data_dir)}
-    events = [ray.get(ref) for ref in task.remote(spec(preset, 2), str(retried), assets, None)]
+    request = RunRequest(
+        spec(preset, 2), run_dir=retried, resume_newest=True, assets=Assets(data_root=runs.data_dir)
+    )
+    events = [ray.get(ref) for ref in task.remote(request)]
     assert [e for e in events if e["kind"] == "error"] == []
     assert events[0]["data"]["resume_from"].endswith(halfway)
     assert [e["step"] for e in events if e["kind"] == "metrics"] == list(range(STEPS // 2 + 1, STEPS + 1))

@@ -21,17 +21,14 @@ import os
 import platform
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 import torch.distributed
 
-from symopt_core.assets import Assets
-from symopt_core.spec import JobSpec
-from symopt_core.training import latest_checkpoint, train
+from symopt_core.spec import load_spec
+from symopt_core.training import Event, RunRequest, train
 
 __all__ = ["run_distributed"]
 
@@ -64,31 +61,23 @@ class _Channel:
         return self.stopping
 
 
-def run_distributed(
-    spec: dict[str, Any],
-    run_dir: str,
-    assets: dict[str, str | None] | None = None,
-    stored_steps: Mapping[str, int] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Train `spec` on `resources.ranks` Ray Train workers and yield rank 0's events (the same
+def run_distributed(request: RunRequest) -> Iterator[dict[str, Any]]:
+    """Train `request` on `resources.ranks` Ray Train workers and yield rank 0's events (the same
     kinds as `run_training`: a first `status`, train's events, an `error` if training raised)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    job = JobSpec.model_validate(spec)
-    resources = job.resources
-    resume = latest_checkpoint(Path(run_dir) / "checkpoints")
+    run_dir = request.run_dir
+    if run_dir is None:
+        raise ValueError(
+            "Invalid RunRequest: a data-parallel run needs a run_dir (Ray Train's files go there)"
+        )
+    resources = load_spec(request.spec).resources
+    request = request.with_resume_point()  # once, here: every rank loads the same checkpoint
     channel = _Channel.remote()  # type: ignore[attr-defined]
     trainer = TorchTrainer(
         _rank_main,
-        train_loop_config={
-            "spec": spec,
-            "run_dir": run_dir,
-            "assets": assets,
-            "resume": str(resume) if resume else None,
-            "replay_after": None if stored_steps is None else dict(stored_steps),
-            "channel": channel,
-        },
+        train_loop_config={"request": request, "channel": channel},
         scaling_config=ScalingConfig(
             num_workers=resources.ranks,
             use_gpu=resources.gpus > 0,
@@ -99,7 +88,7 @@ def run_distributed(
         ),
         run_config=RunConfig(
             name="ray-train",
-            storage_path=str(Path(run_dir).resolve()),
+            storage_path=str(run_dir.resolve()),
             failure_config=FailureConfig(max_failures=0),
         ),
     )
@@ -113,8 +102,10 @@ def run_distributed(
             outcome["error"] = error
 
     fitting = threading.Thread(target=fit, name="symopt-ray-train", daemon=True)
-    yield {"kind": "status", "step": 0, "data": {"status": "worker_started", "ranks": resources.ranks,
-                                                  "resume_from": str(resume or "")}}  # fmt: skip
+    resume_from = str(request.resume_from or "")
+    yield Event(
+        "status", 0, {"status": "worker_started", "ranks": resources.ranks, "resume_from": resume_from}
+    ).to_dict()
     fitting.start()
     # Rank 0's `error` is held back until the group has ended: when another rank died, rank 0's
     # error is only the broken collective, and the attempt is a worker failure (retried), not a
@@ -181,26 +172,20 @@ def _rank_main(config: dict[str, Any]) -> None:
         where, {"pid": os.getpid(), "host": platform.node(), "device": str(device)}
     )
     if main:  # which process is which rank: for the job's events, and for whoever must find one
-        channel.put.remote({"kind": "status", "step": 0, "data": {"status": "ranks_started", "ranks": where}})
+        channel.put.remote(Event("status", 0, {"status": "ranks_started", "ranks": where}).to_dict())
     report: Callable[[Any], None] | None = (
         (lambda event: channel.put.remote(event.to_dict())) if main else None
     )
     try:
         train(
-            config["spec"],
+            config["request"],
             report=report,
-            run_dir=config["run_dir"],
-            resume_from=config["resume"],
             device=device,
-            assets=Assets.from_dict(config["assets"]),
             should_stop=_stop_poller(channel) if main else None,
-            replay_after=config["replay_after"],
         )
     except BaseException as error:
         if main:  # what training raised fails the job, as on one process
-            lines = traceback.format_exc().strip().splitlines()
-            data = {"type": type(error).__name__, "message": str(error), "traceback": lines[-25:]}
-            ray.get(channel.put.remote({"kind": "error", "step": -1, "data": data}))
+            ray.get(channel.put.remote(Event.failure(error).to_dict()))
         raise
     if main:
         ray.get(channel.should_stop.remote())  # every earlier put has reached the channel: calls are ordered

@@ -7,7 +7,7 @@ This process pays that once per node. It listens on a Unix socket; each connecti
 
     relay (a Ray task holding the job's CPUs and GPUs)  --request-->  this process
                                                                fork()  |
-    relay  <--events--  child: run_training(spec, ...) as before, in a process of its own
+    relay  <--events--  child: run_training(request, ...) as before, in a process of its own
 
 The child is a plain copy-on-write fork, used for one job and gone after it, as the fresh worker
 was: a cancelled run's thread and memory go with its process. Forking is safe because this
@@ -32,10 +32,12 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
-__all__ = ["DONE", "STOP", "preload", "serve"]
+from symopt_core.run_request import RunRequest
+
+__all__ = ["DONE", "STOP", "ForkRequest", "preload", "serve"]
 
 DONE = "done"  # the child's last message: the run's events are all sent
 STOP = "stop"  # from the relay: stop at the next step boundary (a cancel)
@@ -43,6 +45,17 @@ _ACCEPT_TIMEOUT_S = 1.0  # how often the raylet's liveness is checked while nobo
 # A child whose relay is gone (killed, or cancelled by force) stops at its next step boundary;
 # one that has not exited this long after is hung, and ends here.
 _ORPHAN_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class ForkRequest:
+    """What a relay sends the warm process for one job: the run, unchanged, and what the child
+    must set before its first torch op. (Pickled by the relay as `worker.forkserver.ForkRequest`;
+    the child imports that module beside `__main__` to read it, which costs nothing.)"""
+
+    run: RunRequest
+    threads: int  # torch's thread count in the child
+    env: dict[str, str]  # CUDA_VISIBLE_DEVICES: the relay's task's GPUs, and only those
 
 
 def preload() -> None:
@@ -100,18 +113,17 @@ def _child(connection: Connection) -> None:
     try:
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
-        request: dict[str, Any] = connection.recv()
-        os.environ.update(request["env"])  # CUDA_VISIBLE_DEVICES: before any CUDA call
+        request: ForkRequest = connection.recv()
+        os.environ.update(request.env)  # before any CUDA call
         import torch
 
         from worker.run import run_training
 
-        torch.set_num_threads(int(request["threads"]))
+        torch.set_num_threads(request.threads)
         stop = threading.Event()
         threading.Thread(target=_listen, args=(connection, stop), name="symopt-relay", daemon=True).start()
-        arguments = {key: request[key] for key in ("spec", "run_dir", "assets", "stored_steps")}
         # Its liveness is the relay's connection (_listen), not this process's parent.
-        events = run_training(**arguments, stop=stop, started={"warm": True}, watch_parent=False)
+        events = run_training(request.run, stop=stop, started={"warm": True}, watch_parent=False)
         try:
             for event in events:
                 connection.send(event)

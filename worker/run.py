@@ -1,6 +1,6 @@
-"""The Ray side of a job: `run_training` trains a spec and streams its events to the caller.
+"""The Ray side of a job: `run_training` trains a RunRequest and streams its events to the caller.
 
-Workers never open the database: they run `symopt_core.train(spec, report=...)` and yield each
+Workers never open the database: they run `symopt_core.train(request, report=...)` and yield each
 event (metrics, evals, checkpoints, status, logs, the result) back to the scheduler, which alone
 writes the store. Training runs in a thread of the task, so that a `ray.cancel` (which lands in
 the task's main thread, waiting on the queue) can ask it to stop at the next step boundary and
@@ -13,15 +13,12 @@ import os
 import platform
 import queue
 import threading
-import traceback
-from collections.abc import Generator, Mapping
-from pathlib import Path
+from collections.abc import Generator
 from typing import Any
 
 import torch
 
-from symopt_core.assets import Assets
-from symopt_core.training import latest_checkpoint, train
+from symopt_core.training import Event, RunRequest, train
 
 __all__ = ["run_training"]
 
@@ -29,28 +26,26 @@ _DONE = object()
 
 
 def run_training(
-    spec: dict[str, Any],
-    run_dir: str,
-    assets: dict[str, str | None] | None = None,
-    stored_steps: Mapping[str, int] | None = None,
+    request: RunRequest,
     stop: threading.Event | None = None,
     started: dict[str, Any] | None = None,
     watch_parent: bool = True,
 ) -> Generator[dict[str, Any], None, None]:
-    """Train `spec`, resuming from the newest checkpoint in `run_dir`, and yield its events. The
-    checkpoint's record of earlier events is reported again first where it adds a point after
-    the newest step of its series in `stored_steps` ({series: step} the store holds; a series
-    absent from it has none), so that no point goes missing.
+    """Train `request` and yield its events; a retried attempt (`resume_newest`) resumes from the
+    newest checkpoint in its run_dir. The checkpoint's record of earlier events is reported again
+    first where it adds a point after the newest step of its series in `request.replay_after`
+    ({series: step} the store holds; a series absent from it has none), so that no point goes
+    missing.
 
-    Every event is a dict {kind, step, data}. Besides train's own kinds, the first event is a
-    `status` with the worker's pid, host and torch threads (and what `started` adds), and a
-    failure inside training ends the stream with one `error` event carrying the exception and
-    its traceback. Setting `stop` (or closing the generator) stops the run at the next step, as
-    does the death of this process's parent (`watch_parent`: the raylet, in a Ray worker).
+    Every event is an `Event.to_dict()`. Besides train's own kinds, the first event is a `status`
+    with the worker's pid, host and torch threads (and what `started` adds), and a failure inside
+    training ends the stream with one `error` event (`Event.failure`). Setting `stop` (or closing
+    the generator) stops the run at the next step, as does the death of this process's parent
+    (`watch_parent`: the raylet, in a Ray worker).
     """
     events: queue.Queue[Any] = queue.Queue()
     stop = stop or threading.Event()
-    resume = latest_checkpoint(Path(run_dir) / "checkpoints")
+    request = request.with_resume_point()  # once: the status below names what train loads
     # Ray starts workers as children of the raylet. When the raylet dies (its driver, our service,
     # was killed) the worker is reparented and would train on, unobserved, for a while: stop.
     parent = os.getppid()
@@ -60,19 +55,9 @@ def run_training(
 
     def target() -> None:
         try:
-            train(
-                spec,
-                report=lambda event: events.put(event.to_dict()),
-                run_dir=run_dir,
-                resume_from=resume,
-                assets=Assets.from_dict(assets),
-                should_stop=should_stop,
-                replay_after=stored_steps,
-            )
+            train(request, report=lambda event: events.put(event.to_dict()), should_stop=should_stop)
         except BaseException as error:  # reported to the scheduler, which fails the job with it
-            lines = traceback.format_exc().strip().splitlines()
-            data = {"type": type(error).__name__, "message": str(error), "traceback": lines[-25:]}
-            events.put({"kind": "error", "step": -1, "data": data})
+            events.put(Event.failure(error).to_dict())
         finally:
             events.put(_DONE)
 
@@ -82,10 +67,10 @@ def run_training(
         "pid": os.getpid(),
         "host": platform.node(),
         "torch_threads": torch.get_num_threads(),
-        "resume_from": str(resume or ""),
+        "resume_from": str(request.resume_from or ""),
         **(started or {}),
     }
-    yield {"kind": "status", "step": 0, "data": status}
+    yield Event("status", 0, status).to_dict()
     thread.start()
     try:
         while (event := events.get()) is not _DONE:

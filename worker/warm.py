@@ -1,9 +1,10 @@
 """The Ray side of a warm run: `run_warm` holds the job's resources and relays its events.
 
 `run_warm` is the task the scheduler starts for a one-process job in place of `run_training`
-(settings.warm_workers, on by default). It imports neither torch nor symopt, so Ray can reuse the
-process that runs it for job after job; the training itself runs in a fresh fork of the node's
-warm process (worker/forkserver.py), started here on first use, one per raylet.
+(settings.warm_workers, on by default). It imports no torch (of symopt only the torch-free
+`RunRequest` it is handed), so Ray can reuse the process that runs it for job after job; the
+training itself runs in a fresh fork of the node's warm process (worker/forkserver.py), started
+here on first use, one per raylet.
 
 To the scheduler nothing changes: the same events, a cancel that stops at the next step and
 leaves a checkpoint, and an attempt that fails when the training process dies (a `kill -9` of
@@ -20,10 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from symopt_core.run_request import RunRequest
 
 __all__ = ["WarmProcessError", "connect", "run_warm", "socket_path", "warm_up"]
 
@@ -111,33 +115,24 @@ def _log(path: Path) -> str:
     return Path(f"{path}.log").read_text(errors="replace")[-2000:]
 
 
-def run_warm(
-    spec: dict[str, Any],
-    run_dir: str,
-    assets: dict[str, str | None] | None = None,
-    stored_steps: Mapping[str, int] | None = None,
-    threads: int = 1,
-) -> Iterator[dict[str, Any]]:
-    """Train `spec` in a fresh fork of this node's warm process and yield its events (those of
+def run_warm(request: RunRequest, threads: int = 1) -> Iterator[dict[str, Any]]:
+    """Train `request` in a fresh fork of this node's warm process and yield its events (those of
     `run_training`; the first says `warm: true`). `threads`: torch's thread count in the child,
     unless OMP_NUM_THREADS (Ray sets it to the task's CPUs) says otherwise."""
     import ray
 
-    from .forkserver import DONE, STOP
+    from .forkserver import DONE, STOP, ForkRequest
 
     # Ray starts its workers as children of the raylet: this process's parent.
     connection = connect(os.getppid())
     gpus = ray.get_gpu_ids()  # this task's GPUs: the child must see those, and only those
-    request = {
-        "spec": spec,
-        "run_dir": run_dir,
-        "assets": assets,
-        "stored_steps": stored_steps,
-        "threads": int(os.environ.get("OMP_NUM_THREADS") or threads),
-        "env": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {},
-    }
+    fork = ForkRequest(
+        run=request,
+        threads=int(os.environ.get("OMP_NUM_THREADS") or threads),
+        env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {},
+    )
     try:
-        connection.send(request)
+        connection.send(fork)
         while (event := connection.recv()) != DONE:
             yield event
     except EOFError:

@@ -11,6 +11,7 @@ from symopt_core.spec import Name
 
 from ..store.metrics import MetricsPage
 from ..store.models import Job, JobEvent, Sweep
+from ..store.results import JobResult
 from ..store.status import JobStatus, SweepStatus
 
 __all__ = [
@@ -125,7 +126,7 @@ class JobPublic(BaseModel):
     diverged_at: int | None
     queued_reason: str | None = Field(description="why a queued job has not started yet")
     error: str | None
-    result: dict[str, Any] | None
+    result: JobResult | None = Field(description="what the finished run reported (store/results.py)")
     executor: Literal["service", "agents"] = Field(
         "service", description="service: run on the service's workers; agents: by a user's own script"
     )

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from symopt_core.training.events import Event
+
 from ..store.jobs import NewEvent
 from ..store.metrics import Point
+from ..store.results import JobResult
 
 __all__ = ["Outcome", "Pending"]
 
@@ -20,7 +23,7 @@ class Outcome:
 
     attempt: int
     status: str
-    result: dict[str, Any] | None = None
+    result: JobResult | None = None
     error: str | None = None
     diverged_at: int | None = None
 
@@ -67,13 +70,22 @@ class Pending:
         return bool(self.points or self.events or self.progress or self.outcomes)
 
     def add_event(self, job_id: str, attempt: int, event: dict[str, Any]) -> None:
-        kind, step, data = event.get("kind", "log"), int(event.get("step", 0)), dict(event.get("data", {}))
+        """Take one event as a worker sent it (`Event.to_dict()`); one the scheduler cannot read
+        fails the attempt with what is wrong in it."""
+        try:
+            self._add(job_id, attempt, Event.from_dict(event))
+        except ValueError as error:  # pydantic's ValidationError (a result's) is one too
+            message = f"the worker sent an event the scheduler cannot read: {error}"
+            self.outcomes[job_id] = Outcome(attempt, "failed", error=self.redact(message))
+
+    def _add(self, job_id: str, attempt: int, event: Event) -> None:
+        kind, step, data = event.kind, event.step, event.data
         now = time.time()
         if kind == "metrics":
             points = [
                 Point(name, step, number, now)
                 for name, value in data.items()
-                if (number := _number(value)) is not None and name not in ("tokens_per_s_window",)
+                if (number := _number(value)) is not None
             ]
             self.points.setdefault(job_id, []).extend(points)
             self._progress(job_id, step, None)
@@ -84,13 +96,13 @@ class Pending:
             self._progress(job_id, step, val_loss)
             self._event(job_id, NewEvent("eval", step, f"val_loss {data.get('val_loss')}", json_safe(data)))
         elif kind == "result":
-            status = str(data.get("status", "succeeded"))
+            result = JobResult.model_validate(json_safe(data))
             self.outcomes[job_id] = Outcome(
-                attempt, status, json_safe(data), diverged_at=data.get("diverged_at")
+                attempt, result.status or "succeeded", result, diverged_at=result.diverged_at
             )
         elif kind == "error":
-            lines = "\n".join(data.get("traceback", []))
-            message = self.redact(f"{data.get('type', 'Error')}: {data.get('message', '')}\n{lines}".strip())
+            lines = "\n".join(map(str, data["traceback"]))
+            message = self.redact(f"{data['type']}: {data['message']}\n{lines}".strip())
             self.outcomes[job_id] = Outcome(attempt, "failed", error=message)
             self._event(job_id, NewEvent("log", step, message.splitlines()[0], {"level": "error"}))
         else:  # status, checkpoint, log

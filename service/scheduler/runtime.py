@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from symopt_core.spec import JobSpec
+from symopt_core.run_request import RunRequest
+from symopt_core.spec import load_spec
 
 from ..errors import ServiceError
 
@@ -252,28 +253,17 @@ class RayRuntime:
         resources = ray.cluster_resources()
         return Capacity(float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0)))
 
-    def submit(
-        self,
-        *,
-        job_id: str,
-        spec: dict[str, Any],
-        run_dir: str,
-        assets: dict[str, str | None],
-        cpus: int,
-        gpus: int,
-        stored_steps: dict[str, int],
-    ) -> Any:
+    def submit(self, request: RunRequest, *, cpus: int, gpus: int) -> Any:
         """Start a run; returns the ObjectRefGenerator of its events. A job of 2+ ranks runs as one
-        Ray Train group whose workers hold its `cpus` and `gpus`. stored_steps: {series: newest
-        step stored}, what a resumed run need not report again (train's `replay_after`)."""
-        name = f"symopt-job-{job_id}"
-        if JobSpec.model_validate(spec).resources.ranks > 1:
+        Ray Train group whose workers hold its `cpus` and `gpus`."""
+        name = f"symopt-job-{request.job_id}"
+        if load_spec(request.spec).resources.ranks > 1:
             options = {"num_cpus": 0, "num_gpus": 0, "max_retries": 0, "name": name}
-            return self._distributed.options(**options).remote(spec, run_dir, assets, stored_steps)
+            return self._distributed.options(**options).remote(request)
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": name}
         if self.warm:
-            return self._remote.options(**options).remote(spec, run_dir, assets, stored_steps, cpus)
-        return self._remote.options(**options).remote(spec, run_dir, assets, stored_steps)
+            return self._remote.options(**options).remote(request, cpus)
+        return self._remote.options(**options).remote(request)
 
     def cancel(self, events: Any, *, force: bool) -> None:
         import ray

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from symopt_core.run_request import RunRequest
+
 from ..errors import StoreError
 from ..redaction import PathRedactor
 from ..settings import Settings
@@ -230,6 +232,7 @@ class Scheduler:
 
     def _finish(self, session: Any, job: Job, outcome: Outcome) -> None:
         status = JobStatus(job.status)
+        result = outcome.result.to_json() if outcome.result is not None else None  # Job.result's JSON
         if outcome.status == "crashed":
             failures = job.failures + 1
             if failures < job.max_attempts and status == JobStatus.RUNNING:
@@ -258,15 +261,15 @@ class Scheduler:
                 session=session,
                 job=job,
                 to=JobStatus.DIVERGED,
-                result=outcome.result,
+                result=result,
                 diverged_at=outcome.diverged_at,
                 message=f"diverged at step {outcome.diverged_at}",
             )
         elif outcome.status == "cancelled":
-            transition(session=session, job=job, to=JobStatus.CANCELLED, result=outcome.result)
+            transition(session=session, job=job, to=JobStatus.CANCELLED, result=result)
         else:
             target = JobStatus.SUCCEEDED if status == JobStatus.RUNNING else JobStatus.CANCELLED
-            transition(session=session, job=job, to=target, result=outcome.result)
+            transition(session=session, job=job, to=target, result=result)
 
     def recover_orphans(self, *, immediately: bool) -> None:
         """Requeue running jobs whose scheduler stopped heartbeating (all others', with the lock)."""
@@ -319,8 +322,9 @@ class Scheduler:
         capacity = self.runtime.capacity()
         free_cpus = capacity.cpus - sum(run.cpus for run in self.runs.values())
         free_gpus = capacity.gpus - sum(run.gpus for run in self.runs.values())
-        started: list[tuple[str, int, dict[str, Any], int, int, dict[str, int]]] = []
+        started: list[tuple[Run, RunRequest]] = []
         lines = []
+        assets = self.settings.assets()
         with self.store.transaction() as session:
             for job in claim_queued(session=session, limit=100):
                 reason = self._waiting_reason(job, capacity, free_cpus, free_gpus)
@@ -334,30 +338,27 @@ class Scheduler:
                 # The run reports again each point its checkpoint recorded after the newest
                 # stored step of that point's series (an earlier attempt's events may have died
                 # in flight with its service, step 0's evaluation or step T's val_loss included).
-                stored = newest_stored_steps(session=session, job_id=job.id)
-                started.append((job.id, job.attempt, job.spec, job.cpus, job.gpus, stored))
-        _emit(lines)
-        for job_id, attempt, spec, cpus, gpus, stored_steps in started:
-            run_dir = self.settings.job_run_dir(job_id)
-            try:
-                events = self.runtime.submit(
-                    job_id=job_id,
-                    spec=spec,
-                    run_dir=str(run_dir),
-                    assets=self.settings.assets().to_dict(),
-                    cpus=cpus,
-                    gpus=gpus,
-                    stored_steps=stored_steps,
+                request = RunRequest(
+                    job.spec,
+                    run_dir=self.settings.job_run_dir(job.id),
+                    resume_newest=True,  # a retry continues from its newest checkpoint
+                    replay_after=newest_stored_steps(session=session, job_id=job.id),
+                    assets=assets,
+                    job_id=job.id,
+                    attempt=job.attempt,
                 )
+                started.append((Run(job.id, job.attempt, job.cpus, job.gpus, events=None), request))
+        _emit(lines)
+        for run, request in started:
+            self.runs[run.job_id] = run
+            try:
+                run.events = self.runtime.submit(request, cpus=run.cpus, gpus=run.gpus)
             except Exception as error:  # counted like a crashed worker, so it is retried
-                self.runs[job_id] = Run(job_id, attempt, cpus, gpus, None)
-                self.pending.crashed(job_id, attempt, f"could not start on Ray: {error}")
+                self.pending.crashed(run.job_id, run.attempt, f"could not start on Ray: {error}")
                 continue
-            run = Run(job_id, attempt, cpus, gpus, events)
             run.thread = threading.Thread(
-                target=self._consume, args=(run,), name=f"symopt-run-{job_id[:8]}", daemon=True
+                target=self._consume, args=(run,), name=f"symopt-run-{run.job_id[:8]}", daemon=True
             )
-            self.runs[job_id] = run
             run.thread.start()
 
     @staticmethod

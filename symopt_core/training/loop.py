@@ -37,6 +37,7 @@ from ..data import BatchSampler, TokenDataset
 from ..models.output import RoutingStats
 from ..optim.schedule_free import ScheduleFree
 from ..presets import PRESETS
+from ..run_request import RunRequest
 from ..schedules import BatchShape, batch_at, default_ramp_constant, lr_multiplier
 from ..spec import JobSpec, load_spec
 from ..spec_optimizer import build_spec_optimizer
@@ -340,7 +341,7 @@ def _sync(device: torch.device) -> None:
 
 
 def train(
-    spec: JobSpec | Mapping[str, Any] | str | Path,
+    spec: RunRequest | JobSpec | Mapping[str, Any] | str | Path,
     *,
     report: Report | None = None,
     run_dir: str | Path | None = None,
@@ -353,6 +354,8 @@ def train(
 ) -> Result:
     """Train the model of `spec` and return its result; events go to `report` as they happen.
 
+    spec: the job's spec, or a whole `RunRequest` (a worker's), which holds the spec and
+        run_dir, resume_from, replay_after and assets: then none of those keywords.
     run_dir: where checkpoints go (`<run_dir>/checkpoints`); none are written without it.
     resume_from: a checkpoint file, or a directory whose newest checkpoint is used.
     should_stop: polled before each step; True stops the run as "cancelled" (with a checkpoint).
@@ -360,17 +363,51 @@ def train(
         series it lacks has no point stored): the metrics and eval events the checkpoint
         recorded that add a point after it are reported again first (those a crashed service
         may not have stored). An int: every series is stored through that step.
-    assets: where uploaded datasets and models, model directories and the token cache are.
+    data_root, assets: where uploaded datasets and models, model directories, corpora and the
+        token cache are (`assets`; data_root alone: the corpora).
     """
-    job = spec if isinstance(spec, JobSpec) else load_spec(spec)
-    run = build_run(
-        job, device=resolve_device(device, job.resources.gpus), data_root=data_root, assets=assets
+    request = _as_request(
+        spec,
+        run_dir=run_dir,
+        resume_from=resume_from,
+        data_root=data_root,
+        replay_after=replay_after,
+        assets=assets,
     )
-    checkpoints = Path(run_dir) / "checkpoints" if run_dir is not None else None
-    session = _Session(run, report or (lambda event: None), checkpoints)
-    _start(session, Path(resume_from) if resume_from is not None else None, replay_after)
+    request = request.with_resume_point()
+    job = request.spec if isinstance(request.spec, JobSpec) else load_spec(request.spec)
+    run = build_run(job, device=resolve_device(device, job.resources.gpus), assets=request.assets)
+    session = _Session(run, report or (lambda event: None), request.checkpoints)
+    _start(session, request.resume_from, request.replay_after)
     _loop(session, should_stop)
     return _finish(session)
+
+
+def _as_request(
+    spec: RunRequest | JobSpec | Mapping[str, Any] | str | Path,
+    *,
+    run_dir: str | Path | None,
+    resume_from: str | Path | None,
+    data_root: str | Path | None,
+    replay_after: Mapping[str, int] | int | None,
+    assets: Assets | None,
+) -> RunRequest:
+    """train's arguments as one RunRequest: the one it was given, or the spec and keywords."""
+    if isinstance(spec, RunRequest):
+        where: dict[str, object] = {"run_dir": run_dir, "resume_from": resume_from, "data_root": data_root}
+        where |= {"replay_after": replay_after, "assets": assets}
+        if given := [name for name, value in where.items() if value is not None]:
+            raise ValueError(
+                f"train(RunRequest) takes {', '.join(given)} from the request; drop the keyword(s)"
+            )
+        return spec
+    return RunRequest(
+        spec,
+        run_dir=Path(run_dir) if run_dir is not None else None,
+        resume_from=Path(resume_from) if resume_from is not None else None,
+        replay_after=replay_after,
+        assets=assets or Assets(data_root=Path(data_root) if data_root is not None else None),
+    )
 
 
 @dataclass

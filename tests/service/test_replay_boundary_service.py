@@ -20,7 +20,8 @@ from service.store.metrics import (
     record_metrics,
     record_metrics_of_jobs,
 )
-from symopt_core.training import Event, train
+from symopt_core.assets import Assets
+from symopt_core.training import Event, RunRequest, train
 from tests.core.test_training import tiny_spec
 from worker.run import run_training
 
@@ -88,7 +89,16 @@ def test_a_retry_from_the_stores_boundary_stores_every_point_once(
     with store.transaction() as session:
         boundary = newest_stored_steps(session=session, job_id=job_id)
     second = list(
-        run_training(spec, str(tmp_path), {"data_root": str(data_dir)}, boundary, watch_parent=False)
+        run_training(
+            RunRequest(
+                spec,
+                run_dir=tmp_path,
+                resume_newest=True,
+                replay_after=boundary,
+                assets=Assets(data_root=data_dir),
+            ),
+            watch_parent=False,
+        )
     )
     resumed = next(i for i, e in enumerate(second) if e["data"].get("status") == "resumed")
     assert [e["step"] for e in second[:resumed] if e["kind"] == "eval"] == replayed_evals

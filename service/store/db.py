@@ -40,6 +40,9 @@ def make_engine(url: str, **options: Any) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **options)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # As many pooled connections as the API has threads (anyio's 40): a connection beyond the
+    # pool would be opened, configured (PRAGMAs) and closed again for one request.
+    options = {"pool_size": 40, "max_overflow": 10, **options}
     engine = create_engine(url, connect_args=SQLITE_CONNECT_ARGS, **options)
     configure_sqlite(engine)
     return engine

@@ -164,10 +164,15 @@ def authenticate(*, session: Session, presented: str | None) -> Principal:
     if key_id is None:
         raise failure
     secret = (presented or "").split("_", 2)[2]
-    key = session.get(ApiKey, key_id)
-    expected = key.secret_hash if key is not None else _DUMMY_HASH
-    if not hmac.compare_digest(expected, _hash(secret)) or key is None or key.revoked_at is not None:
+    # One query for the key and its tenant's name (every request of a client pays it).
+    found = session.execute(
+        select(ApiKey.secret_hash, ApiKey.revoked_at, ApiKey.tenant_id, ApiKey.is_admin, Tenant.name)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.id == key_id)
+    ).one_or_none()
+    expected = found.secret_hash if found is not None else _DUMMY_HASH
+    if not hmac.compare_digest(expected, _hash(secret)) or found is None or found.revoked_at is not None:
         raise failure
-    tenant = session.get(Tenant, key.tenant_id)
-    assert tenant is not None
-    return Principal(tenant_id=tenant.id, tenant_name=tenant.name, key_id=key.id, is_admin=key.is_admin)
+    return Principal(
+        tenant_id=found.tenant_id, tenant_name=found.name, key_id=key_id, is_admin=found.is_admin
+    )

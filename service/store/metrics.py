@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..errors import NotFoundError
 from .models import Job, MetricPoint
 from .thinning import Thinning
 
@@ -29,6 +30,7 @@ __all__ = [
     "Point",
     "Series",
     "decode_value",
+    "job_metrics_seq",
     "newest_stored_steps",
     "read_metrics",
     "read_thinned_metrics",
@@ -165,6 +167,17 @@ def _stored_seq(session: Session, job_id: str) -> int:
     return int(session.scalar(select(Job.metrics_seq).where(Job.id == job_id)) or 0)
 
 
+def job_metrics_seq(*, session: Session, tenant_id: str, job_id: str) -> int:
+    """The newest seq of the tenant's job `job_id` (a NotFoundError as get_job's otherwise): what
+    a read of its metrics checks and reads first, in one small query (not the whole job row)."""
+    seq = session.execute(
+        select(Job.metrics_seq).where(Job.id == job_id, Job.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if seq is None:
+        raise NotFoundError(f"No job {job_id}")
+    return int(seq)
+
+
 def _filters(
     job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None
 ) -> list[ColumnElement[bool]]:
@@ -186,26 +199,30 @@ def read_metrics(
     since_step: int | None = None,
     after_seq: int | None = None,
     limit: int = 10_000,
+    stored_seq: int | None = None,
 ) -> MetricsPage:
     """Points after `since_step`, at most `limit`. With `after_seq`: those stored after that seq,
     paged in seq order (next_seq). Without it: paged by step, never splitting a step across pages
-    (unless one step alone holds more than `limit` points)."""
-    stored = _stored_seq(session, job_id)
+    (unless one step alone holds more than `limit` points). `stored_seq`: the job's newest seq,
+    when the caller has read it (job_metrics_seq) before this call."""
+    stored = _stored_seq(session, job_id) if stored_seq is None else stored_seq
+    connection = session.connection()  # plain rows, without the ORM's per-row loading
     query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
     query = query.where(*_filters(job_id, names, since_step, after_seq))
     if after_seq is not None:
-        rows = list(session.execute(query.order_by(MetricPoint.seq).limit(limit + 1)).all())
+        rows = list(connection.execute(query.order_by(MetricPoint.seq).limit(limit + 1)).all())
         truncated = len(rows) > limit
         del rows[limit:]
         newest_read = rows[-1].seq if rows else after_seq
         # A whole answer holds every point up to `stored` (and any stored since, up to its last).
         return _page(rows, since_step, truncated, newest_read if truncated else max(stored, newest_read))
     # The whole answer usually fits: then (name, step) order walks the primary key, no sort.
-    rows = list(session.execute(query.order_by(MetricPoint.name, MetricPoint.step).limit(limit + 1)).all())
+    rows = list(connection.execute(query.order_by(MetricPoint.name, MetricPoint.step).limit(limit + 1)).all())
     truncated = len(rows) > limit
     if truncated:
         # A page: the oldest steps first, cut before the step that does not fit whole.
-        by_step = session.execute(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)).all()
+        oldest_first = query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)
+        by_step = connection.execute(oldest_first).all()
         cut_step = by_step[limit].step
         rows = [row for row in by_step[:limit] if row.step < cut_step] or list(by_step[:limit])
         return _page(rows, since_step, truncated, stored)
@@ -233,12 +250,13 @@ def read_thinned_metrics(
     since_step: int | None = None,
     after_seq: int | None = None,
     max_points: int,
+    stored_seq: int | None = None,
 ) -> MetricsPage:
     """Every point after `since_step` (and `after_seq`), each series thinned to at most
     `max_points` that keep its shape and extremes (service/store/thinning.py): a plot of a long
     history in one answer. The rows stream through in (name, step) order, the primary key's: only
-    kept points are held."""
-    stored = _stored_seq(session, job_id)
+    kept points are held. `stored_seq` as for read_metrics."""
+    stored = _stored_seq(session, job_id) if stored_seq is None else stored_seq
     where = _filters(job_id, names, since_step, after_seq)
     counts = dict(
         session.execute(select(MetricPoint.name, func.count()).where(*where).group_by(MetricPoint.name)).all()

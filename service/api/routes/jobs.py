@@ -17,9 +17,9 @@ from symopt_core.spec import JobSpec
 
 from ...errors import NotFoundError
 from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_events, request_cancel
-from ...store.metrics import read_metrics, read_thinned_metrics
+from ...store.metrics import job_metrics_seq, read_metrics, read_thinned_metrics
 from ...store.status import JobStatus
-from ..deps import LimiterDep, PrincipalDep, SettingsDep, StoreDep
+from ..deps import KeyDep, LimiterDep, PrincipalDep, SettingsDep, StoreDep, json_response, read_as
 from ..errors import error_responses
 from ..job_stream import MAX_SEQ, StreamCursor, job_event_stream, resume_at
 from ..params import (
@@ -77,17 +77,17 @@ def create_job_route(
 
 @router.get("", response_model=JobsPublic)
 def list_jobs_route(
-    principal: PrincipalDep,
+    key: KeyDep,
     store: StoreDep,
     status_: Annotated[str | None, status_filter(JobStatus)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     sweep_id: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> JobsPublic:
+) -> Response:
     """This tenant's jobs, newest first."""
     chosen = statuses(status_, JobStatus)
-    with store.read() as session:
+    with read_as(store, key) as (principal, session):
         jobs, count = list_jobs(
             session=session,
             tenant_id=principal.tenant_id,
@@ -97,7 +97,7 @@ def list_jobs_route(
             limit=limit,
             offset=offset,
         )
-        return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count)
+        return json_response(JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404))
@@ -130,7 +130,7 @@ def delete_job_route(job_id: str, principal: PrincipalDep, store: StoreDep) -> R
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=error_responses(404))
 def get_job_metrics_route(
     job_id: str,
-    principal: PrincipalDep,
+    key: KeyDep,
     store: StoreDep,
     settings: SettingsDep,
     names: Annotated[str | None, Query(max_length=4000, description="comma-separated series names")] = None,
@@ -157,11 +157,11 @@ def get_job_metrics_route(
             "then ignored); poll on with after_seq=next_seq for new points at full resolution",
         ),
     ] = None,
-) -> MetricsPublic:
+) -> Response:
     """Metric series of a job (train_loss, val_loss, lr_scale, grad_norm/<class>, ...), incrementally."""
     cap = min(limit or settings.metrics_default_limit, settings.metrics_max_limit)
-    with store.read() as session:
-        get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    with read_as(store, key) as (principal, session):
+        stored = job_metrics_seq(session=session, tenant_id=principal.tenant_id, job_id=job_id)
         if max_points is not None:
             page = read_thinned_metrics(
                 session=session,
@@ -170,6 +170,7 @@ def get_job_metrics_route(
                 since_step=since_step,
                 after_seq=after_seq,
                 max_points=max_points,
+                stored_seq=stored,
             )
         else:
             page = read_metrics(
@@ -179,8 +180,9 @@ def get_job_metrics_route(
                 since_step=since_step,
                 after_seq=after_seq,
                 limit=cap,
+                stored_seq=stored,
             )
-    return MetricsPublic.of(job_id, page)
+    return json_response(MetricsPublic.of(job_id, page))
 
 
 @router.get("/{job_id}/logs", response_model=EventsPublic, responses=error_responses(404))

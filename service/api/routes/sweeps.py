@@ -11,7 +11,16 @@ from symopt_core.sweep_spec import SweepSpec
 from ...store.status import SweepStatus
 from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel_sweep
 from ...sweeps.space import check_sampler, resolved_spaces
-from ..deps import LimiterDep, PrincipalDep, SettingsDep, SpecCheckerDep, StoreDep
+from ..deps import (
+    KeyDep,
+    LimiterDep,
+    PrincipalDep,
+    SettingsDep,
+    SpecCheckerDep,
+    StoreDep,
+    json_response,
+    read_as,
+)
 from ..errors import error_responses
 from ..params import IdempotencyKey, documented_as, status_filter, statuses
 from ..schemas import SweepHistoryPublic, SweepPublic, SweepsPublic, TrialsPublic
@@ -89,12 +98,12 @@ def get_sweep_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> 
 
 
 @router.get("/{sweep_id}/trials", response_model=TrialsPublic, responses=error_responses(404))
-def list_trials_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> TrialsPublic:
+def list_trials_route(sweep_id: str, key: KeyDep, store: StoreDep) -> Response:
     """Every trial of a sweep: its job, parameters, state and objective."""
-    with store.read() as session:
+    with read_as(store, key) as (principal, session):
         sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
         found = sweep_trials(session, sweep)
-    return TrialsPublic(data=found, count=len(found))
+    return json_response(TrialsPublic(data=found, count=len(found)))
 
 
 @router.post(

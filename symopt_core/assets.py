@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .errors import ConfigError
 
@@ -35,14 +35,6 @@ class Assets:
         for name, value in asdict(self).items():
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
-
-    def to_dict(self) -> dict[str, str | None]:
-        """Plain strings, for a Ray task's arguments."""
-        return {name: None if value is None else str(value) for name, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> Assets:
-        return cls(**{k: None if v is None else Path(v) for k, v in (values or {}).items()})
 
     def upload_dir(self, kind: UploadKind, upload_id: str) -> Path:
         """Where the service keeps an upload's files (which need not exist yet)."""

@@ -27,6 +27,7 @@ from ..errors import ConflictError
 from .jobs import NewEvent, append_events, get_job, transition
 from .metrics import Point, note_progress, record_metrics
 from .models import Job, MetricPoint, Sweep, utcnow
+from .results import JobResult
 from .status import JobStatus
 
 __all__ = [
@@ -223,7 +224,7 @@ def run_result(session: Session, job: Job, objective: float | None = None) -> di
     }
     if objective is not None:
         result["objective"] = objective
-    return result
+    return JobResult.model_validate(result).to_json()  # the shape the service's own runs store
 
 
 def finish_trial(

@@ -10,7 +10,7 @@ paired. Defined here (pydantic only) so the API, the client and the controller s
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from .proxy import ProxySpec
 from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
+from .spec import _OmitsUnusedFields as OmitsUnusedFields
 from .sweep_spec import MAX_JOB_CHECKS, Executor, ParamRange, SweepSpec, checks_jobs, job_checks
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]
@@ -73,8 +75,10 @@ class TuningSpec(BaseModel):
         return None if value == "auto" else value
 
 
-class StudySpec(BaseModel):
+class StudySpec(OmitsUnusedFields):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # A spec without a proxy dumps as it did before proxies existed (stored specs, idempotency).
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ("proxy",)
 
     # At most 80: its sweeps are named `<study>-<candidate>` (candidates: 64), within a sweep's 150.
     name: Name = Field("", max_length=80)
@@ -100,6 +104,11 @@ class StudySpec(BaseModel):
         description="service: every run on the service's Ray workers; agents: users' own training scripts "
         "claim the tuning trials and the confirmation runs (`symopt agent STUDY_ID -- ...`)",
     )
+    proxy: ProxySpec | None = Field(
+        None,
+        description="stage 1 tunes each candidate's lr on shrunk copies of the base model; stage 2 runs the "
+        "lr recommended for the full model (extrapolated along the fitted width slope) on the seeds",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -124,7 +133,8 @@ class StudySpec(BaseModel):
         """How many job specs validating this study builds: each candidate's sweep validates its
         base job and then its search space job by job."""
         tuning = self.tuning
-        return len(self.candidates) * (1 + job_checks(tuning.search_space, tuning.per_class_lr))
+        per_candidate = job_checks(tuning.search_space, tuning.per_class_lr, proxy=self.proxy)
+        return len(self.candidates) * (1 + per_candidate)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> StudySpec:
@@ -194,5 +204,6 @@ class StudySpec(BaseModel):
                 "parallelism": tuning.parallelism,
                 "seed": tuning.seed,
                 "executor": self.executor,
+                "proxy": None if self.proxy is None else self.proxy.model_dump(mode="json"),
             }
         )

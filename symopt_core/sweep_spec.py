@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,7 +25,9 @@ from pydantic import (
 )
 
 from .presets import PRESETS
+from .proxy import ProxySpec, proxy_sizes
 from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable, set_path
+from .spec import _OmitsUnusedFields as OmitsUnusedFields
 
 __all__ = [
     "LR_SCALE_RANGE",
@@ -35,6 +37,7 @@ __all__ = [
     "ParamRange",
     "SweepSpec",
     "check_executor",
+    "check_proxy",
     "checks_jobs",
     "job_checks",
     "lr_scale_path",
@@ -77,6 +80,26 @@ def check_executor(executor: str, base: JobSpec, per_class_lr: bool) -> None:
             "per_class_lr needs the model's parameter classes, which the service cannot know of a custom "
             "model: name the lr_scale paths in an explicit search_space instead"
         )
+
+
+def check_proxy(proxy: ProxySpec | None, base: JobSpec, executor: str, search_space: Any) -> None:
+    """A proxy sweep tunes the lr at shrunk sizes of a model the service builds, and fits how its
+    best value moves with width: the lr must be searched, and every proxy must make a valid job."""
+    if proxy is None:
+        return
+    if executor != "service":
+        raise ValueError(
+            "proxy: the service builds each proxy's model, so its trials run with `executor: service`"
+        )
+    if search_space is not None and "optimizer.lr" not in search_space:
+        raise ValueError(
+            "proxy: the transfer is fitted on the best optimizer.lr of each width; search optimizer.lr "
+            '(or use search_space: "auto")'
+        )
+    try:
+        proxy_sizes(base, proxy)
+    except ValueError as error:
+        raise ValueError(f"proxy: {error}") from None
 
 
 def lr_scale_path(param_class: str) -> str:
@@ -134,8 +157,10 @@ def _powers_of_two(low: int, high: int) -> list[int]:
     return [2**k for k in range(63) if low <= 2**k <= high]
 
 
-class SweepSpec(BaseModel):
+class SweepSpec(OmitsUnusedFields):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # A spec without a proxy dumps as it did before proxies existed (stored specs, idempotency).
+    _omitted_when_unused: ClassVar[tuple[str, ...]] = ("proxy",)
 
     # At most 150: a trial's job is named `<sweep>-<optuna study>-<number>` and job names hold 200.
     name: Name = Field("", max_length=150)
@@ -167,6 +192,11 @@ class SweepSpec(BaseModel):
         description="service: trials run on the service's Ray workers; agents: users' own training scripts "
         "claim them (`symopt agent`, `client.sweep(id).trials()`), `parallelism` of them out at once",
     )
+    proxy: ProxySpec | None = Field(
+        None,
+        description="tune the lr on shrunk copies of the base model (n_trials per preset and width), fit "
+        "its move with width and recommend the full model's; auto: the lr alone is searched",
+    )
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -180,13 +210,14 @@ class SweepSpec(BaseModel):
     @property
     def job_checks(self) -> int:
         """How many job specs validating this sweep builds."""
-        return job_checks(self.search_space, self.per_class_lr, self.presets)
+        return job_checks(self.search_space, self.per_class_lr, self.presets, self.proxy)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> SweepSpec:
         if self.objective == "tokens_to_target" and self.target_loss is None:
             raise ValueError("objective tokens_to_target needs target_loss")
         check_executor(self.executor, self.base, self.per_class_lr)
+        check_proxy(self.proxy, self.base, self.executor, self.search_space)
         for preset in self.presets or []:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r} in presets; valid presets: {', '.join(PRESETS)}")
@@ -222,15 +253,19 @@ class SweepSpec(BaseModel):
 
 
 def job_checks(
-    search_space: dict[str, ParamRange] | None, per_class_lr: bool, presets: list[str] | None = None
+    search_space: dict[str, ParamRange] | None,
+    per_class_lr: bool,
+    presets: list[str] | None = None,
+    proxy: ProxySpec | None = None,
 ) -> int:
     """How many job specs validating a sweep builds: each compared preset's job, then per distinct
     preset (the base's own when none are compared) each sample of each path and per_class_lr's two
-    bounds."""
+    bounds; and two per proxy width (its shrunk job, with its token budget)."""
     variants = len(set(presets)) if presets else 1
     per_variant = sum(len(space.samples()) for space in (search_space or {}).values())
     per_variant += len(LR_SCALE_RANGE) if per_class_lr else 0
-    return len(presets or []) + variants * per_variant
+    proxies = 2 * len(proxy.width) if proxy is not None else 0
+    return len(presets or []) + variants * per_variant + proxies
 
 
 _SCHEDULE_FREE_PREFIX = "optimizer.schedule_free."

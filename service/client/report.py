@@ -4,6 +4,8 @@ report.md         the setup, the result table, the verdicts (against the baselin
                   the other candidates), the tuned hyperparameters
 curves.png        validation loss against tokens: each candidate's mean over seeds, min-max band
 tuning-<c>.png    each candidate's tuning sweep: objective against learning rate (pruned marked)
+transfer.png      a proxy study's transfer plot: objective against lr, one curve per proxy width,
+                  one panel per candidate, the recommended full-size lr dashed
 """
 
 from __future__ import annotations
@@ -92,6 +94,39 @@ def plot_tuning(name: str, trials: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _transfer_section(result: dict[str, Any], directory: Path) -> list[str]:
+    """A proxy study's tuning: each candidate's best lr per width, the slope and the recommendation
+    its confirmation runs used, and the transfer plot."""
+    from .transfer_plot import plot_transfer
+
+    entries = [
+        {**c["tuned"]["transfer"], "name": c["name"]}
+        for c in result["candidates"]
+        if (c.get("tuned") or {}).get("transfer")
+    ]
+    if not entries:
+        return []
+    lines = [
+        "## Transfer from the proxies",
+        "",
+        "| candidate | best lr per width | slope of log lr on log width | recommended lr at full width |",
+        "|---|---|---|---|",
+    ]
+    for entry in entries:
+        bests = ", ".join(
+            f"{size['width']}: {_number((size['best'] or {}).get('fitted_lr'), 3)}" for size in entry["sizes"]
+        )
+        slope = entry.get("slope") or {}
+        interval = "" if slope.get("low") is None else f" [{slope['low']:+.2f}, {slope['high']:+.2f}]"
+        slope_text = f"{slope['slope']:+.2f}{interval}" if slope else "-"
+        recommended = (entry.get("recommendation") or {}).get("lr")
+        lines.append(f"| {entry['name']} | {bests} | {slope_text} | {_number(recommended, 3)} |")
+    lines += [""] + [f"- {entry['verdict']}" for entry in entries]
+    lines += [f"- {caveat}" for entry in entries for caveat in entry.get("caveats", [])]
+    picture = plot_transfer(entries, directory / "transfer.png", title="objective against lr per proxy width")
+    return [*lines, "", f"![transfer]({picture.name})", ""]
+
+
 def write_report(
     study: dict[str, Any], sweeps: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], directory: Path
 ) -> Path:
@@ -148,6 +183,7 @@ def write_report(
         "A difference is called only when both the bootstrap and the t interval of the paired "
         "(same-seed) differences exclude zero.",
         "",
+        *_transfer_section(result, directory),
         "## Curves",
         "",
         f"![validation loss]({plot_curves(result, directory / 'curves.png').name})",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 from .agent import Trial, claim_trials
@@ -59,6 +60,22 @@ class Sweep(Handle):
         """{preset: {parameter path: importance}} (Optuna's evaluator)."""
         found: dict[str, dict[str, float]] = self.client.request("GET", f"/v1/sweeps/{self.id}/importances")
         return found
+
+    def transfer(self) -> dict[str, Any] | None:
+        """A proxy sweep's transfer result: per preset the best lr of each width, the slope of
+        log(lr) on log(width) with its interval, the recommended full-size lr and the confirmation
+        runs (None for a sweep without a proxy)."""
+        found: dict[str, Any] | None = self.client.request("GET", f"/v1/sweeps/{self.id}/transfer")
+        return found
+
+    def transfer_plot(self, path: str | Path) -> Path:
+        """Draw the transfer plot (objective against lr, one curve per width) into a PNG file."""
+        from .transfer_plot import plot_transfer
+
+        result = self.transfer()
+        if result is None:
+            raise ValueError(f"sweep {self.id} has no proxy block: there is no transfer to plot")
+        return plot_transfer(result["presets"], Path(path), title=self.data.get("name") or self.id)
 
     def wait(self, timeout: float | None = None, progress: bool | str = True, poll: float = 2.0) -> Sweep:
         """Block until the sweep has finished and return it, showing finished trials of the

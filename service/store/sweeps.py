@@ -54,6 +54,11 @@ def create_sweep(
     Returns (sweep, created): the same idempotency key within 24 h returns the first sweep."""
     sweep_id = new_id()
     presets = len(spec.presets or [None])
+    jobs = spec.n_trials * presets
+    if spec.proxy is not None:  # a study per preset and width, then the planned full-size runs
+        confirm = spec.proxy.confirm
+        runs = len(confirm.factors) * len(confirm.seeds_for(spec.base.seed)) if confirm is not None else 0
+        jobs = (spec.n_trials * len(spec.proxy.width) + runs) * presets
     return add_once(
         session,
         Sweep(
@@ -63,7 +68,7 @@ def create_sweep(
             status=SweepStatus.QUEUED,
             spec=spec.model_dump(mode="json"),
             study_name=f"symopt-{sweep_id}",
-            n_trials=spec.n_trials * presets,
+            n_trials=jobs,
             resolved_space=resolved_space,
             idempotency_key=idempotency_key,
         ),
@@ -181,15 +186,23 @@ def trial_name(sweep: Sweep, study: str, number: int) -> str:
 
 
 def create_trial_job(
-    *, session: Session, sweep: Sweep, study: str, number: int, spec: JobSpec, max_attempts: int
+    *,
+    session: Session,
+    sweep: Sweep,
+    study: str,
+    number: int,
+    spec: JobSpec,
+    max_attempts: int,
+    name: str | None = None,
 ) -> Job:
-    """The job of one trial; (sweep, study, number) is unique, so a trial never gets two jobs."""
+    """The job of one trial (or of a proxy sweep's confirmation run, `study` its `<preset>@full`
+    key); (sweep, study, number) is unique, so a trial never gets two jobs."""
     existing = session.scalar(
         select(Job).where(Job.sweep_id == sweep.id, Job.trial_study == study, Job.trial_number == number)
     )
     if existing is not None:
         return existing
-    named = spec.model_copy(update={"name": trial_name(sweep, study, number)})
+    named = spec.model_copy(update={"name": name or trial_name(sweep, study, number)})
     job, _ = create_job(
         session=session,
         tenant_id=sweep.tenant_id,

@@ -4,6 +4,8 @@ and k = 2 seeds must not read as firmly as one on 32 trials and k = 5.
 - Tuning that never left the sampler's random start-up: each candidate's "tuned" setting is then
   a random draw (and, with the same sampler seed, the same relative point of each range).
 - A tuned step size at the edge of its searched range: the optimum may lie beyond it.
+- A proxy study's recommendation (service/sweeps/transfer.py): its own caveats (a best lr at the
+  edge of what a width tried, two widths only, a wide slope interval, a long extrapolation).
 - A difference not resolved at this k: how many seeds would resolve one of the observed size,
   if it is real (the smallest k whose t interval, at the observed spread, excludes zero).
 """
@@ -42,6 +44,9 @@ def caveats(
         if best is None:
             continue
         found += _start_up(spec, candidate.name, best)
+        transfer = best.get("transfer")  # a proxy study: what its recommendation rests on
+        if transfer is not None:
+            found += [f"{candidate.name} (tuned on proxies): {c}" for c in transfer.get("caveats", [])]
         sweep = sweeps.get(candidate.name)
         space = ((sweep.resolved_space if sweep is not None else None) or {}).get("default", {})
         found += _at_edges(candidate.name, best.get("params") or {}, space)

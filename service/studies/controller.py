@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from symopt_core.spec import JobSpec
 from symopt_core.study_spec import StudySpec
+from symopt_core.sweep_spec import SweepSpec
 
 from ..settings import Settings
 from ..store import JobStatus, Store, SweepStatus
@@ -32,6 +33,8 @@ from ..store.studies import (
 )
 from ..store.sweeps import trials
 from ..sweeps.space import resolved_spaces
+from ..sweeps.stored_transfer import stored_transfer
+from ..sweeps.transfer import recommended_lr
 from .result import study_result
 
 __all__ = ["StudyController", "best_trial", "current_result"]
@@ -41,7 +44,12 @@ log = logging.getLogger("symopt.studies")
 
 def best_trial(session: Session, sweep: Any) -> dict[str, Any] | None:
     """A sweep's best succeeded trial: {job_id, params, objective, trials_completed (how many
-    trials succeeded with an objective)}, or None."""
+    trials succeeded with an objective)}, or None. For a proxy sweep, the full-size setting its
+    proxies recommend: {job_id: None, params: {optimizer.lr}, objective: None, trials_completed,
+    spec (the full-size job), transfer (the fit it rests on)}, or None without a recommendation."""
+    sweep_spec = SweepSpec.model_validate(sweep.spec)
+    if sweep_spec.proxy is not None:
+        return _recommended(session, sweep, sweep_spec)
     scored = [
         t
         for t in trials(session=session, sweep=sweep)
@@ -55,6 +63,25 @@ def best_trial(session: Session, sweep: Any) -> dict[str, Any] | None:
         "params": best.params,
         "objective": best.objective,
         "trials_completed": len(scored),
+    }
+
+
+def _recommended(session: Session, sweep: Any, spec: SweepSpec) -> dict[str, Any] | None:
+    result = stored_transfer(session, sweep)
+    preset = spec.base.optimizer.preset
+    lr = recommended_lr(result, preset) if result is not None else None
+    if result is None or lr is None:
+        return None
+    (entry,) = result["presets"]
+    full = spec.base.model_copy(update={"optimizer": spec.base.optimizer.model_copy(update={"lr": lr})})
+    return {
+        "job_id": None,
+        "params": {"optimizer.lr": lr},
+        "objective": None,
+        # per width: each width's study has its own sampler start-up (caveats.py reads this)
+        "trials_completed": min(len(size["trials"]) for size in entry["sizes"]),
+        "spec": full.model_dump(mode="json"),
+        "transfer": entry,
     }
 
 
@@ -142,15 +169,15 @@ class StudyController:
             if (name, seed) in runs or active >= spec.parallelism:
                 continue
             trial = tuned[name]
-            best = session.get(Job, trial["job_id"]) if trial is not None else None
-            if best is None:
+            tuned_spec = _tuned_spec(session, trial)
+            if tuned_spec is None:
                 continue
             runs[(name, seed)] = create_confirmation_job(
                 session=session,
                 study=study,
                 candidate=name,
                 seed=seed,
-                spec=JobSpec.model_validate(best.spec),
+                spec=tuned_spec,
                 max_attempts=self.settings.max_attempts,
             )
             active += 1
@@ -168,3 +195,13 @@ class StudyController:
             )
             return
         set_study_status(session=session, study=study, to=StudyStatus.SUCCEEDED)
+
+
+def _tuned_spec(session: Session, trial: dict[str, Any] | None) -> JobSpec | None:
+    """The job a candidate's confirmation runs: its best trial's, or a proxy's recommendation."""
+    if trial is None:
+        return None
+    if trial.get("spec") is not None:
+        return JobSpec.model_validate(trial["spec"])
+    best = session.get(Job, trial["job_id"])
+    return JobSpec.model_validate(best.spec) if best is not None else None

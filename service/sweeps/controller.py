@@ -19,8 +19,14 @@ jobs, then
     FAIL with the reason and counts as run: the sweep goes on); each ask uses a sampler seeded
     from the sweep's seed and the new trial's number (space.py, sampler_seed), so a restart
     continues the sampler's sequence instead of replaying it,
-  - finishes the sweep once every study has its `n_trials` finished trials.
-A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice.
+  - for a proxy sweep (one study per preset and proxy width, substudies.py) with a `confirm`
+    stage: once every study has its trials, computes each preset's recommended full-size lr from
+    the stored trials (transfer.py) and creates the planned confirmation runs, numbered in a
+    `<preset>@full` key of their own (factor-major, then seed), up to `parallelism` at once,
+  - finishes the sweep once every study has its `n_trials` finished trials (and the confirmation
+    runs have finished).
+A job per (sweep, study, trial number) is unique in the store, so no trial ever runs twice, and a
+confirmation run (whose recommendation the finished trials fix) is created once, across restarts.
 
 One sweep's trouble stays its own: an error while reading, planning or writing one sweep is
 retried on the next ticks and, after `max_attempts` ticks in a row, fails that sweep (its trials
@@ -65,6 +71,8 @@ from ..store.models import Job, Sweep, utcnow
 from ..store.sweeps import claim_sweeps, create_trial_job, objective_of, set_sweep_status, trial_jobs
 from .space import distribution, make_pruner, make_sampler, token_budget, trial_spec
 from .storage import optuna_storage
+from .substudies import SubStudy, confirm_key, sub_studies
+from .transfer import LrPoint, recommended_lr, transfer_result
 
 __all__ = [
     "ABANDONED_ASK",
@@ -90,10 +98,9 @@ INVALID_TRIAL = "symopt_invalid_trial"
 
 
 def study_names(sweep: Sweep, spec: SweepSpec) -> dict[str, str | None]:
-    """{Optuna study name: preset}; one study per preset compared (equal budgets), else one."""
-    if not spec.presets:
-        return {sweep.study_name: None}
-    return {f"{sweep.study_name}.{preset}": preset for preset in spec.presets}
+    """{Optuna study name: preset}; one study per preset compared (equal budgets), else one; a
+    proxy sweep has one per preset and proxy width (substudies.py)."""
+    return {name: sub.preset for name, sub in sub_studies(sweep.study_name, spec).items()}
 
 
 def describe_error(error: BaseException) -> str:
@@ -119,12 +126,12 @@ def _fail_marked(
 
 
 def _trial_spec_or_fail(
-    study: optuna.Study, trial: optuna.trial.Trial | FrozenTrial, spec: SweepSpec, preset: str | None
+    study: optuna.Study, trial: optuna.trial.Trial | FrozenTrial, sub: SubStudy
 ) -> JobSpec | None:
     """The trial's job, or None when its values make an invalid job: then that trial is told FAIL,
     with the reason kept in its INVALID_TRIAL user attribute, and the sweep goes on."""
     try:
-        return trial_spec(spec.base, trial.params, preset)
+        return trial_spec(sub.base, trial.params, sub.preset)
     except ValidationError as error:
         reason = f"{trial.params}: {describe_validation_error(error)}"
         _fail_marked(study, trial, INVALID_TRIAL, reason)
@@ -190,6 +197,12 @@ class TrialJob:
     steps: int  # the job's whole run: an evaluation at this step is its last
     val_losses: tuple[tuple[int, float], ...]  # (step, value) of finite validation losses
     pruned_at: int | None = None  # tokens at pruning, once the store knows the trial was pruned
+    lr: float | None = None  # the job's optimizer.lr (None: its preset's default)
+
+    @property
+    def completed(self) -> bool:
+        """What Optuna holds COMPLETE: succeeded with an objective, never pruned."""
+        return self.status == JobStatus.SUCCEEDED and self.objective is not None and self.pruned_at is None
 
     @classmethod
     def of(cls, job: Job, spec: SweepSpec, val_losses: tuple[tuple[int, float], ...]) -> TrialJob:
@@ -204,6 +217,7 @@ class TrialJob:
             int(job.spec["steps"]),
             val_losses,
             job.pruned_at,
+            job.spec["optimizer"].get("lr"),
         )
 
 
@@ -214,10 +228,11 @@ class Snapshot:
     name: str
     created_at: Any
     spec: SweepSpec
-    studies: dict[str, str | None]
+    studies: dict[str, SubStudy]
     spaces: dict[str, dict[str, ParamRange]]
     jobs: dict[tuple[str | None, int | None], TrialJob]
     tenant_id: str
+    prefix: str  # the sweep's Optuna study name, which its studies' names and keys begin with
 
 
 @dataclass
@@ -227,6 +242,7 @@ class Plan:
     # (study, trial number, job spec, Optuna trial id)
     submit: list[tuple[str, int, JobSpec, int]] = field(default_factory=list)
     created: list[tuple[str, int, str, str]] = field(default_factory=list)  # (study, trial id, job id, name)
+    confirm: list[tuple[str, int, JobSpec, str]] = field(default_factory=list)  # (key, number, spec, name)
     cancel: list[TrialJob] = field(default_factory=list)
     pruned: dict[str, int] = field(default_factory=dict)  # job id -> tokens at pruning
     reconciled: set[str] = field(default_factory=set)  # pruned jobs that finished before their cancel
@@ -352,11 +368,11 @@ class SweepController:
         for key, job in trial_jobs(session=session, sweep_id=sweep.id).items():
             losses = finite_val_losses(session, job.id) if JobStatus(job.status) in ACTIVE else ()
             jobs[key] = TrialJob.of(job, spec, losses)
-        names = study_names(sweep, spec)
+        names = sub_studies(sweep.study_name, spec)
         resolved = sweep.resolved_space or {}
         spaces = {
-            name: {p: ParamRange.model_validate(r) for p, r in resolved[preset or "default"].items()}
-            for name, preset in names.items()
+            name: {p: ParamRange.model_validate(r) for p, r in resolved[sub.space_key].items()}
+            for name, sub in names.items()
         }
         return Snapshot(
             sweep.id,
@@ -368,6 +384,7 @@ class SweepController:
             spaces,
             jobs,
             sweep.tenant_id,
+            sweep.study_name,
         )
 
     # -- Optuna (no transaction open) --------------------------------------------------------
@@ -381,14 +398,16 @@ class SweepController:
                 direction="minimize",
                 load_if_exists=True,
                 sampler=make_sampler(spec, snapshot.spaces[name]),
-                pruner=make_pruner(spec, token_budget(spec.base)),
+                pruner=make_pruner(spec, token_budget(snapshot.studies[name].base)),
             )
             # What optuna-dashboard shows beside the study's uuid name: which sweep of whom.
+            sub = snapshot.studies[name]
             labels = {
                 "sweep_id": snapshot.sweep_id,
                 "sweep_name": snapshot.name,
                 "tenant_id": snapshot.tenant_id,
-                "preset": snapshot.studies[name] or spec.base.optimizer.preset,
+                "preset": sub.tuned_preset(),
+                **({"proxy": sub.proxy.label} if sub.proxy is not None else {}),
             }
             for key, value in labels.items():
                 self._studies[name].set_user_attr(key, value)
@@ -403,7 +422,7 @@ class SweepController:
         studies = {name: self._study(name, snapshot) for name in snapshot.studies}
         running = 0
         for name, study in studies.items():
-            preset = snapshot.studies[name]
+            sub = snapshot.studies[name]
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED)):
                 job = snapshot.jobs.get((name, trial.number))
                 if trial.state == TrialState.PRUNED:
@@ -413,7 +432,7 @@ class SweepController:
                     # an ask that failed halfway (its parameters are not all set): never a job
                     _fail_marked(study, trial, ABANDONED_ASK, True)
                 elif job is None:  # asked before a restart, never submitted: submit it now
-                    job_spec = _trial_spec_or_fail(study, trial, spec, preset)
+                    job_spec = _trial_spec_or_fail(study, trial, sub)
                     if job_spec is not None:
                         plan.submit.append((name, trial.number, job_spec, trial._trial_id))
                         running += 1
@@ -462,11 +481,14 @@ class SweepController:
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
     def _ask(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan, running: int) -> None:
-        # Round-robin over the studies (one per compared preset), so they progress alike.
+        # Round-robin over the studies (one per compared preset and proxy width), the study with
+        # the fewest trials first, so they progress alike at any parallelism (at parallelism 1 a
+        # fixed order would run the first study's whole budget before the second's first trial).
         spec, progress = snapshot.spec, True
         while running < spec.parallelism and progress:
             progress = False
-            for name, study in studies.items():
+            held_now = {name: len(study.get_trials(deepcopy=False)) for name, study in studies.items()}
+            for name, study in sorted(studies.items(), key=lambda item: held_now[item[0]]):
                 held = study.get_trials(deepcopy=False)
                 if running >= spec.parallelism or len(_counted(held)) >= spec.n_trials:
                     continue
@@ -475,7 +497,7 @@ class SweepController:
                 study.sampler = make_sampler(spec, snapshot.spaces[name], trial_number=len(held))
                 trial = study.ask({path: distribution(r) for path, r in snapshot.spaces[name].items()})
                 progress = True
-                job_spec = _trial_spec_or_fail(study, trial, spec, snapshot.studies[name])
+                job_spec = _trial_spec_or_fail(study, trial, snapshot.studies[name])
                 if job_spec is not None:
                     plan.submit.append((name, trial.number, job_spec, trial._trial_id))
                     running += 1
@@ -492,11 +514,13 @@ class SweepController:
         )
 
     def _maybe_finish(self, snapshot: Snapshot, studies: dict[str, optuna.Study], plan: Plan) -> None:
-        if any(job.status in ACTIVE for job in snapshot.jobs.values()):
+        if any(job.status in ACTIVE for (key, _), job in snapshot.jobs.items() if key in studies):
             return
         trials = {name: _counted(study.get_trials(deepcopy=False)) for name, study in studies.items()}
         finished = sum(1 for found in trials.values() for t in found if t.state.is_finished())
         if finished < snapshot.spec.n_trials * len(studies) and not self._out_of_budget(snapshot):
+            return
+        if not self._confirmed(snapshot, plan):
             return
         scored = [
             (t.value, snapshot.jobs.get((name, t.number)))
@@ -518,6 +542,42 @@ class SweepController:
             ]
             if invalid:
                 plan.error += f"; {len(invalid)} had values that make an invalid job, e.g. {invalid[0]}"
+
+    def _confirmed(self, snapshot: Snapshot, plan: Plan) -> bool:
+        """A proxy sweep's confirmation stage: plan the runs still missing (up to parallelism at
+        once); True once every planned run exists and has finished (or none is planned)."""
+        spec = snapshot.spec
+        confirm = spec.proxy.confirm if spec.proxy is not None else None
+        if confirm is None:
+            return True
+        runs = {
+            (key, number): job
+            for (key, number), job in snapshot.jobs.items()
+            if key is not None and key not in snapshot.studies and number is not None
+        }
+        active = sum(1 for job in runs.values() if job.status in ACTIVE)
+        result = transfer_result(spec, snapshot.studies, completed_points(snapshot), {})
+        seeds = confirm.seeds_for(spec.base.seed)
+        waiting = False
+        for preset in dict.fromkeys(sub.tuned_preset() for sub in snapshot.studies.values()):
+            lr = recommended_lr(result, preset)
+            if lr is None:
+                continue  # no recommendation (too few widths with a result): nothing to confirm
+            key = confirm_key(snapshot.prefix, preset)
+            for i, factor in enumerate(confirm.factors):
+                for j, seed in enumerate(seeds):
+                    number = i * len(seeds) + j
+                    if (key, number) in runs:
+                        continue
+                    waiting = True
+                    if active >= spec.parallelism:
+                        continue
+                    compared = preset if spec.presets else None
+                    job_spec = trial_spec(spec.base, {"optimizer.lr": lr * factor, "seed": seed}, compared)
+                    name = f"{snapshot.name or 'sweep'}/{preset}@full-x{factor:g}-seed{seed}"
+                    plan.confirm.append((key, number, job_spec, name))
+                    active += 1
+        return not waiting and active == 0
 
     def _plan_cancel(self, snapshot: Snapshot) -> Plan:
         plan = Plan()
@@ -570,6 +630,16 @@ class SweepController:
                     max_attempts=self.settings.max_attempts,
                 )
                 plan.created.append((study, trial_id, trial_job.id, trial_job.name))
+            for key, number, spec, name in plan.confirm:
+                create_trial_job(
+                    session=session,
+                    sweep=sweep,
+                    study=key,
+                    number=number,
+                    spec=spec,
+                    max_attempts=self.settings.max_attempts,
+                    name=name,
+                )
             for job_id, tokens in plan.pruned.items():
                 current = session.get(Job, job_id)
                 if current is None or current.pruned_at is not None:
@@ -599,3 +669,12 @@ class SweepController:
                     # finished in its first tick (every trial it asked was invalid): it ran first
                     set_sweep_status(session=session, sweep=sweep, to=SweepStatus.RUNNING)
                 set_sweep_status(session=session, sweep=sweep, to=plan.status, error=plan.error)
+
+
+def completed_points(snapshot: Snapshot) -> dict[str, list[LrPoint]]:
+    """The completed trials of each Optuna study, as (lr, objective) points."""
+    points: dict[str, list[LrPoint]] = {}
+    for (key, _), job in sorted(snapshot.jobs.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
+        if key in snapshot.studies and job.completed and job.lr is not None and job.objective is not None:
+            points.setdefault(key, []).append(LrPoint(float(job.lr), job.objective, job.id))
+    return points

@@ -40,8 +40,11 @@ from symopt_core.errors import ConfigError
 from symopt_core.models.registry import build_config, build_model
 from symopt_core.params import ParamClass
 from symopt_core.presets import HIDDEN_CLASSES, PRESETS, param_groups
+from symopt_core.proxy import CRITICAL_BATCH_C
 from symopt_core.spec import JobSpec, set_path
 from symopt_core.sweep_spec import LR_SCALE_RANGE, ParamRange, SweepSpec, lr_scale_path
+
+from .substudies import sub_studies
 
 __all__ = [
     "CRITICAL_BATCH_C",
@@ -60,7 +63,6 @@ __all__ = [
     "trial_spec",
 ]
 
-CRITICAL_BATCH_C = 12 * 64 / (2000 * 12 * 64) ** (2 / 3)  # = 0.0577, nanoGPT CPU reference
 _ADAMW_LR_AT_256 = 1e-3
 
 
@@ -116,24 +118,27 @@ def auto_search_space(base: JobSpec, preset: str, *, per_class_lr: bool = False)
     }
 
 
-def search_space(spec: SweepSpec, preset: str) -> dict[str, ParamRange]:
+def search_space(spec: SweepSpec, preset: str, base: JobSpec | None = None) -> dict[str, ParamRange]:
+    """The space of `preset`'s study on `base` (a proxy's shrunk job; default the sweep's base).
+    A proxy sweep's auto space leaves the batch at the proxy's: the transfer compares the best
+    lr of each width at one batch rule, which a batch searched per width would blur."""
     if spec.search_space is not None:
         return dict(spec.search_space)
-    space = auto_search_space(spec.base, preset, per_class_lr=spec.per_class_lr)
-    if not spec.auto_batch_size:
+    space = auto_search_space(base or spec.base, preset, per_class_lr=spec.per_class_lr)
+    if not spec.auto_batch_size or spec.proxy is not None:
         del space["batch.size"]
     return space
 
 
 def resolved_spaces(spec: SweepSpec) -> dict[str, dict[str, Any]]:
-    """What the sweep stores: {preset (or "default"): {path: range as JSON}}, "auto" worked out."""
-    presets: list[str | None] = [*spec.presets] if spec.presets else [None]
+    """What the sweep stores: {preset (or "default"), `@proxy` for a proxy sweep: {path: range as
+    JSON}}, "auto" worked out."""
     return {
-        preset or "default": {
+        sub.space_key: {
             path: r.model_dump(exclude_none=True)
-            for path, r in search_space(spec, preset or spec.base.optimizer.preset).items()
+            for path, r in search_space(spec, sub.tuned_preset(), sub.base).items()
         }
-        for preset in presets
+        for sub in sub_studies("", spec).values()
     }
 
 

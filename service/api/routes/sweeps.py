@@ -11,6 +11,7 @@ from symopt_core.sweep_spec import SweepSpec
 from ...store.status import SweepStatus
 from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel_sweep
 from ...sweeps.space import check_sampler, resolved_spaces
+from ...sweeps.stored_transfer import stored_transfer
 from ..deps import (
     KeyDep,
     LimiterDep,
@@ -141,3 +142,12 @@ def get_history_route(
     with store.read() as session:
         sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
         return history(session, sweep, settings.resolved_database_url())
+
+
+@router.get("/{sweep_id}/transfer", response_model=dict[str, Any] | None, responses=error_responses(404))
+def get_transfer_route(sweep_id: str, principal: PrincipalDep, store: StoreDep) -> dict[str, Any] | None:
+    """A proxy sweep's best lr per width, the slope of log(lr) on log(width) with its interval, the
+    recommended full-size lr and the confirmation runs (null for a sweep without a proxy)."""
+    with store.read() as session:
+        sweep = get_sweep(session=session, tenant_id=principal.tenant_id, sweep_id=sweep_id)
+        return stored_transfer(session, sweep)

@@ -24,7 +24,8 @@ def _progress(session: Session, study: Study, spec: StudySpec) -> dict[str, Any]
             "sweep_id": sweeps[c.name].id if c.name in sweeps else None,
             "status": sweeps[c.name].status if c.name in sweeps else SweepStatus.QUEUED.value,
             "trials_finished": finished.get(sweeps[c.name].id, 0) if c.name in sweeps else 0,
-            "n_trials": spec.tuning.n_trials,
+            # the sweep's whole budget: a proxy sweep runs n_trials per width (and its confirmations)
+            "n_trials": sweeps[c.name].n_trials if c.name in sweeps else spec.tuning.n_trials,
         }
         for c in spec.candidates
     }

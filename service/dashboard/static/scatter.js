@@ -64,6 +64,14 @@ function stairs(u, si) {
   return { stroke: path };
 }
 
+/** A straight line through the pairs in x order (a width's objective against lr). */
+function polyline(u, si) {
+  const path = new Path2D();
+  const at = placed(u, si);
+  at.forEach(([x, y], i) => (i === 0 ? path.moveTo(x, y) : path.lineTo(x, y)));
+  return { stroke: path };
+}
+
 // x ranges over the data and the searched range (`bounds`, if known), with room for the dots
 // at the ends: a trial at the edge of its range shows as one.
 const span = (bounds, min, max) => (bounds ? [Math.min(bounds[0], min), Math.max(bounds[1], max)] : [min, max]);
@@ -146,8 +154,8 @@ function readout(xLabel, yLabel, categories) {
 }
 
 /**
- * Options of a mode-2 scatter: `groups` [{label, color, hollow, line}] (a `line` group is a
- * stepped line), x of `xKind` (linear, log, log2 or category with `categories`) over the data
+ * Options of a mode-2 scatter: `groups` [{label, color, hollow, line, curve}] (a `line` group is
+ * a stepped line; a `curve` group, dots joined by straight lines), x of `xKind` (linear, log, log2 or category with `categories`) over the data
  * and `xBounds` [low, high] (the searched range, if any).
  */
 export function scatterOptions({ groups, xLabel, yLabel, xKind = "linear", categories = null, xBounds = null,
@@ -158,10 +166,16 @@ export function scatterOptions({ groups, xLabel, yLabel, xKind = "linear", categ
     xAxisOptions.splits = x.splits;
     xAxisOptions.filter = (u, splits) => splits; // label every tick chosen (uPlot's log filter would drop 2 and 5)
   }
+  const joined = (u, si) => {
+    const line = polyline(u, si);
+    const marks = dots(7)(u, si);
+    line.stroke.addPath(marks.stroke);
+    return { stroke: line.stroke, fill: marks.fill };
+  };
   const series = groups.map((g) => (g.line
     ? { label: g.label, stroke: g.color, width: 1.5, paths: stairs, points: { show: false } }
     : { label: g.label, stroke: g.color, fill: g.hollow ? "#fff" : g.color, width: 2,
-        paths: dots(8), points: { show: false } }));
+        paths: g.curve ? joined : dots(8), points: { show: false } }));
   return {
     mode: 2,
     scales: { x: { time: false, ...x.scale }, y: {} },

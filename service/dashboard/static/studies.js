@@ -3,6 +3,7 @@
 
 import { api } from "./api.js";
 import { bandOptions, Chart } from "./charts.js";
+import { transferCards } from "./transfer.js";
 import { card, facts, fill, h, num, params, status, table, when } from "./ui.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -35,10 +36,12 @@ export async function studyPage(root, { id, context }) {
   const comparisons = h("section", { class: "card", id: "comparisons" });
   const curveElement = h("div", { class: "chart" });
   const tuning = h("section", { class: "card", id: "tuning" });
+  const transfer = h("div", { id: "transfer" }); // a proxy study: each candidate's transfer across width
   root.append(header, verdicts, results, comparisons,
-    card("Validation loss over seeds (mean, min–max band)", curveElement), tuning);
+    card("Validation loss over seeds (mean, min–max band)", curveElement), tuning, transfer);
   let curves = null;
-  context.onLeave(() => curves?.destroy());
+  const transferCharts = {};
+  context.onLeave(() => { curves?.destroy(); Object.values(transferCharts).forEach((c) => c.destroy()); });
 
   const draw = async () => {
     const study = await api(`/v1/studies/${encodeURIComponent(id)}`);
@@ -77,6 +80,9 @@ export async function studyPage(root, { id, context }) {
         h("ul", { class: "verdicts", id: "pairwise" }, pairwise.map((v) => h("li", {}, v)))] : null,
       caveats.length ? [h("h3", {}, "What these verdicts rest on"),
         h("ul", { class: "caveats", id: "caveats" }, caveats.map((c) => h("li", {}, c)))] : null);
+
+    const transfers = result.candidates.filter((c) => c.tuned?.transfer).map((c) => ({ ...c.tuned.transfer, name: c.name }));
+    if (transfers.length) transferCards(transfer, transfers, transferCharts);
 
     const objective = (c, seed) => c.runs.find((r) => r.seed === seed)?.objective ?? null;
     fill(results, h("h2", {}, `Result (${result.objective}, ${Math.round(result.statistics.confidence * 100)}% intervals)`),

@@ -6,6 +6,7 @@ import { Chart, color, PRUNED } from "./charts.js";
 import { csvText, download, fileName } from "./csv.js";
 import { drawParallel } from "./parallel.js";
 import { scatterData, scatterOptions } from "./scatter.js";
+import { transferCards } from "./transfer.js";
 import { card, facts, fill, h, num, params, status, table, when } from "./ui.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -96,7 +97,8 @@ export async function sweepPage(root, { id, context }) {
   const importances = h("section", { class: "card", id: "importances" });
   const trialsCard = h("section", { class: "card", id: "trials" });
   const optuna = h("section", { class: "card", id: "optuna" });
-  root.append(header, grid, parallelCard, importances, trialsCard, optuna);
+  const transfer = h("div", { id: "transfer" }); // a proxy sweep's transfer across width
+  root.append(header, transfer, grid, parallelCard, importances, trialsCard, optuna);
   const charts = {};
   const chartCard = (name, title) => {
     const element = h("div", { class: "chart" });
@@ -109,8 +111,9 @@ export async function sweepPage(root, { id, context }) {
 
   const draw = async () => {
     const path = `/v1/sweeps/${encodeURIComponent(id)}`;
-    const [sweep, trials, past, weights] = await Promise.all([
-      api(path), api(`${path}/trials`), api(`${path}/history`), api(`${path}/importances`)]);
+    const [sweep, trials, past, weights, across] = await Promise.all([
+      api(path), api(`${path}/trials`), api(`${path}/history`), api(`${path}/importances`), api(`${path}/transfer`)]);
+    if (across) transferCards(transfer, across.presets, charts);
     const presets = presetsOf(sweep);
     const best = sweep.best;
     const agents = sweep.spec.executor === "agents"; // trials run by users' own scripts

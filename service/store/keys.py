@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..errors import AuthError, ConflictError, ForbiddenError, NotFoundError
@@ -157,6 +157,14 @@ def presented_key_id(presented: str | None) -> str | None:
     return key_id if prefix == _PREFIX and key_id and secret else None
 
 
+# A key and its tenant's name, in one query built once (every request of a client runs it).
+_KEY_AND_TENANT = (
+    select(ApiKey.secret_hash, ApiKey.revoked_at, ApiKey.tenant_id, ApiKey.is_admin, Tenant.name)
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.id == bindparam("key_id"))
+)
+
+
 def authenticate(*, session: Session, presented: str | None) -> Principal:
     """The principal of a presented key; AuthError (without details) for anything else."""
     failure = AuthError("Invalid or missing API key")
@@ -164,12 +172,7 @@ def authenticate(*, session: Session, presented: str | None) -> Principal:
     if key_id is None:
         raise failure
     secret = (presented or "").split("_", 2)[2]
-    # One query for the key and its tenant's name (every request of a client pays it).
-    found = session.execute(
-        select(ApiKey.secret_hash, ApiKey.revoked_at, ApiKey.tenant_id, ApiKey.is_admin, Tenant.name)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.id == key_id)
-    ).one_or_none()
+    found = session.execute(_KEY_AND_TENANT, {"key_id": key_id}).one_or_none()
     expected = found.secret_hash if found is not None else _DUMMY_HASH
     if not hmac.compare_digest(expected, _hash(secret)) or found is None or found.revoked_at is not None:
         raise failure

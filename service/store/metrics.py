@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -159,7 +159,7 @@ def _upsert(dialect: str) -> Any:
 
 
 # A point as read: (name, step, value, kind, seq).
-_PointRow = tuple[str, int, float | None, str, int]
+_PointRow = Row[str, int, float | None, str, int]
 
 
 def _stored_seq(session: Session, job_id: str) -> int:
@@ -167,12 +167,15 @@ def _stored_seq(session: Session, job_id: str) -> int:
     return int(session.scalar(select(Job.metrics_seq).where(Job.id == job_id)) or 0)
 
 
+_JOB_SEQ = select(Job.metrics_seq).where(
+    Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id")
+)
+
+
 def job_metrics_seq(*, session: Session, tenant_id: str, job_id: str) -> int:
     """The newest seq of the tenant's job `job_id` (a NotFoundError as get_job's otherwise): what
     a read of its metrics checks and reads first, in one small query (not the whole job row)."""
-    seq = session.execute(
-        select(Job.metrics_seq).where(Job.id == job_id, Job.tenant_id == tenant_id)
-    ).scalar_one_or_none()
+    seq = session.execute(_JOB_SEQ, {"job_id": job_id, "tenant_id": tenant_id}).scalar_one_or_none()
     if seq is None:
         raise NotFoundError(f"No job {job_id}")
     return int(seq)
@@ -207,39 +210,87 @@ def read_metrics(
     when the caller has read it (job_metrics_seq) before this call."""
     stored = _stored_seq(session, job_id) if stored_seq is None else stored_seq
     connection = session.connection()  # plain rows, without the ORM's per-row loading
-    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
-    query = query.where(*_filters(job_id, names, since_step, after_seq))
+    params = _read_params(job_id, names, since_step, after_seq, limit)
+    shape = (bool(names), since_step is not None, after_seq is not None)
     if after_seq is not None:
-        rows = list(connection.execute(query.order_by(MetricPoint.seq).limit(limit + 1)).all())
+        rows = list(connection.execute(_points_query(*shape, "seq"), params).all())
         truncated = len(rows) > limit
         del rows[limit:]
-        newest_read = rows[-1].seq if rows else after_seq
+        newest_read = rows[-1][4] if rows else after_seq
         # A whole answer holds every point up to `stored` (and any stored since, up to its last).
         return _page(rows, since_step, truncated, newest_read if truncated else max(stored, newest_read))
     # The whole answer usually fits: then (name, step) order walks the primary key, no sort.
-    rows = list(connection.execute(query.order_by(MetricPoint.name, MetricPoint.step).limit(limit + 1)).all())
+    rows = list(connection.execute(_points_query(*shape, "name"), params).all())
     truncated = len(rows) > limit
     if truncated:
         # A page: the oldest steps first, cut before the step that does not fit whole.
-        oldest_first = query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)
-        by_step = connection.execute(oldest_first).all()
-        cut_step = by_step[limit].step
-        rows = [row for row in by_step[:limit] if row.step < cut_step] or list(by_step[:limit])
+        by_step = connection.execute(_points_query(*shape, "step"), params).all()
+        cut_step = by_step[limit][1]
+        rows = [row for row in by_step[:limit] if row[1] < cut_step] or list(by_step[:limit])
         return _page(rows, since_step, truncated, stored)
-    return _page(rows, since_step, truncated, max([stored, *(row.seq for row in rows)]))
+    return _page(rows, since_step, truncated, None, stored)
 
 
-def _page(rows: Sequence[_PointRow], since_step: int | None, truncated: bool, next_seq: int) -> MetricsPage:
-    """Rows (name, step, value, kind, seq), in any order, as series by name, each by step."""
+_ORDERS = {
+    "seq": (MetricPoint.seq,),
+    "name": (MetricPoint.name, MetricPoint.step),
+    "step": (MetricPoint.step, MetricPoint.name),
+}
+
+
+@cache
+def _points_query(
+    by_name: bool, since: bool, after: bool, order: str
+) -> Select[str, int, float | None, str, int]:
+    """The statement of one shape of read (which filters, which order), built once: a poll's
+    statement is then not rebuilt per request, only bound (`_read_params`)."""
+    where = [MetricPoint.job_id == bindparam("job_id")]
+    if by_name:
+        where.append(MetricPoint.name.in_(bindparam("names", expanding=True)))
+    if since:
+        where.append(MetricPoint.step > bindparam("since_step"))
+    if after:
+        where.append(MetricPoint.seq > bindparam("after_seq"))
+    columns = (MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
+    return select(*columns).where(*where).order_by(*_ORDERS[order]).limit(bindparam("limit"))
+
+
+def _read_params(
+    job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None, limit: int
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"job_id": job_id, "limit": limit + 1}
+    if names:
+        params["names"] = list(names)
+    if since_step is not None:
+        params["since_step"] = since_step
+    if after_seq is not None:
+        params["after_seq"] = after_seq
+    return params
+
+
+def _page(
+    rows: Sequence[_PointRow],
+    since_step: int | None,
+    truncated: bool,
+    next_seq: int | None,
+    stored: int = 0,
+) -> MetricsPage:
+    """Rows (name, step, value, kind, seq), in any order, as series by name, each by step;
+    next_seq None: the newest of `stored` and the rows' seqs (an answer that holds them all)."""
     held: dict[str, list[tuple[int, float | str]]] = {}
-    for name, step, value, kind, _ in rows:
-        held.setdefault(name, []).append((step, decode_value(value, kind)))
+    newest = stored
+    for name, step, value, kind, seq in rows:
+        held.setdefault(name, []).append((step, kind if kind or value is None else value))
+        if seq > newest:
+            newest = seq
     series = []
     for name in sorted(held):
-        points = sorted(held[name])  # seq order puts a point rewritten later after newer steps
+        points = held[name]
+        if any(points[i][0] > points[i + 1][0] for i in range(len(points) - 1)):
+            points.sort()  # seq order puts a point rewritten later after newer steps
         series.append(Series(name, [step for step, _ in points], [value for _, value in points]))
     ends = [one.steps[-1] for one in series] + ([] if since_step is None else [since_step])
-    return MetricsPage(series, max(ends, default=None), truncated, next_seq)
+    return MetricsPage(series, max(ends, default=None), truncated, newest if next_seq is None else next_seq)
 
 
 def read_thinned_metrics(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .credentials import read_credentials
+from .scheduler.runtime import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -46,12 +47,6 @@ def one_thread_env(base: Mapping[str, str] | None = None, /, **extra: str) -> di
     tests). Every helper that starts such a process for a test or a benchmark goes through here;
     a test about threads sets its own count in `extra`."""
     return {**(os.environ if base is None else base), **dict.fromkeys(THREAD_VARIABLES, "1"), **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def restartable_port() -> int:

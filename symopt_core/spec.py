@@ -96,7 +96,7 @@ def printable(value: str, what: str = "name") -> str:
 Name = Annotated[str, AfterValidator(printable)]
 
 
-class _OmitsUnusedFields(BaseModel):
+class OmitsUnusedFields(BaseModel):
     """Leaves out of a dump the fields of users' own models and data while they are unused (None,
     or an empty mapping): a spec of a reference model on a corpus dumps as it always has, so stored
     specs, idempotency checks and sweeps see no new keys."""
@@ -118,7 +118,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class ModelSpec(_OmitsUnusedFields):
+class ModelSpec(OmitsUnusedFields):
     """A reference family and a named size, where any other key is a dim of that family
     (n_layers, d_model, ...); or `family: hf`, a transformers causal LM built from an inline
     `config` (random init) or loaded from `path` (an uploaded model's id, or a directory under the
@@ -193,7 +193,7 @@ def _check_custom_model(model: ModelSpec) -> None:
             raise ValueError(f"model.d_model={value!r}: give the width as an integer in [1, {MAX_DIM}]")
 
 
-class DataSpec(_OmitsUnusedFields, _Strict):
+class DataSpec(OmitsUnusedFields, _Strict):
     _omitted_when_unused: ClassVar[tuple[str, ...]] = ("corpus", "dataset", "vocab_size")
 
     corpus: str | None = Field(
@@ -360,7 +360,7 @@ class ScheduleFreeSpec(_Strict):
 MappingTarget = str | tuple[str, str]
 
 
-class OptimizerSpec(_OmitsUnusedFields, _Strict):
+class OptimizerSpec(OmitsUnusedFields, _Strict):
     _omitted_when_unused: ClassVar[tuple[str, ...]] = ("mapping",)
 
     preset: str = "symmetric"

@@ -167,7 +167,7 @@ def test_every_example_is_a_valid_spec(example):
     "example", sorted((ROOT / "examples" / "studies").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_every_study_example_is_a_valid_study(example):
-    from symopt_core.study_spec import StudySpec
+    from service.study_spec import StudySpec
 
     spec = StudySpec.model_validate(yaml.safe_load(example.read_text()))
     assert len(spec.candidates) >= 2
@@ -177,7 +177,7 @@ def test_every_study_example_is_a_valid_study(example):
     "example", sorted((ROOT / "examples" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_every_sweep_example_is_a_valid_sweep(example):
-    from symopt_core.sweep_spec import SweepSpec
+    from service.sweep_spec import SweepSpec
 
     spec = SweepSpec.model_validate(yaml.safe_load(example.read_text()))
     assert spec.n_trials >= 1

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from symopt_core.study_spec import StudySpec
-from symopt_core.sweep_spec import OUTLINE, SweepSpec
+from service.study_spec import StudySpec
+from service.sweep_spec import OUTLINE, SweepSpec
 
 from ..errors import OverloadedError
 from .params import located, validated

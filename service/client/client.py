@@ -21,9 +21,9 @@ from .sweeps import Sweep
 from .uploads import dataset_format, upload_dataset_path, upload_model_path
 
 if TYPE_CHECKING:  # the spec models import torch; the client itself needs only their trees
+    from service.study_spec import StudySpec
+    from service.sweep_spec import SweepSpec
     from symopt_core.spec import JobSpec
-    from symopt_core.study_spec import StudySpec
-    from symopt_core.sweep_spec import SweepSpec
 
 __all__ = ["DEFAULT_URL", "Client"]
 

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.study_spec import StudySpec
+from service.sweep_spec import SweepSpec
 from symopt_core.spec import JobSpec
-from symopt_core.study_spec import StudySpec
-from symopt_core.sweep_spec import SweepSpec
 
 from ..errors import ConflictError
 from .idempotency import add_once

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.sweep_spec import SweepSpec
 from symopt_core.spec import JobSpec
-from symopt_core.sweep_spec import SweepSpec
 
 from ..errors import ConflictError
 from .idempotency import add_once

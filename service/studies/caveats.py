@@ -18,7 +18,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 from ..store.models import Sweep
 from ..sweeps.space import startup_trials

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 from ..store.models import Job, Sweep
 from ..store.status import JobStatus

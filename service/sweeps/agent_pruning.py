@@ -13,7 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from symopt_core.sweep_spec import SweepSpec
+from service.sweep_spec import SweepSpec
 
 from ..settings import Settings
 from ..store import JobStatus, Store

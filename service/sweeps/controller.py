@@ -59,8 +59,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.sweep_spec import ParamRange, SweepSpec
 from symopt_core.spec import JobSpec, describe_validation_error
-from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..errors import StoreError
 from ..settings import Settings

@@ -36,13 +36,13 @@ import optuna
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from service.sweep_spec import LR_SCALE_RANGE, ParamRange, SweepSpec, lr_scale_path
 from symopt_core.errors import ConfigError
 from symopt_core.models.registry import build_config, build_model
 from symopt_core.params import ParamClass
 from symopt_core.presets import HIDDEN_CLASSES, PRESETS, param_groups
 from symopt_core.proxy import CRITICAL_BATCH_C
 from symopt_core.spec import JobSpec, set_path
-from symopt_core.sweep_spec import LR_SCALE_RANGE, ParamRange, SweepSpec, lr_scale_path
 
 from .substudies import sub_studies
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from symopt_core.sweep_spec import SweepSpec
+from service.sweep_spec import SweepSpec
 
 from ..store.models import Sweep
 from ..store.status import JobStatus

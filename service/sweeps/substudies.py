@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.sweep_spec import SweepSpec
 from symopt_core.proxy import ProxySize, proxy_sizes
 from symopt_core.spec import JobSpec
-from symopt_core.sweep_spec import SweepSpec
 
 __all__ = ["FULL", "SubStudy", "confirm_key", "sub_studies"]
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from service.sweep_spec import SweepSpec
 from symopt_core.proxy import model_width
-from symopt_core.sweep_spec import SweepSpec
 
 from .substudies import SubStudy
 

@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.testing import free_port
 from symopt_core.data import (
     SHAKESPEARE,
     BatchSampler,
@@ -247,9 +247,7 @@ def test_a_failed_download_says_where_to_put_the_file(clean_env, served):
     base, _ = served
     with pytest.raises(ConfigError, match=r"Could not download.*404.*SYMOPT_DATA_DIR=.*path="):
         load_corpus("shakespeare", url=f"{base}/missing.txt", timeout=10)
-    with socket.socket() as s:  # a port that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port that nothing listens on
     with pytest.raises(ConfigError, match=r"Could not download.*SYMOPT_DATA_DIR"):
         load_corpus("shakespeare", url=f"http://127.0.0.1:{port}/input.txt", timeout=10)
     with pytest.raises(ConfigError, match="must be http"):

@@ -7,7 +7,6 @@ fewer rows than ranks (1 row: rank 1 holds none), 3-D expert stacks, and two dty
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -16,17 +15,12 @@ import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
+from service.testing import free_port
 from symopt_core.errors import ConfigError
 from symopt_core.optim.fsdp import gather_rows, gather_rows_reference, local, local_rows
 
 SHAPES = [((8, 4), torch.float32), ((257, 3), torch.float32), ((1, 5), torch.float32),
           ((5, 2, 3), torch.float32), ((6, 4), torch.float64)]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _check_on_rank(rank: int, port: int, failures: mp.SimpleQueue) -> None:  # type: ignore[type-arg]
@@ -58,7 +52,7 @@ def _check_on_rank(rank: int, port: int, failures: mp.SimpleQueue) -> None:  # t
 def test_the_batched_row_gather_equals_one_full_tensor_per_parameter() -> None:
     context = mp.get_context("spawn")
     failures = context.SimpleQueue()
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_check_on_rank, args=(rank, port, failures)) for rank in range(2)]
     for process in processes:
         process.start()

@@ -262,15 +262,13 @@ def _fsdp_rank(rank: int, port: int, data_dir: Path, reference: Path, failures: 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_fsdp_on_two_ranks_shards_the_decoder_layers_and_matches_one_process(tmp_path, data_dir):
-    import socket
-
     import torch.multiprocessing as mp
+
+    from service.testing import free_port
 
     reference = tmp_path / "one-process.pt"
     torch.save(_trained(data_dir), reference)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     context = mp.get_context("spawn")
     failures = context.SimpleQueue()
     ranks = [

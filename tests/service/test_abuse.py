@@ -14,7 +14,7 @@ from benchmarks.abusive_tenant import AT_CAP_CHOICES, expensive_sweep
 from service.api import create_app
 from service.api.params import MAX_EVENT_ID, MAX_STEP
 from service.settings import Settings
-from symopt_core.sweep_spec import MAX_JOB_CHECKS
+from service.sweep_spec import MAX_JOB_CHECKS
 
 from .conftest import TINY_JOB, make_tenant
 from .test_api_security import STUDY, SWEEP
@@ -134,8 +134,8 @@ def test_a_key_out_of_tokens_gets_its_429_before_its_body_is_read(database_url, 
 def test_large_sweeps_are_checked_in_the_worker_process_with_the_same_answers(database_url, tmp_path):
     from service.api.params import validated
     from service.api.spec_checks import INLINE_JOB_CHECKS, SpecChecker
-    from symopt_core.study_spec import StudySpec
-    from symopt_core.sweep_spec import SweepSpec
+    from service.study_spec import StudySpec
+    from service.sweep_spec import SweepSpec
 
     valid = {
         **SWEEP,

@@ -31,6 +31,7 @@ from service.store.jobs import create_job, request_cancel, transition
 from service.store.metrics import Point, record_metrics
 from service.store.models import Sweep, Tenant
 from service.store.sweeps import create_sweep, create_trial_job, set_sweep_status
+from service.sweep_spec import ParamRange, SweepSpec
 from service.sweeps.controller import TrialJob, report_and_maybe_prune
 from service.sweeps.space import (
     distribution,
@@ -43,7 +44,6 @@ from service.sweeps.space import (
 from service.sweeps.storage import optuna_storage
 from service.testing import ROOT
 from symopt_core.spec import load_spec
-from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..specs import tiny_job
 from ..waiting import LIMIT, wait_for

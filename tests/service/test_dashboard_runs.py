@@ -35,10 +35,10 @@ from service.store.jobs import create_job, transition
 from service.store.metrics import Point, record_metrics
 from service.store.models import Sweep, Tenant
 from service.store.sweeps import create_sweep, create_trial_job, set_sweep_status
+from service.sweep_spec import ParamRange, SweepSpec
 from service.sweeps.space import distribution, make_sampler, resolved_spaces, trial_spec
 from service.sweeps.storage import optuna_storage
 from symopt_core.spec import load_spec
-from symopt_core.sweep_spec import ParamRange, SweepSpec
 
 from ..waiting import LIMIT, wait_for
 from .live import ServiceTenant, SharedService

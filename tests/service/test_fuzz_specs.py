@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from service.api import create_app
 from service.settings import Settings
 from service.store.migrate import upgrade
+from service.sweep_spec import ParamRange, SweepSpec
 from service.sweeps.space import distribution, trial_spec
 from symopt_core.errors import ConfigError
 from symopt_core.models.registry import MODEL_FAMILIES
@@ -40,7 +41,6 @@ from symopt_core.optim import RULES
 from symopt_core.params import ParamClass
 from symopt_core.presets import PRESETS
 from symopt_core.spec import JobSpec
-from symopt_core.sweep_spec import ParamRange, SweepSpec
 from symopt_core.training.loop import batch_shape, build_run, forward_backward
 
 from .conftest import TINY_JOB, Tenant, make_tenant

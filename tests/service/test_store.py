@@ -38,8 +38,8 @@ from service.store.sweeps import (
     request_cancel_sweep,
     trials,
 )
+from service.sweep_spec import SweepSpec
 from symopt_core.spec import load_spec
-from symopt_core.sweep_spec import SweepSpec
 
 from .conftest import TINY_JOB, make_tenant
 

@@ -11,7 +11,7 @@ from scipy import stats as scipy_stats
 from service.store.models import Sweep
 from service.studies.caveats import caveats, seeds_to_resolve
 from service.studies.stats import paired_difference
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 from .conftest import TINY_JOB
 

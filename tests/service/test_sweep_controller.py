@@ -17,6 +17,7 @@ from service.store import JobStatus, Store, SweepStatus
 from service.store.jobs import transition
 from service.store.models import Sweep, utcnow
 from service.store.sweeps import create_sweep, create_trial_job, request_cancel_sweep, trial_jobs
+from service.sweep_spec import SweepSpec
 from service.sweeps.controller import (
     ABANDONED_ASK,
     INVALID_TRIAL,
@@ -26,7 +27,6 @@ from service.sweeps.controller import (
 )
 from service.sweeps.storage import optuna_storage
 from symopt_core.spec import load_spec
-from symopt_core.sweep_spec import SweepSpec
 
 from .conftest import TINY_JOB, make_tenant
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.sweep_spec import ParamRange
 from service.sweeps.space import CRITICAL_BATCH_C, auto_search_space, grid, token_budget, trial_spec
 from symopt_core.models.registry import build_model
 from symopt_core.presets import param_groups
 from symopt_core.spec import JobSpec, load_spec, set_path
-from symopt_core.sweep_spec import ParamRange
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # The study example's base job: nanoGPT's CPU GPT-2 (tied embedding, learned positions).

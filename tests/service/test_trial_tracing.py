@@ -12,11 +12,11 @@ from service.settings import Settings
 from service.store import JobStatus, Store
 from service.store.jobs import get_job, request_cancel, transition
 from service.store.sweeps import create_sweep, trial_jobs
+from service.sweep_spec import SweepSpec
 from service.sweeps.controller import SweepController
 from service.sweeps.space import auto_search_space
 from service.sweeps.storage import optuna_storage
 from symopt_core.spec import load_spec
-from symopt_core.sweep_spec import SweepSpec
 
 from .conftest import TINY_JOB, make_tenant
 

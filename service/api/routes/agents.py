@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from symopt_core.sweep_spec import SweepSpec
+from service.sweep_spec import SweepSpec
 
 from ...errors import ConflictError
 from ...settings import Settings

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 from ...store.status import SweepStatus
 from ...store.studies import create_study, get_study, list_studies, request_cancel_study

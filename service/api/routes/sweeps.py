@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from symopt_core.sweep_spec import SweepSpec
+from service.sweep_spec import SweepSpec
 
 from ...store.status import SweepStatus
 from ...store.sweeps import create_sweep, get_sweep, list_sweeps, request_cancel_sweep

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 from ...store.models import Study
 from ...store.status import JobStatus, SweepStatus

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
-from symopt_core.sweep_spec import SweepSpec
+from service.sweep_spec import SweepSpec
 
 from ...store.models import Sweep
 from ...store.status import JobStatus

@@ -24,10 +24,17 @@ from pydantic import (
     model_validator,
 )
 
-from .presets import PRESETS
-from .proxy import ProxySpec, proxy_sizes
-from .spec import MAX_SEED, JobSpec, Name, describe_validation_error, printable, set_path
-from .spec import _OmitsUnusedFields as OmitsUnusedFields
+from symopt_core.presets import PRESETS
+from symopt_core.proxy import ProxySpec, proxy_sizes
+from symopt_core.spec import (
+    MAX_SEED,
+    JobSpec,
+    Name,
+    OmitsUnusedFields,
+    describe_validation_error,
+    printable,
+    set_path,
+)
 
 __all__ = [
     "LR_SCALE_RANGE",

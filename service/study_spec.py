@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from .proxy import ProxySpec
-from .spec import MAX_SEED, JobSpec, Name, OptimizerSpec
-from .spec import _OmitsUnusedFields as OmitsUnusedFields
+from symopt_core.proxy import ProxySpec
+from symopt_core.spec import MAX_SEED, JobSpec, Name, OmitsUnusedFields, OptimizerSpec
+
 from .sweep_spec import MAX_JOB_CHECKS, Executor, ParamRange, SweepSpec, checks_jobs, job_checks
 
 __all__ = ["Candidate", "StudySpec", "TuningSpec"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from symopt_core.study_spec import StudySpec
+from service.study_spec import StudySpec
 
 BASE = {
     "model": {"family": "qwen3", "size": "tiny"},

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tarfile
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -15,7 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from symopt_core.spec import JobSpec
 
-from ...errors import NotFoundError
+from ...checkpoint_downloads import open_newest_checkpoint
 from ...store.jobs import create_job, delete_job, get_job, list_jobs, read_events, request_cancel
 from ...store.metrics import job_metrics_seq, read_metrics, read_thinned_metrics
 from ...store.status import JobStatus
@@ -220,54 +216,17 @@ def download_checkpoint_route(
 
     An FSDP job's checkpoints are directories (step_<step>.dcp, torch.distributed.checkpoint):
     those come as one uncompressed tar of the directory (application/x-tar)."""
-    from symopt_core.training import latest_checkpoint
-
     with store.read() as session:
         get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
-    newest = latest_checkpoint(settings.job_run_dir(job_id) / "checkpoints")
-    try:
-        # Opened now: a newer checkpoint may rotate this one away while it streams, and an open
-        # file survives its unlink (a sharded one is archived first, for the same reason).
-        stream = _open_checkpoint(newest) if newest is not None else None
-    except FileNotFoundError:
-        stream = None
-    if newest is None or stream is None:
-        raise NotFoundError(
-            f"Job {job_id} has no checkpoint yet: one is written every checkpoint.every steps "
-            "(and when a run is cancelled or stopped)"
-        )
-    size = os.fstat(stream.fileno()).st_size
-    sharded = newest.is_dir()
-    filename = f"{job_id}-{newest.name}" + (".tar" if sharded else "")
+    download = open_newest_checkpoint(settings.job_run_dir(job_id) / "checkpoints", job_id)
     return StreamingResponse(
-        _chunks(stream),
-        media_type="application/x-tar" if sharded else "application/octet-stream",
+        download.chunks(),
+        media_type=download.media_type,
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{download.filename}"',
+            "Content-Length": str(download.size),
         },
     )
-
-
-def _open_checkpoint(path: Path) -> BinaryIO:
-    """A checkpoint file, opened; a sharded checkpoint directory, as a tar in a temporary file."""
-    if not path.is_dir():
-        return path.open("rb")
-    archive = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
-    try:
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            tar.add(path, arcname=path.name)
-    except (FileNotFoundError, tarfile.TarError) as error:  # rotated away while being archived
-        archive.close()
-        raise FileNotFoundError(str(path)) from error
-    archive.seek(0)
-    return archive
-
-
-def _chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    with stream:
-        while chunk := stream.read(size):
-            yield chunk
 
 
 def visible_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> str:

@@ -64,7 +64,8 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path:
     axes.set_ylabel("validation loss")
     axes.set_title("validation loss over seeds (band: min to max)")
     axes.grid(alpha=0.3)
-    axes.legend()
+    if axes.get_legend_handles_labels()[0]:  # no candidate has a curve yet: nothing to name
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

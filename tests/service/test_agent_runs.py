@@ -36,8 +36,21 @@ def agent(
     script = [sys.executable, str(EXAMPLE), "--log", str(log), "--checkpoint-every", "100"]
     env = one_thread_env(SYMOPT_URL=api.url, SYMOPT_API_KEY=api.key)
     return subprocess.Popen(
-        command + script, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=session
+        command + script,
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=session,
+        preexec_fn=_terminal_signals if session else None,
     )
+
+
+def _terminal_signals() -> None:
+    """Ctrl-C and Ctrl-\\ as a terminal's command has them: a runner that started the tests in
+    the background (`pytest &` in a script) ignores them, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def sweep_spec() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -94,13 +94,16 @@ class Engine(ABC):
     def count(self, steps: list[Tensor]) -> None:
         """Add one to each float32 step counter."""
 
-    @abstractmethod
+    # The elementwise updates' kernels: multi-tensor (foreach, fused AdamW) or one tensor at a
+    # time (elementwise.py holds both forms).
+    foreach: ClassVar[bool] = True
+
     def momentum(
         self, grads: list[Tensor], buffers: list[Tensor], momentum: float, nesterov: bool
     ) -> list[Tensor]:
         """EMA momentum in place (elementwise.momentum_update); returns what the rule reads."""
+        return momentum_update(grads, buffers, momentum, nesterov, foreach=self.foreach)
 
-    @abstractmethod
     def adamw(
         self,
         params: list[Tensor],
@@ -115,6 +118,10 @@ class Engine(ABC):
         weight_decay: float,
     ) -> None:
         """One AdamW step of each tensor, in place (elementwise.adamw_update)."""
+        adamw_update(
+            params, grads, exp_avgs, exp_avg_sqs, steps, lr=lr, betas=betas, eps=eps,
+            weight_decay=weight_decay, foreach=self.foreach,
+        )  # fmt: skip
 
     @abstractmethod
     def apply(self, params: list[Tensor], updates: list[Tensor], lr: float, weight_decay: float) -> None:
@@ -179,29 +186,6 @@ class BatchedEngine(Engine):
 
     def count(self, steps: list[Tensor]) -> None:
         torch._foreach_add_(steps, 1.0)
-
-    def momentum(
-        self, grads: list[Tensor], buffers: list[Tensor], momentum: float, nesterov: bool
-    ) -> list[Tensor]:
-        return momentum_update(grads, buffers, momentum, nesterov, foreach=True)
-
-    def adamw(
-        self,
-        params: list[Tensor],
-        grads: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
-        steps: list[Tensor],
-        *,
-        lr: float,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-    ) -> None:
-        adamw_update(
-            params, grads, exp_avgs, exp_avg_sqs, steps, lr=lr, betas=betas, eps=eps,
-            weight_decay=weight_decay, foreach=True,
-        )  # fmt: skip
 
     def apply(self, params: list[Tensor], updates: list[Tensor], lr: float, weight_decay: float) -> None:
         if weight_decay != 0.0:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from .elementwise import adamw_update, momentum_update
 from .engines import Engine, MatrixJob, direction
 
 __all__ = ["ReferenceEngine"]
@@ -21,32 +20,11 @@ __all__ = ["ReferenceEngine"]
 class ReferenceEngine(Engine):
     """Every step of SymOpt per tensor (engines.py says what each method does)."""
 
+    foreach = False  # momentum and AdamW one tensor at a time (elementwise.py)
+
     def count(self, steps: list[Tensor]) -> None:
         for step in steps:
             step += 1
-
-    def momentum(
-        self, grads: list[Tensor], buffers: list[Tensor], momentum: float, nesterov: bool
-    ) -> list[Tensor]:
-        return momentum_update(grads, buffers, momentum, nesterov, foreach=False)
-
-    def adamw(
-        self,
-        params: list[Tensor],
-        grads: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
-        steps: list[Tensor],
-        *,
-        lr: float,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-    ) -> None:
-        adamw_update(
-            params, grads, exp_avgs, exp_avg_sqs, steps, lr=lr, betas=betas, eps=eps,
-            weight_decay=weight_decay, foreach=False,
-        )  # fmt: skip
 
     def apply(self, params: list[Tensor], updates: list[Tensor], lr: float, weight_decay: float) -> None:
         # p <- (1 - lr·wd) p - lr · update

@@ -181,19 +181,6 @@ def job_metrics_seq(*, session: Session, tenant_id: str, job_id: str) -> int:
     return int(seq)
 
 
-def _filters(
-    job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None
-) -> list[ColumnElement[bool]]:
-    where = [MetricPoint.job_id == job_id]
-    if names:
-        where.append(MetricPoint.name.in_(list(names)))
-    if since_step is not None:
-        where.append(MetricPoint.step > since_step)
-    if after_seq is not None:
-        where.append(MetricPoint.seq > after_seq)
-    return where
-
-
 def read_metrics(
     *,
     session: Session,
@@ -244,6 +231,14 @@ def _points_query(
 ) -> Select[str, int, float | None, str, int]:
     """The statement of one shape of read (which filters, which order), built once: a poll's
     statement is then not rebuilt per request, only bound (`_read_params`)."""
+    columns = (MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
+    where = _where(by_name, since, after)
+    return select(*columns).where(*where).order_by(*_ORDERS[order]).limit(bindparam("limit"))
+
+
+def _where(by_name: bool, since: bool, after: bool) -> list[ColumnElement[bool]]:
+    """The filters of a read, bound by `_read_params`: the job, and the names, steps after
+    since_step and points after after_seq, where asked for."""
     where = [MetricPoint.job_id == bindparam("job_id")]
     if by_name:
         where.append(MetricPoint.name.in_(bindparam("names", expanding=True)))
@@ -251,14 +246,15 @@ def _points_query(
         where.append(MetricPoint.step > bindparam("since_step"))
     if after:
         where.append(MetricPoint.seq > bindparam("after_seq"))
-    columns = (MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
-    return select(*columns).where(*where).order_by(*_ORDERS[order]).limit(bindparam("limit"))
+    return where
 
 
 def _read_params(
-    job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None, limit: int
+    job_id: str, names: Sequence[str], since_step: int | None, after_seq: int | None, limit: int | None
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"job_id": job_id, "limit": limit + 1}
+    params: dict[str, Any] = {"job_id": job_id}
+    if limit is not None:
+        params["limit"] = limit + 1  # one more than asked: whether the answer is truncated
     if names:
         params["names"] = list(names)
     if since_step is not None:
@@ -280,7 +276,7 @@ def _page(
     held: dict[str, list[tuple[int, float | str]]] = {}
     newest = stored
     for name, step, value, kind, seq in rows:
-        held.setdefault(name, []).append((step, kind if kind or value is None else value))
+        held.setdefault(name, []).append((step, decode_value(value, kind)))
         if seq > newest:
             newest = seq
     series = []
@@ -308,14 +304,14 @@ def read_thinned_metrics(
     history in one answer. The rows stream through in (name, step) order, the primary key's: only
     kept points are held. `stored_seq` as for read_metrics."""
     stored = _stored_seq(session, job_id) if stored_seq is None else stored_seq
-    where = _filters(job_id, names, since_step, after_seq)
-    counts = dict(
-        session.execute(select(MetricPoint.name, func.count()).where(*where).group_by(MetricPoint.name)).all()
-    )
+    where = _where(bool(names), since_step is not None, after_seq is not None)
+    params = _read_params(job_id, names, since_step, after_seq, limit=None)
+    counted = select(MetricPoint.name, func.count()).where(*where).group_by(MetricPoint.name)
+    counts = dict(session.execute(counted, params).all())
     query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.kind, MetricPoint.seq)
     ordered = query.where(*where).order_by(MetricPoint.name, MetricPoint.step)
     # On the session's connection: plain rows, without the ORM's per-row loading.
-    rows = session.connection().execute(ordered.execution_options(yield_per=10_000))
+    rows = session.connection().execute(ordered.execution_options(yield_per=10_000), params)
     series, last_step, thinned, reached = [], since_step, False, max(stored, after_seq or 0)
     for name, group in groupby(rows, key=itemgetter(0)):
         thinning = Thinning(counts[name], max_points)
